@@ -1,0 +1,34 @@
+# hierlmm: `make demo` and `make test` do all set-up (a .venv with Python >= 3.12) on a fresh machine.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint docs bench clean
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  base="$$(bash .ci/find-python)" || exit 1; \
+	  echo "creating $(VENV) with $$base"; \
+	  "$$base" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev,docs]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hierlmm demo --out out
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hierlmm tests bench
+
+test: lint
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/ml_speed.py
+
+clean:
+	rm -rf $(VENV) site out

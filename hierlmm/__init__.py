@@ -1,0 +1,42 @@
+"""hierlmm: Bayesian linear mixed-effects models, with ML/REML fits that agree with nlme and lme4.
+
+The pipeline, every stage public::
+
+    spec = hierlmm.model_spec("CD4 ~ obstime + obstime:drug + (obstime | patient)")   # ModelSpec
+    design = hierlmm.build_design(spec, data)                                           # Design (y, X, blocks)
+    fit = hierlmm.fit_ml(design, "REML")                                                # MLFit
+    print(hierlmm.summary(fit))
+
+or in one call: ``hierlmm.fit(formula, data)``.
+"""
+
+from hierlmm import datasets
+from hierlmm.api import fit, fit_ml, model_spec
+from hierlmm.design import Design, RandomEffectsBlock, build_design, new_model_matrices
+from hierlmm.errors import (
+    BoundaryWarning,
+    ConvergenceWarning,
+    DataError,
+    DatasetNotFoundError,
+    FormulaError,
+    HierlmmError,
+    MissingDataWarning,
+    NotSupportedError,
+    SpecError,
+    UnsafeExpressionError,
+)
+from hierlmm.fit_result import MLFit, RandomEffects
+from hierlmm.reml import profiled_deviance
+from hierlmm.spec import ModelSpec, RandomTerm, pdDiag, pdSymm
+from hierlmm.spec_files import load_spec
+from hierlmm.summaries import summary, to_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
+    "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
+    "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
+    "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "profiled_deviance",
+    "summary", "to_dict",
+]

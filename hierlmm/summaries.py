@@ -1,0 +1,113 @@
+"""Summaries of a fit: nlme-like text for people, a JSON-ready dict for scripts.
+
+The dict's keys are the command-line contract (``hierlmm fit --json``): ``method``, ``n_obs``, ``n_dropped``,
+``groups``, ``fixef`` {names, estimate, se, df, t, p}, ``random`` {factor: {names, cov, sd, corr}}, ``sigma``,
+``loglik``, ``aic``, ``bic``, ``seconds``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hierlmm.covariance import sd_corr
+from hierlmm.fit_result import MLFit
+
+_STRUCTURE = {
+    "pdSymm": "General positive-definite, Log-Cholesky parametrization",
+    "pdDiag": "Diagonal",
+}
+
+
+def to_dict(fit: MLFit) -> dict[str, Any]:
+    """The fit as plain Python types (the ``--json`` contract)."""
+    table = fit.fixef()
+    random = {}
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+        sd, corr = sd_corr(D)
+        random[block.factor] = {
+            "names": list(block.effect_names), "structure": block.structure, "cov": D.tolist(),
+            "sd": sd.tolist(), "corr": corr.tolist(),
+        }
+    return {
+        "model": fit.design.spec.formula,
+        "method": fit.method,
+        "n_obs": fit.design.n_obs,
+        "n_dropped": fit.design.missing.n_dropped,
+        "dropped_by_column": dict(fit.design.missing.by_column),
+        "groups": {b.factor: b.n_levels for b in fit.design.blocks},
+        "fixef": {
+            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
+            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
+        },
+        "random": random,
+        "sigma": fit.sigma,
+        "loglik": fit.loglik,
+        "aic": fit.aic,
+        "bic": fit.bic,
+        "converged": fit.optimizer.converged,
+        "boundary": list(fit.optimizer.boundary),
+        "seconds": fit.seconds,
+    }
+
+
+def _fmt(x: float, digits: int = 7) -> str:
+    return f"{x:.{digits}g}"
+
+
+def summary(fit: MLFit, data_name: str | None = None) -> str:
+    """An nlme-like printout of the fit (``summary(lme(...))``)."""
+    spec = fit.design.spec
+    lines = [f"Linear mixed-effects model fit by {fit.method}"]
+    if data_name:
+        lines.append(f"  Data: {data_name}")
+    lines += [
+        f"  {'AIC':>10} {'BIC':>10} {'logLik':>10}",
+        f"  {fit.aic:10.3f} {fit.bic:10.3f} {fit.loglik:10.3f}",
+        "",
+        "Random effects:",
+    ]
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+        sd, corr = sd_corr(D)
+        lines.append(f" Formula: ~{block.effects.deparse()} | {block.factor}")
+        lines.append(f" Structure: {_STRUCTURE.get(block.structure, block.structure)}")
+        width = max(11, *(len(n) for n in block.effect_names))
+        corr_head = "Corr" if block.q > 1 and block.structure == "pdSymm" else ""
+        lines.append(f" {'':<{width}} {'StdDev':>10}  {corr_head}")
+        for j, name in enumerate(block.effect_names):
+            cells = ""
+            if corr_head:
+                cells = " ".join(f"{corr[j, k]:6.3f}" for k in range(j)) if j else _abbrev(block.effect_names)
+            lines.append(f" {name:<{width}} {sd[j]:10.7f}  {cells}")
+    lines.append(f" {'Residual':<11} {fit.sigma:10.7f}")
+    lines += ["", f"Fixed effects:  {spec.fixed_formula}"]
+    table = fit.fixef()
+    width = max(len(n) for n in table.index)
+    lines.append(f" {'':<{width}} {'Value':>11} {'Std.Error':>10} {'DF':>5} {'t-value':>9} {'p-value':>8}")
+    for name, row in table.iterrows():
+        lines.append(
+            f" {name:<{width}} {row['Value']:11.6f} {row['Std.Error']:10.6f} {int(row['DF']):5d} "
+            f"{row['t-value']:9.4f} {row['p-value']:8.4f}"
+        )
+    lines += ["", f"Number of Observations: {fit.design.n_obs}"]
+    lines.append("Number of Groups: " + ", ".join(f"{b.factor} {b.n_levels}" for b in fit.design.blocks))
+    if fit.design.missing.n_dropped:
+        lines.append(f"Missing values: {fit.design.missing}")
+    status = "converged" if fit.optimizer.converged else "NOT converged (see the warning)"
+    lines.append(
+        f"Optimizer: {status}; {fit.optimizer.n_evaluations} evaluations, scaled gradient "
+        f"{fit.optimizer.scaled_gradient:.1e}, {fit.seconds:.3f} s"
+    )
+    if fit.optimizer.boundary:
+        lines.append(f"Boundary (singular) fit: {', '.join(fit.optimizer.boundary)} estimated as 0")
+    return "\n".join(lines)
+
+
+def _abbrev(names: tuple[str, ...]) -> str:
+    return "(Intr)" if names and names[0] == "(Intercept)" else ""
+
+
+def format_number(x: float) -> str:
+    """Compact number formatting used by the command line."""
+    return _fmt(float(np.asarray(x)))
