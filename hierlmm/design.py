@@ -160,6 +160,9 @@ def _grouping_factor(data: pd.DataFrame, block: RandomTerm) -> tuple[np.ndarray,
         if not isinstance(value, Factor):  # grouping factors are always factors
             value = Evaluator(data).to_factor(value, None, Name(col))
         parts.append(value)
+    if len(parts) == 1:  # one column: its levels in order, unused levels dropped
+        present, index = np.unique(parts[0].codes, return_inverse=True)
+        return index.reshape(-1), tuple(parts[0].levels[c] for c in present)
     codes = np.stack([p.codes for p in parts], axis=1)
     uniq, index = np.unique(codes, axis=0, return_inverse=True)  # lexicographic: outer factor's levels first
     labels = tuple(":".join(p.levels[c] for p, c in zip(parts, row, strict=True)) for row in uniq)

@@ -227,7 +227,9 @@ class Evaluator:
             f = self.to_factor(args[0], None, expr)
             ref = str(kwargs.get("ref", args[1] if len(args) > 1 else ""))
             if ref not in f.levels:
-                raise DataError(f"relevel(): {ref!r} is not a level.", given=deparse(expr), fix=f"Use one of {f.levels}.")
+                raise DataError(
+                    f"relevel(): {ref!r} is not a level.", given=deparse(expr), fix=f"Use one of {f.levels}."
+                )
             order = (f.levels.index(ref), *(i for i, lv in enumerate(f.levels) if lv != ref))
             remap = np.argsort(order)
             return Factor(np.where(f.codes >= 0, remap[np.maximum(f.codes, 0)], -1), tuple(f.levels[i] for i in order))
@@ -253,7 +255,9 @@ class Evaluator:
             raw = np.array([value.levels[c] if c >= 0 else None for c in value.codes], dtype=object)
         else:
             arr = np.asarray(self.numeric(value, expr))
-            raw = np.array([None if (isinstance(v, float) and np.isnan(v)) else _r_string(v) for v in arr], dtype=object)
+            raw = np.array(
+                [None if (isinstance(v, float) and np.isnan(v)) else _r_string(v) for v in arr], dtype=object
+            )
         if levels is None:
             if isinstance(value, Factor):
                 lv = [x for x in value.levels if x in set(raw)]

@@ -6,7 +6,8 @@ At the estimates, for subject ``i`` (outermost grouping level) with stacked ``Z_
 
 - empirical-Bayes random effects (the mean of ``p(b_i | y_i; theta)``, chapter 3.4):
   ``b_i = D Z_i' V_i^{-1} r_i = Lambda A_i^{-1} Lambda' Z_i' r_i``;
-- the chapter's covariance ``D Z_i' K Z_i D`` with ``K = V_i^{-1} - V_i^{-1} X_i (sum_i X_i'V_i^{-1}X_i)^{-1} X_i'V_i^{-1}``
+- the chapter's covariance ``D Z_i' K Z_i D`` with
+  ``K = V_i^{-1} - V_i^{-1} X_i (sum_i X_i'V_i^{-1}X_i)^{-1} X_i'V_i^{-1}``
   (the variance of the estimator ``b_i``), and the prediction-error covariance ``D - D Z_i' K Z_i D``
   (``Var(b_i - b_i_hat)``, what intervals for ``b_i`` use);
 - the implied marginal covariance ``V_i = Z_i D Z_i' + sigma^2 I``.
@@ -227,7 +228,8 @@ class MLFit:
         key = str(subject)
         if key not in levels:
             raise DataError(
-                f"{key!r} is not a level of the subject factor {self.design.blocks[self.stats.subject_block].factor!r}.",
+                f"{key!r} is not a level of the subject factor "
+                f"{self.design.blocks[self.stats.subject_block].factor!r}.",
                 given=subject,
                 fix=f"Use one of {', '.join(levels[:5])}, ... ({len(levels)} levels).",
             )

@@ -66,6 +66,49 @@ def stacked_lambda(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray
     return Lam
 
 
+@dataclass(frozen=True, eq=False)
+class LambdaMap:
+    """``theta`` -> the stacked ``Lambda`` by one scatter, and the gradient back by one gather.
+
+    ``Lambda.flat[target[j]] = theta[source[j]]`` (diagonal entries exponentiated on the log-Cholesky scale).
+    """
+
+    Q: int
+    target: np.ndarray
+    source: np.ndarray
+    diag: np.ndarray
+    size: int
+
+    @classmethod
+    def build(cls, layout: ThetaLayout, stats: SubjectStats) -> LambdaMap:
+        """Precompute the scatter indices of a layout on a subject layout."""
+        targets, sources = [], []
+        for lay in stats.layouts:
+            param = layout.blocks[lay.block]
+            rows, cols = param.positions()
+            for slot in range(lay.n_slots):
+                o = lay.offset + slot * lay.q
+                targets.append((o + rows) * stats.Q + (o + cols))
+                sources.append(param.start + np.arange(param.size))
+        return cls(stats.Q, np.concatenate(targets), np.concatenate(sources), layout.diagonal_mask(), layout.size)
+
+    def lam(self, theta: np.ndarray, log_diagonal: bool) -> np.ndarray:
+        """The stacked relative factor at ``theta``."""
+        values = np.array(theta, dtype=float)
+        if log_diagonal:
+            values[self.diag] = np.exp(values[self.diag])
+        out = np.zeros(self.Q * self.Q)
+        out[self.target] = values[self.source]
+        return out.reshape(self.Q, self.Q)
+
+    def chain(self, grad_lambda: np.ndarray, theta: np.ndarray, log_diagonal: bool) -> np.ndarray:
+        """Gradient with respect to ``theta`` from the gradient with respect to ``Lambda``."""
+        grad = np.bincount(self.source, weights=grad_lambda.ravel()[self.target], minlength=self.size)
+        if log_diagonal:
+            grad[self.diag] *= np.exp(theta[self.diag])
+        return grad
+
+
 def small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
     """Inverses and log-determinants of a batch of small SPD matrices (closed form for 1x1 and 2x2).
 
@@ -101,15 +144,17 @@ def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = 
     """
     p = stats.XtX.shape[0]
     N = int(stats.n_per_subject.sum())  # noqa: N806
-    Q = stats.Q  # noqa: N806
-    SL = stats.ZtZ @ Lam  # (M, Q, Q)  # noqa: N806
-    A = Lam.T @ SL  # noqa: N806
+    M, Q = stats.M, stats.Q  # noqa: N806
+    k = p + 1
+    # Batched small products written as single 2-D BLAS calls over all subjects.
+    SL = (stats.ZtZ.reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # Z'Z Lambda  # noqa: N806
+    A = (SL.transpose(0, 2, 1).reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # (Lambda'Z'Z Lambda)' = A - I  # noqa: N806
     A[:, np.arange(Q), np.arange(Q)] += 1.0
     A_inv, logdets = small_inverse(A)  # noqa: N806
     T = stats.T  # (M, Q, p+1)  # noqa: N806
-    C = Lam.T @ T  # noqa: N806
-    U = A_inv @ C  # noqa: N806
-    G = np.einsum("mqa,mqb->ab", C, U)  # noqa: N806
+    C = (stats.T_rows @ Lam).reshape(M, k, Q).transpose(0, 2, 1)  # Lambda'T  # noqa: N806
+    U = A_inv @ C if Q > 1 else A_inv * C  # noqa: N806
+    G = C.reshape(M * Q, k).T @ U.reshape(M * Q, k)  # noqa: N806
     Omega = stats.XyXy - G  # noqa: N806
     XtWX = Omega[:p, :p]  # noqa: N806
     XtWy = Omega[:p, p]  # noqa: N806
@@ -133,7 +178,10 @@ def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = 
         Phi = -dOmega  # noqa: N806
         UPhi = U @ Phi  # (M, Q, p+1)  # noqa: N806
         inner = A_inv - UPhi @ np.swapaxes(U, 1, 2)
-        grad = 2.0 * (np.einsum("mab,mbc->ac", SL, inner) + np.einsum("mak,mbk->ab", T, UPhi))
+        grad = 2.0 * (
+            SL.transpose(1, 0, 2).reshape(Q, M * Q) @ inner.reshape(M * Q, Q)
+            + T.transpose(1, 0, 2).reshape(Q, M * k) @ UPhi.transpose(1, 0, 2).reshape(Q, M * k).T
+        )
     return ProfiledState(float(deviance), Lam, A, XtWX, XtWy, beta, rss, sigma2, logdet_A, grad)
 
 
@@ -150,25 +198,15 @@ def profiled_deviance(
     stats = stats if stats is not None else subject_stats(design)
     layout = layout_for(design, stats)
     reml = method.upper() == "REML"
-    diag = layout.diagonal_mask()
+    lambda_map = LambdaMap.build(layout, stats)
 
     def deviance(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        factors = layout.factors(theta, log_diagonal)
         try:
-            state = evaluate(stats, stacked_lambda(stats, factors), reml, gradient=True)
+            state = evaluate(stats, lambda_map.lam(theta, log_diagonal), reml, gradient=True)
         except np.linalg.LinAlgError:
             return np.inf, np.full(theta.shape, np.nan)
         assert state.grad_Lambda is not None
-        grad = np.zeros(layout.size)
-        for lay in stats.layouts:
-            param = layout.blocks[lay.block]
-            rows, cols = param.positions()
-            for slot in range(lay.n_slots):
-                o = lay.offset + slot * lay.q
-                grad[param.start : param.start + param.size] += state.grad_Lambda[o + rows, o + cols]
-        if log_diagonal:
-            grad[diag] *= np.exp(theta[diag])
-        return state.deviance, grad
+        return state.deviance, lambda_map.chain(state.grad_Lambda, theta, log_diagonal)
 
     return deviance, layout, stats
 
@@ -201,9 +239,14 @@ class OptimizerReport:
 
 
 def _minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, bounds: list | None = None):
+    """BFGS on the unconstrained log-Cholesky scale; L-BFGS-B when some parameters are bounded (boundary fits).
+
+    Tolerances are moderate on purpose: Newton steps with the exact gradient finish the job (see optimize_theta).
+    """
+    if bounds is None:
+        return scipy.optimize.minimize(fun, x0, jac=True, method="BFGS", options={"gtol": 1e-5, "maxiter": 2000})
     return scipy.optimize.minimize(
-        fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-        options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-7},
+        fun, x0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000, "ftol": 1e-12, "gtol": 1e-8}
     )
 
 
@@ -223,7 +266,7 @@ def optimize_theta(design: Design, method: str) -> tuple[np.ndarray, ThetaLayout
         evals += res.nfev
         if np.isfinite(res.fun) and (best is None or res.fun < best.fun - 1e-9):
             best = res
-        if np.isfinite(res.fun) and np.all(res.x[diag] > np.log(1e-4)) and np.max(np.abs(res.jac)) < 1e-2:
+        if np.isfinite(res.fun) and np.all(res.x[diag] > np.log(1e-2)) and np.max(np.abs(res.jac)) < 1e-2:
             break  # an interior optimum: the Newton polish and the checks below finish the job
     if best is None:
         raise NumericalError(
@@ -235,33 +278,29 @@ def optimize_theta(design: Design, method: str) -> tuple[np.ndarray, ThetaLayout
     natural[diag] = np.exp(natural[diag])
     ndev, _, _ = profiled_deviance(design, method, log_diagonal=False, stats=stats)
     boundary: tuple[str, ...] = ()
-    if np.any(natural[diag] < 1e-4):
-        # A variance heads to 0: refit on lme4's bounded scale, where 0 is reachable.
+    if np.any(natural[diag] < 1e-2):
+        # A variance may head to 0 (log scale -> -inf): refit on lme4's bounded scale, where 0 is reachable.
         bounds = [(0.0, None) if d else (None, None) for d in diag]
         res = _minimize(ndev, natural, bounds)
         evals += res.nfev
         if res.fun <= best.fun + 1e-9:
             natural = np.array(res.x)
+        natural[diag & (natural < 1e-6)] = 0.0  # L-BFGS-B stops within its tolerance of the bound
         boundary = _boundary_names(design, layout, natural)
-    else:  # polish with Newton steps on the natural scale (cheap: theta is short)
-        for _ in range(3):
-            _, g = ndev(natural)
-            H = _hessian(ndev, natural)  # noqa: N806
-            step = np.linalg.solve(H, g) if np.all(np.linalg.eigvalsh(H) > 0) else np.zeros_like(g)
-            if not np.all(np.isfinite(step)) or ndev(natural - step)[0] > ndev(natural)[0] + 1e-10:
-                break
-            natural = natural - step
-            evals += 1
+    # Convergence check, polishing with Newton steps while they still move theta (theta is short: cheap).
     free = ~(diag & (natural <= 1e-8))
-    _, g = ndev(natural)
-    H = _hessian(ndev, natural)[np.ix_(free, free)]  # noqa: N806
-    gfree = g[free]
-    try:
-        eig = np.linalg.eigvalsh(H)
-        hess_pd = bool(eig.size == 0 or eig.min() > 0)
-        scaled = float(np.max(np.abs(np.linalg.solve(H, gfree)))) if gfree.size else 0.0
-    except np.linalg.LinAlgError:
-        hess_pd, scaled = False, float("inf")
+    current, hess_pd, scaled, step, gfree = _newton_check(ndev, natural, free)
+    evals += 2 + 2 * int(free.sum())
+    for _ in range(5):
+        if not hess_pd or scaled < 1e-8:
+            break
+        trial = natural.copy()
+        trial[free] -= step
+        if (boundary and np.any(trial[diag] < 0)) or not ndev(trial)[0] <= current + 1e-10:
+            break
+        natural = trial
+        current, hess_pd, scaled, step, gfree = _newton_check(ndev, natural, free)
+        evals += 3 + 2 * int(free.sum())
     gnorm = float(np.max(np.abs(gfree))) if gfree.size else 0.0
     converged = bool(hess_pd and scaled < 1e-4)
     if not converged:
@@ -286,11 +325,35 @@ def optimize_theta(design: Design, method: str) -> tuple[np.ndarray, ThetaLayout
 
 
 def _boundary_names(design: Design, layout: ThetaLayout, theta: np.ndarray) -> tuple[str, ...]:
+    """What lies on the boundary: SDs estimated as 0, or a singular D (a correlation of +-1)."""
     out = []
     for block, L in zip(design.blocks, layout.factors(theta, log_diagonal=False), strict=True):  # noqa: N806
         sd = np.sqrt(np.diag(L @ L.T))
-        out.extend(f"sd({block.factor}:{name})" for name, s in zip(block.effect_names, sd, strict=True) if s < 1e-4)
+        zero_sd = [f"sd({block.factor}:{name})" for name, s in zip(block.effect_names, sd, strict=True) if s == 0]
+        out.extend(zero_sd)
+        if not zero_sd and np.any(np.diag(L) == 0):
+            out.append(f"D({block.factor}) singular (a correlation of +-1)")
     return tuple(out)
+
+
+def _newton_check(
+    f: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray, free: np.ndarray
+) -> tuple[float, bool, float, np.ndarray, np.ndarray]:
+    """At ``x``: the objective, whether the Hessian over the free parameters is positive definite, the scaled
+    gradient ``max |H^-1 g|``, the Newton step ``H^-1 g`` and ``g`` (free parameters only)."""
+    value, g = f(x)
+    gfree = g[free]
+    if not gfree.size:
+        return value, True, 0.0, gfree, gfree
+    H = _hessian(f, x)[np.ix_(free, free)]  # noqa: N806
+    try:
+        eig = np.linalg.eigvalsh(H)
+        if not np.all(np.isfinite(eig)) or eig.min() <= 0:
+            return value, False, float("inf"), np.zeros_like(gfree), gfree
+        step = np.linalg.solve(H, gfree)
+        return value, True, float(np.max(np.abs(step))), step, gfree
+    except np.linalg.LinAlgError:
+        return value, False, float("inf"), np.zeros_like(gfree), gfree
 
 
 def _hessian(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray) -> np.ndarray:

@@ -122,7 +122,9 @@ def load_spec(path: str | Path) -> ModelFile:
     """
     path = Path(path)
     if not path.is_file():
-        raise SpecError("Model file not found.", given=str(path), fix="Give the path of a .toml file, e.g. models/aids_ri_rs.toml.")
+        raise SpecError(
+            "Model file not found.", given=str(path), fix="Give the path of a .toml file, e.g. models/aids_ri_rs.toml."
+        )
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

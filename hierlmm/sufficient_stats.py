@@ -55,6 +55,12 @@ class SubjectStats:
         return np.concatenate([self.ZtX, self.Zty[:, :, None]], axis=2)
 
     @cached_property
+    def T_rows(self) -> np.ndarray:  # noqa: N802
+        """``T`` with each subject's columns as rows, (M * (p + 1), Q): ``T_rows @ Lambda`` is ``(Lambda'T)'``."""
+        M, Q, k = self.T.shape  # noqa: N806
+        return np.ascontiguousarray(self.T.transpose(0, 2, 1).reshape(M * k, Q))
+
+    @cached_property
     def XyXy(self) -> np.ndarray:  # noqa: N802
         """``[X y]'[X y]``, (p + 1, p + 1)."""
         p = self.XtX.shape[0]
@@ -118,7 +124,7 @@ def subject_stats(design: Design) -> SubjectStats:
         raise NotSupportedError(
             "The model has no random effects.",
             given=design.spec.formula,
-            fix="Add a random-effects term such as (1 | group); for a fixed-effects-only model use ordinary least squares.",
+            fix="Add a random-effects term such as (1 | group); for a fixed-effects-only model use least squares.",
         )
     top = _outermost(design)
     subject = design.blocks[top].group_index

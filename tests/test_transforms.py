@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from hierlmm.errors import FormulaError
@@ -390,7 +390,11 @@ def test_poly_does_not_depend_on_the_order_of_training_data(x: np.ndarray, degre
 @PROPS
 @given(x=training_x(), df=st.integers(3, 7), degree=st.integers(1, 3))
 def test_bs_with_intercept_is_a_partition_of_unity(x: np.ndarray, df: int, degree: int) -> None:
-    bs = BSpline.fit(x, df=max(df, degree + 1), degree=degree, intercept=True)
+    try:
+        bs = BSpline.fit(x, df=max(df, degree + 1), degree=degree, intercept=True)
+    except FormulaError as error:  # many ties: a knot more than degree + 1 times (R: a zero column)
+        assert "repeated more than" in str(error)
+        reject()
     lo, hi = bs.boundary_knots
     grid = np.r_[np.linspace(lo, hi, 25), x]  # includes both boundary knots exactly
     np.testing.assert_allclose(bs.transform(grid).sum(axis=1), 1.0, rtol=1e-12)

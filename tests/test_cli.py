@@ -1,0 +1,97 @@
+"""The command-line contract: `hierlmm fit` (formula or model file), `hierlmm demo`, --json keys, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hierlmm.cli import main
+
+JSON_KEYS = {"method", "n_obs", "n_dropped", "groups", "fixef", "random", "sigma", "loglik", "aic", "bic", "seconds"}
+
+
+def test_fit_formula_writes_the_json_contract(tmp_path, capsys, reference, chapter_data):
+    out = tmp_path / "fit.json"
+    code = main(["fit", "--data", "aids", "--formula", "CD4 ~ obstime + obstime:drug + (obstime | patient)",
+                 "--method", "reml", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Linear mixed-effects model fit by REML" in printed
+    assert "obstime:drugddI" in printed
+    result = json.loads(out.read_text())
+    assert JSON_KEYS <= set(result)
+    ref = reference("aids_ri_rs_reml")
+    assert result["method"] == "REML"
+    assert result["n_obs"] == 1405 and result["n_dropped"] == 0
+    assert result["groups"] == {"patient": 467}
+    assert set(result["fixef"]) == {"names", "estimate", "se", "df", "t", "p"}
+    assert result["fixef"]["names"] == ref["fixef"]["names"]
+    assert result["fixef"]["df"] == ref["fixef"]["df"]
+    assert result["loglik"] == pytest.approx(ref["logLik"], abs=1e-3)
+    patient = result["random"]["patient"]
+    assert patient["names"] == ["(Intercept)", "obstime"]
+    assert patient["cov"][0][1] == pytest.approx(ref["D"]["D"][0][1], rel=1e-3)
+    assert patient["sd"][0] == pytest.approx(ref["D"]["D"][0][0] ** 0.5, rel=1e-3)
+    assert result["seconds"] > 0
+
+
+def test_fit_nlme_random_argument_with_pddiag(tmp_path, reference, chapter_data):
+    out = tmp_path / "fit.json"
+    code = main(["fit", "--data", "aids", "--formula", "CD4 ~ obstime + obstime:drug",
+                 "--random", "pdDiag(~ obstime | patient)", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["loglik"] == pytest.approx(reference("aids_pddiag_reml")["logLik"], abs=1e-3)
+    assert result["random"]["patient"]["cov"][0][1] == 0.0
+
+
+def test_fit_model_file_and_ml(tmp_path, reference):
+    out = tmp_path / "fit.json"
+    assert main(["fit", "models/pbc2_tvc_current.toml", "--method", "ml", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "ML"
+    ref = reference("pbc2_tvc_current")  # REML reference: ML differs, but names and df match
+    assert result["fixef"]["names"] == ref["fixef"]["names"]
+    assert result["fixef"]["df"] == ref["fixef"]["df"]
+    assert result["loglik"] > ref["logLik"]  # ML's log-likelihood is not penalised by log|X'V^-1X|
+
+
+def test_csv_data(tmp_path, pbc2_with_basepro):
+    csv = tmp_path / "pbc.csv"
+    pbc2_with_basepro.to_csv(csv, index=False)
+    out = tmp_path / "fit.json"
+    code = main(["fit", "--data", str(csv), "--formula", "log(serBilir) ~ year + (year | id)", "--json", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["groups"] == {"id": 312}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fit", "--data", "pbc2", "--formula", "log(serBilir) ~ year + (year | idd)"], "Did you mean 'id'"),
+        (["fit", "--data", "pbc2", "--formula", "log(serBilir) ~ year +"], "Fix:"),
+        (["fit", "--data", "nosuchdata", "--formula", "y ~ x + (1 | g)"], "nosuchdata"),
+        (["fit", "--data", "pbc2", "--formula", "sex ~ year + (1 | id)"], "not a single numeric column"),
+        (["fit", "--data", "pbc2", "--formula", "serBilir ~ year + (1 | id)", "--random", "~ 1 | id"],
+         "random-effects terms"),
+        (["fit"], "needs a model file"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hierlmm: error:")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_demo_runs_as_a_command(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "hierlmm.cli", "demo", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "sexfemale:basePro" in proc.stdout
+    result = json.loads((tmp_path / "demo_pbc2_effect_plot.json").read_text())
+    assert JSON_KEYS <= set(result)
