@@ -26,6 +26,7 @@ from hierlmm.errors import (
     UnsafeExpressionError,
 )
 from hierlmm.fit_result import MLFit, RandomEffects
+from hierlmm.predictions import predict
 from hierlmm.reml import profiled_deviance
 from hierlmm.spec import ModelSpec, RandomTerm, pdDiag, pdSymm
 from hierlmm.spec_files import load_spec
@@ -37,6 +38,6 @@ __all__ = [
     "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
-    "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "profiled_deviance",
+    "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "predict", "profiled_deviance",
     "summary", "to_dict",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from hierlmm.design import Design, build_design
@@ -41,13 +42,14 @@ def model_spec(
     return ModelSpec.from_nlme(fixed, random, method=method)
 
 
-def fit_ml(design: Design, method: str | None = None) -> MLFit:
-    """Fit a design by ML or REML (default: the spec's method)."""
+def fit_ml(design: Design, method: str | None = None, *, start: np.ndarray | None = None) -> MLFit:
+    """Fit a design by ML or REML (default: the spec's method), optionally from a starting ``theta``
+    (log-Cholesky scale, see :mod:`hierlmm.covariance`)."""
     method = (method or design.spec.method).upper()
     if method not in ("REML", "ML"):
         raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
     t0 = time.perf_counter()
-    theta, layout, stats, report = optimize_theta(design, method)
+    theta, layout, stats, report = optimize_theta(design, method, start)
     return build_fit(design, method, layout, stats, theta, report, time.perf_counter() - t0)
 
 

@@ -217,6 +217,22 @@ class MLFit:
         """Raw residuals ``y - fitted(level)``."""
         return self.design.y - self.fitted(level)
 
+    def summary(self) -> str:
+        """nlme-like printout (:func:`hierlmm.summaries.summary`)."""
+        from hierlmm.summaries import summary
+
+        return summary(self)
+
+    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame:
+        """Predictions for new data (:func:`hierlmm.predictions.predict`)."""
+        from hierlmm.predictions import predict
+
+        return predict(self, newdata, level=level, interval=interval)
+
+    def __repr__(self) -> str:
+        return (f"<MLFit {self.method} {self.design.spec.formula!r}: n={self.design.n_obs}, "
+                f"logLik={self.loglik:.3f}, converged={self.optimizer.converged}>")
+
     # ---- implied marginal model ----------------------------------------------------------------------------------
     def subjects(self) -> tuple[str, ...]:
         """Levels of the outermost grouping factor (the subjects of :meth:`marginal_cov`)."""

@@ -250,19 +250,32 @@ def _minimize(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndar
     )
 
 
-def optimize_theta(design: Design, method: str) -> tuple[np.ndarray, ThetaLayout, SubjectStats, OptimizerReport]:
+def optimize_theta(
+    design: Design, method: str, start: np.ndarray | None = None
+) -> tuple[np.ndarray, ThetaLayout, SubjectStats, OptimizerReport]:
     """Minimise the profiled deviance over ``theta`` (log-Cholesky; boundary fits on lme4's bounded scale).
 
-    Two starting points are tried when the first run does not converge cleanly. Returns ``theta`` on the
-    *natural* scale (diagonal not logged), so boundary estimates (0) are representable.
+    Parameters
+    ----------
+    design, method
+        The design and ``"REML"``/``"ML"``.
+    start
+        Optional starting ``theta`` on the log-Cholesky scale (default: SDs scaled to the Z columns).
+
+    When a run ends near the boundary or with a large gradient, further starting points are tried (a flat
+    likelihood near a zero variance stalls quasi-Newton methods) and the best optimum is kept. Returns ``theta``
+    on the *natural* scale (diagonal not logged), so boundary estimates (0) are representable.
     """
     t0 = time.perf_counter()
     dev, layout, stats = profiled_deviance(design, method)
     diag = layout.diagonal_mask()
     evals = 0
     best = None
-    for start in (starting_theta(design, layout), np.zeros(layout.size)):
-        res = _minimize(dev, start)
+    starts = [starting_theta(design, layout), np.zeros(layout.size)]
+    if start is not None:
+        starts.insert(0, np.asarray(start, dtype=float))
+    for theta0 in starts:
+        res = _minimize(dev, theta0)
         evals += res.nfev
         if np.isfinite(res.fun) and (best is None or res.fun < best.fun - 1e-9):
             best = res

@@ -82,13 +82,22 @@ def test_pbc2_effect_plot_grid(pbc2_with_basepro, reference):
         "log(serBilir) ~ ns(year, 2) * sex + (age + basePro) * sex", pbc2_with_basepro, random="~ ns(year, 2) | id"
     )
     grid = pd.DataFrame(ref["grid"])
-    new = pd.DataFrame({"year": grid["year"], "sex": grid["sex"], "age": 49.0, "basePro": 10.6, "id": "1"})
+    new = pd.DataFrame({"year": grid["year"], "sex": grid["sex"], "age": 49.0, "basePro": 10.6})
+    pred = hierlmm.predict(fit, new, level=0)
+    np.testing.assert_allclose(pred["fit"], grid["pred"], atol=1e-3)
+    np.testing.assert_allclose(pred["lower"], grid["low"], atol=1e-3)
+    np.testing.assert_allclose(pred["upper"], grid["upp"], atol=1e-3)
+    # by hand from the pieces: x' beta and sqrt(x' Var(beta) x)
     X, _ = hierlmm.new_model_matrices(fit.design, new)  # noqa: N806
-    pred = X @ fit.beta
-    se = np.sqrt(np.einsum("ij,jk,ik->i", X, fit.cov_beta, X))
-    np.testing.assert_allclose(pred, grid["pred"], atol=1e-3)
-    np.testing.assert_allclose(pred - 1.959964 * se, grid["low"], atol=1e-3)
-    np.testing.assert_allclose(pred + 1.959964 * se, grid["upp"], atol=1e-3)
+    np.testing.assert_allclose(pred["se"], np.sqrt(np.einsum("ij,jk,ik->i", X, fit.cov_beta, X)), rtol=1e-12)
+
+
+def test_level1_predictions_on_the_training_rows_are_the_fitted_values(pbc2_with_basepro):
+    fit = hierlmm.fit("log(serBilir) ~ ns(year, 2) * sex + (ns(year, 2) | id)", pbc2_with_basepro)
+    rows = pbc2_with_basepro.iloc[:40]
+    np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:40], atol=1e-10)
+    unknown = rows.assign(id="not-a-patient")  # a new subject gets b = 0: its population mean
+    np.testing.assert_allclose(fit.predict(unknown, level=1)["fit"], fit.fitted(0)[:40], atol=1e-10)
 
 
 def test_pbc2_time_varying_covariate(reference):
