@@ -62,6 +62,8 @@ class RandomEffectsBlock:
         (n, q) random-effects design of this block.
     effect_names
         The q column names (``"(Intercept)"``, ``"obstime"``).
+    effects
+        The random-effects terms the columns come from.
     """
 
     factor: str
@@ -195,6 +197,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, warn: bool = True) -> D
     source = spec.formula
     if not isinstance(data, pd.DataFrame):
         raise DataError("Data must be a pandas DataFrame.", given=type(data).__name__, fix="Pass a DataFrame.")
+    if len(data) == 0:
+        raise DataError("The data have no rows.", given=f"columns {list(data.columns)[:10]}", fix="Pass the data.")
     columns = used_columns(spec)
     _check_columns(data, columns, source)
     data = data.reset_index(drop=True)

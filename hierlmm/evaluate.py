@@ -51,6 +51,12 @@ class Scaling:
 
     @classmethod
     def fit(cls, x: np.ndarray, center: bool = True, scale: bool = True) -> Scaling:
+        for name, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, bool | np.bool_):
+                raise FormulaError(
+                    f"scale(): {name} must be TRUE or FALSE.", given=repr(value),
+                    fix="Write scale(x), scale(x, center = FALSE) or scale(x, scale = FALSE).",
+                )
         c = float(np.mean(x)) if center else 0.0
         s = float(np.std(x, ddof=1)) if scale else 1.0
         if scale and not s > 0:
@@ -86,6 +92,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 SPECIAL = ("I", "c", "factor", "as.factor", "relevel", "as.numeric", "ns", "bs", "poly", "scale")
 """Calls handled by the evaluator itself."""
 
+KEYWORDS: dict[str, tuple[str, ...]] = {"log": ("base",), "round": ("digits",)}
+"""Named arguments the functions of :data:`FUNCTIONS` accept (numpy's own keywords, like ``out``, are not)."""
+
+LOGICAL = {"TRUE": True, "FALSE": False}
+"""R's reserved logical constants (never data columns)."""
+
 
 def allowed_functions() -> tuple[str, ...]:
     """Every function name a formula may call."""
@@ -99,6 +111,13 @@ def column_as_value(series: pd.Series) -> Value | np.ndarray:
         return Factor(series.cat.codes.to_numpy(np.int64), tuple(str(c) for c in cats))
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.to_numpy(bool)
+    if pd.api.types.is_datetime64_any_dtype(series.dtype) or pd.api.types.is_timedelta64_dtype(series.dtype):
+        raise DataError(
+            f"Column {series.name!r} holds dates or durations, which a formula cannot use directly.",
+            given=str(series.dtype),
+            fix="Convert it to a number first, e.g. years since baseline: "
+            "(data[col] - data[col].min()).dt.days / 365.25.",
+        )
     if pd.api.types.is_numeric_dtype(series.dtype):
         return series.to_numpy(float)
     as_str = series.astype("string")
@@ -136,6 +155,12 @@ class Evaluator:
         arr = np.asarray(value)
         if arr.ndim == 0:
             arr = np.full(self.n, arr)
+        if arr.shape[0] != self.n:
+            raise FormulaError(
+                f"{deparse(expr)} has {arr.shape[0]} values, not one per row ({self.n}).",
+                given=self.source or deparse(expr),
+                fix="Every term must give one value per row of the data; c() is only for arguments such as knots.",
+            )
         if arr.dtype == bool:
             return Factor(arr.astype(np.int64), ("FALSE", "TRUE"))
         if arr.dtype.kind not in "fiu":
@@ -144,6 +169,8 @@ class Evaluator:
 
     def eval(self, expr: Expr) -> Any:
         match expr:
+            case Name(id=name) if name in LOGICAL:
+                return LOGICAL[name]
             case Name(id=name):
                 return self.column(name)
             case Num(value=value):
@@ -163,14 +190,22 @@ class Evaluator:
 
     def column(self, name: str) -> Any:
         if name not in self.data.columns:
-            close = difflib.get_close_matches(name, [str(c) for c in self.data.columns], n=3)
+            columns = [str(c) for c in self.data.columns]
+            close = [c for c in columns if c.lower() == name.lower()] or difflib.get_close_matches(name, columns, n=3)
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise DataError(
                 f"The formula uses a column {name!r} that is not in the data.{hint}",
                 given=self.source or name,
                 fix=f"Use one of the data's columns: {', '.join(map(str, self.data.columns[:30]))}.",
             )
-        return column_as_value(self.data[name])
+        column = self.data[name]
+        if isinstance(column, pd.DataFrame):
+            raise DataError(
+                f"The data have {column.shape[1]} columns named {name!r}.",
+                given=self.source or name,
+                fix="Give the columns distinct names (DataFrame.columns must not repeat a name the model uses).",
+            )
+        return column_as_value(column)
 
     def numeric(self, value: Any, expr: Expr) -> Any:
         if isinstance(value, Factor):
@@ -215,6 +250,15 @@ class Evaluator:
             )
         kwargs = {k.replace(".", "_"): self.eval(v) for k, v in expr.kwargs}
         args = [self.eval(a) for a in expr.args]
+        if fn in FUNCTIONS and not set(kwargs) <= set(KEYWORDS.get(fn, ())):
+            allowed = KEYWORDS.get(fn, ())
+            raise FormulaError(
+                f"{fn}() has no argument(s) {', '.join(sorted(set(kwargs) - set(allowed)))}.",
+                given=deparse(expr),
+                fix=f"{fn}() takes {' and '.join(allowed) if allowed else 'no'} named arguments.",
+            )
+        if not args and fn != "c":
+            raise FormulaError(f"{fn}() needs an argument.", given=deparse(expr), fix=f"Write e.g. {fn}(x).")
         if fn == "I":
             if len(args) != 1 or kwargs:
                 raise FormulaError("I() takes one argument.", given=deparse(expr), fix="Write I(x^2).")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hierlmm.errors import FormulaError
+from hierlmm.errors import FormulaError, UnsafeExpressionError
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,9 @@ def tokenize(text: str) -> list[_Tok]:
     return tokens
 
 
+_DUNDER = re.compile(r"(?:^|\.)__")  # `__import__`, x.__class__: never a column, always an attack
+
+
 class _Parser:
     """Pratt parser over :func:`tokenize` output."""
 
@@ -194,6 +197,12 @@ class _Parser:
             return Num(float(tok.text.rstrip("L")))
         if tok.kind == "str":
             return Str(tok.text[1:-1])
+        if tok.kind in ("name", "bq") and _DUNDER.search(tok.text.strip("`")):
+            raise UnsafeExpressionError(
+                f"The name {tok.text!r} at position {tok.pos} looks like a Python internal ('__...').",
+                given=self.text,
+                fix="A formula is R syntax over data columns; rename a column whose name starts with '__'.",
+            )
         if tok.kind == "bq":
             return Name(tok.text[1:-1])
         if tok.kind == "name":
@@ -257,8 +266,16 @@ _SYNTACTIC = re.compile(r"^(?:[A-Za-z]|\.[A-Za-z_.]?)[A-Za-z0-9._]*$")
 
 
 def _number(value: float) -> str:
-    text = f"{value:.15g}"
-    return text
+    """R's formatting of a number in ``deparse``: 15 significant digits, fixed unless scientific is narrower."""
+    if value == 0 or value != value or value in (float("inf"), float("-inf")):
+        return f"{value:g}"
+    digits = next(d for d in range(1, 16) if float(f"{value:.{d - 1}e}") == float(f"{value:.14e}"))
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    sci = f"{mantissa}e{int(exponent):+03d}"
+    e10 = int(exponent)
+    decimals = max(0, digits - e10 - 1)
+    fixed = f"{value:.{decimals}f}"
+    return fixed if len(fixed) <= len(sci) else sci
 
 
 def deparse(expr: Expr) -> str:
@@ -278,7 +295,7 @@ def deparse(expr: Expr) -> str:
         case Paren(inner=inner):
             return f"({deparse(inner)})"
         case BinOp(op=op, left=left, right=right):
-            if op in ("^", ":"):
+            if op in ("^", ":", "/"):  # R's deparse puts no spaces around these
                 return f"{deparse(left)}{op}{deparse(right)}"
             if op == "~" and left == Name(""):
                 return f"~{deparse(right)}"
@@ -293,7 +310,7 @@ def names_in(expr: Expr) -> list[str]:
     def walk(e: Expr) -> None:
         match e:
             case Name(id=name):
-                if name and name not in found:
+                if name and name not in found and name not in ("TRUE", "FALSE"):  # R's reserved logicals
                     found.append(name)
             case Call(args=args, kwargs=kwargs):
                 for a in args:

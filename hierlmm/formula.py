@@ -21,7 +21,6 @@ effects) is allowed as a top-level summand, as in lme4; ``g1/g2`` in a grouping 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 
 from hierlmm.errors import FormulaError
 from hierlmm.expr import BinOp, Call, Expr, Name, Num, Paren, Unary, deparse, parse
@@ -82,26 +81,20 @@ class ParsedFormula:
     random: tuple[RandomTermSyntax, ...]
 
 
-# Internal representation while expanding: ordered list of terms as frozensets plus intercept flag.
-@dataclass
-class _Terms:
-    intercept: bool
-    terms: list[frozenset[Expr]]
-
-    def add(self, other: _Terms) -> _Terms:
-        return _Terms(self.intercept or other.intercept, _union(self.terms, other.terms))
+# Internal representation while expanding: an ordered list of terms, each a frozenset of variables.
+_TermSets = list[frozenset[Expr]]
 
 
-def _union(a: list[frozenset[Expr]], b: list[frozenset[Expr]]) -> list[frozenset[Expr]]:
+def _union(a: _TermSets, b: _TermSets) -> _TermSets:
     out = list(a)
     out.extend(t for t in b if t not in out)
     return out
 
 
-def _interact(a: list[frozenset[Expr]], b: list[frozenset[Expr]]) -> list[frozenset[Expr]]:
-    out: list[frozenset[Expr]] = []
-    for tb in b:
-        for ta in a:
+def _interact(a: _TermSets, b: _TermSets) -> _TermSets:
+    out: _TermSets = []
+    for ta in a:  # R's InteractTerms/CrossTerms: left terms in the outer loop
+        for tb in b:
             t = ta | tb
             if t not in out:
                 out.append(t)
@@ -109,9 +102,14 @@ def _interact(a: list[frozenset[Expr]], b: list[frozenset[Expr]]) -> list[frozen
 
 
 class _Expander:
-    def __init__(self, source: str) -> None:
+    """R's ``EncodeVars``: the intercept is one flag that every ``1``/``0`` met sets (the last one wins), with
+    the meaning flipped on the right of ``-`` (so ``a - 1`` and ``(a - 1) * b`` have none, ``a - 0`` has one)."""
+
+    def __init__(self, source: str, intercept: bool = True) -> None:
         self.source = source
         self.order: list[Expr] = []  # variables by first appearance
+        self.intercept = intercept
+        self.parity = True
 
     def error(self, problem: str, fix: str) -> FormulaError:
         return FormulaError(problem, given=self.source, fix=fix)
@@ -121,50 +119,54 @@ class _Expander:
             self.order.append(expr)
         return frozenset([expr])
 
-    def expand(self, expr: Expr) -> _Terms:
+    def delete(self, left: _TermSets, right: Expr) -> _TermSets:
+        self.parity = not self.parity
+        removed = self.expand(right)
+        self.parity = not self.parity
+        return [t for t in left if t not in removed]
+
+    def expand(self, expr: Expr) -> _TermSets:
         match expr:
             case Num(value=1.0):
-                return _Terms(True, [])
+                self.intercept = self.parity
+                return []
             case Num(value=0.0):
-                return _Terms(False, [])
+                self.intercept = not self.parity
+                return []
             case Num():
                 raise self.error(
                     f"A bare number {deparse(expr)} is not a term.",
                     "Use 1 (intercept), 0 (no intercept) or I() for arithmetic, e.g. I(x + 2).",
                 )
             case Name() | Call():
-                return _Terms(False, [self.variable(expr)])
-            case Paren(inner=inner):
+                return [self.variable(expr)]
+            case Paren(inner=inner) | Unary(op="+", operand=inner):
                 return self.expand(inner)
-            case Unary(op="-", operand=Num(value=1.0)) | Unary(op="+", operand=Num(value=0.0)):
-                return _Terms(False, [])
-            case Unary(op="+", operand=operand):
-                return self.expand(operand)
+            case Unary(op="-", operand=operand):
+                return self.delete([], operand)
             case BinOp(op="+", left=left, right=right):
-                return self.expand(left).add(self.expand(right))
+                return _union(self.expand(left), self.expand(right))
             case BinOp(op="-", left=left, right=right):
-                base, removed = self.expand(left), self.expand_removal(right)
-                return _Terms(base.intercept and not removed.intercept, [t for t in base.terms if t not in removed.terms])
+                return self.delete(self.expand(left), right)
             case BinOp(op=":", left=left, right=right):
-                return _Terms(False, _interact(self.expand(left).terms, self.expand(right).terms))
+                return _interact(self.expand(left), self.expand(right))
             case BinOp(op="%in%", left=left, right=right):
-                return _Terms(False, _interact(self.expand(left).terms, self.expand(right).terms))
+                # R's InTerms: each left term joined with ALL the right side's variables (not term by term).
+                outer, inner = self.expand(left), self.expand(right)
+                return _interact(outer, [frozenset().union(*inner)])
             case BinOp(op="*", left=left, right=right):
                 a, b = self.expand(left), self.expand(right)
-                return _Terms(a.intercept or b.intercept, _union(_union(a.terms, b.terms), _interact(a.terms, b.terms)))
+                return _union(_union(a, b), _interact(a, b))
             case BinOp(op="/", left=left, right=right):
                 a, b = self.expand(left), self.expand(right)
-                whole = [frozenset().union(*a.terms)] if a.terms else []
-                return _Terms(a.intercept, _union(a.terms, _interact(whole, b.terms)))
+                whole = [frozenset().union(*a)] if a else []
+                return _union(a, _interact(whole, b))
             case BinOp(op="^", left=left, right=Num(value=k)) if k >= 1 and k == int(k):
                 a = self.expand(left)
-                out: list[frozenset[Expr]] = []
-                for order in range(1, int(k) + 1):
-                    for combo in combinations(a.terms, order):
-                        t = frozenset().union(*combo)
-                        if t not in out:
-                            out.append(t)
-                return _Terms(a.intercept, out)
+                out = a
+                for _ in range(int(k) - 1):  # R's PowerTerms: A:(A:(...)), left terms in the outer loop
+                    out = _interact(a, out)
+                return out
             case BinOp(op="|" | "||"):
                 raise self.error(
                     "A random-effects term '(effects | group)' must stand on its own, in parentheses, "
@@ -177,21 +179,11 @@ class _Expander:
             "variables are not terms on their own.",
         )
 
-    def expand_removal(self, expr: Expr) -> _Terms:
-        # `- 1` removes the intercept; `- x` removes terms; `- 0` adds nothing.
-        match expr:
-            case Num(value=1.0):
-                return _Terms(True, [])
-            case Num(value=0.0):
-                return _Terms(False, [])
-        return self.expand(expr)
-
-    def finish(self, raw: _Terms) -> TermList:
+    def finish(self, raw: _TermSets) -> TermList:
         rank = {v: i for i, v in enumerate(self.order)}
-        ordered = sorted(raw.terms, key=len)  # stable: keeps generation order within one degree
+        ordered = sorted(raw, key=len)  # stable: keeps generation order within one degree
         terms = tuple(Term(tuple(sorted(t, key=rank.__getitem__))) for t in ordered if t)
-        intercept = raw.intercept or frozenset() in raw.terms
-        return TermList(intercept, terms)
+        return TermList(self.intercept, terms)
 
 
 def _split_sum(expr: Expr) -> list[tuple[str, Expr]]:
@@ -242,24 +234,8 @@ def _single(groups: tuple[tuple[str, ...], ...], source: str) -> tuple[tuple[str
 
 def expand_terms(rhs: Expr, source: str, default_intercept: bool = True) -> TermList:
     """Expand a right-hand side (no random terms) into R's ordered :class:`TermList`."""
-    expander = _Expander(source)
-    raw = expander.expand(rhs)
-    if default_intercept and not _mentions_intercept(rhs):
-        raw.intercept = True
-    return expander.finish(raw)
-
-
-def _mentions_intercept(expr: Expr) -> bool:
-    match expr:
-        case Num(value=0.0 | 1.0):
-            return True
-        case Unary(operand=operand):
-            return _mentions_intercept(operand)
-        case BinOp(op="+" | "-", left=left, right=right):
-            return _mentions_intercept(left) or _mentions_intercept(right)
-        case Paren(inner=inner):
-            return _mentions_intercept(inner)
-    return False
+    expander = _Expander(source, default_intercept)
+    return expander.finish(expander.expand(rhs))
 
 
 def random_term(effects: Expr, grouping: Expr, uncorrelated: bool, source: str) -> RandomTermSyntax:

@@ -137,7 +137,7 @@ def _aliased(matrix: np.ndarray, names: tuple[str, ...], tol: float) -> list[str
     for j in range(matrix.shape[1]):
         trial = matrix[:, [*kept, j]]
         s = np.linalg.svd(trial, compute_uv=False)
-        if s[-1] <= max(tol, s[0] * 1e-10):
+        if trial.shape[1] > trial.shape[0] or s[-1] <= max(tol, s[0] * 1e-10):  # more columns than rows: aliased
             out.append(names[j])
         else:
             kept.append(j)

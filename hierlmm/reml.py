@@ -262,6 +262,8 @@ def optimize_theta(
     start
         Optional starting ``theta`` on the log-Cholesky scale (default: SDs scaled to the Z columns).
 
+    Notes
+    -----
     When a run ends near the boundary or with a large gradient, further starting points are tried (a flat
     likelihood near a zero variance stalls quasi-Newton methods) and the best optimum is kept. Returns ``theta``
     on the *natural* scale (diagonal not logged), so boundary estimates (0) are representable.
@@ -327,7 +329,8 @@ def optimize_theta(
     if boundary:
         warnings.warn(
             f"Estimates on the boundary of the parameter space (singular fit): {', '.join(boundary)}. "
-            "ML/REML fits the implied marginal model; the variance is estimated as 0.",
+            "ML/REML keeps D positive semi-definite here; the data are compatible with a simpler random-effects "
+            "structure (or with a marginal model whose D is not positive definite).",
             BoundaryWarning,
             stacklevel=3,
         )

@@ -62,7 +62,8 @@ class RandomTerm:
     effects
         The random-effects terms (columns of Z), e.g. intercept and ``obstime``.
     grouping
-        The grouping factor: one column, or an interaction of columns (``("id", "eye")`` is ``id:eye``).
+        The grouping factor: one column, or an interaction of columns (``("id", "eye")`` is ``id:eye``, outer
+        factor first; ``(1 | id/eye)`` gives ``("id",)`` and ``("id", "eye")``).
     structure
         ``"pdSymm"`` (general D) or ``"pdDiag"`` (diagonal D).
     """
@@ -73,7 +74,8 @@ class RandomTerm:
 
     @property
     def factor(self) -> str:
-        """The grouping factor's name as lme4 prints it (``"id:eye"``)."""
+        """The grouping factor's name, outer factor first (``"id:eye"``; lme4 prints nested factors inner first,
+        ``eye:id``, and nlme as ``id/eye``)."""
         return ":".join(self.grouping)
 
     def deparse(self) -> str:
@@ -153,6 +155,12 @@ class ModelSpec:
         elif isinstance(random, Mapping):
             outer: tuple[str, ...] = ()
             for factor, value in random.items():
+                if not isinstance(factor, str) or not factor.strip():
+                    raise SpecError(
+                        "The keys of 'random' must be grouping column names.",
+                        given=repr(factor),
+                        fix="Use random={'patient': pdDiag('~ obstime')}.",
+                    )
                 pd = value if isinstance(value, PdMat) else PdMat("pdSymm", value)
                 rhs = parse_rhs(pd.formula)
                 grouping = outer + tuple(factor.split(":"))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from hierlmm.covariance import sd_corr
 from hierlmm.fit_result import MLFit
 
@@ -50,10 +48,6 @@ def to_dict(fit: MLFit) -> dict[str, Any]:
         "boundary": list(fit.optimizer.boundary),
         "seconds": fit.seconds,
     }
-
-
-def _fmt(x: float, digits: int = 7) -> str:
-    return f"{x:.{digits}g}"
 
 
 def summary(fit: MLFit, data_name: str | None = None) -> str:
@@ -107,7 +101,3 @@ def summary(fit: MLFit, data_name: str | None = None) -> str:
 def _abbrev(names: tuple[str, ...]) -> str:
     return "(Intr)" if names and names[0] == "(Intercept)" else ""
 
-
-def format_number(x: float) -> str:
-    """Compact number formatting used by the command line."""
-    return _fmt(float(np.asarray(x)))
