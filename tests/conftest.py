@@ -24,6 +24,15 @@ def reference_dir() -> Path | None:
     return folder.parent / "reference" if folder is not None else None
 
 
+@pytest.fixture
+def data_folder() -> Path:
+    """The folder of the chapter's CSV files; skip when HIERLMM_DATA is unset (a missing file then fails)."""
+    folder = data_dir()
+    if folder is None:
+        pytest.skip("HIERLMM_DATA not set: the chapter's CSV files are not available")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def chapter_data():
     """Load one of the chapter's CSV data sets; skip (with the reason) when HIERLMM_DATA is not set.

@@ -6,7 +6,6 @@ Tests that read the chapter's CSV files use the ``data_folder`` fixture: they ar
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +31,6 @@ PBC2_LEVELS = {
     "edema": ["No edema", "edema no diuretics", "edema despite diuretics"],
 }
 
-
-@pytest.fixture
-def data_folder() -> Path:
-    """The folder of the chapter's CSV files; skip when HIERLMM_DATA is unset (a wrong folder fails later)."""
-    value = os.environ.get("HIERLMM_DATA")
-    if not value:
-        pytest.skip("HIERLMM_DATA not set: the chapter's CSV files are not available")
-    return Path(value)
 
 
 @pytest.fixture

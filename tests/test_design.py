@@ -6,7 +6,6 @@ Expected values come from R (the reference fits' coefficient names, and ``model.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import warnings
@@ -28,14 +27,6 @@ from hierlmm.spec import ModelSpec
 HAS_R = shutil.which("Rscript") is not None
 needs_r = pytest.mark.skipif(not HAS_R, reason="R (Rscript) is not installed on this machine")
 
-
-@pytest.fixture
-def data_folder() -> Path:
-    """The folder of the chapter's CSV files; skip when HIERLMM_DATA is unset (a missing file then fails)."""
-    value = os.environ.get("HIERLMM_DATA")
-    if not value:
-        pytest.skip("HIERLMM_DATA not set: the chapter's CSV files are not available")
-    return Path(value)
 
 
 def pbc2_with_basepro() -> pd.DataFrame:

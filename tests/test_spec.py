@@ -4,7 +4,6 @@ describe the same model the same way, down to identical design matrices.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,6 @@ from hierlmm.spec_files import load_spec
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
-
-@pytest.fixture
-def data_folder() -> Path:
-    """The folder of the chapter's CSV files; skip when HIERLMM_DATA is unset (a missing file then fails)."""
-    value = os.environ.get("HIERLMM_DATA")
-    if not value:
-        pytest.skip("HIERLMM_DATA not set: the chapter's CSV files are not available")
-    return Path(value)
 
 
 def aids_like(seed: int = 0) -> pd.DataFrame:
