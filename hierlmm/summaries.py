@@ -7,8 +7,10 @@ The dict's keys are the command-line contract (``hierlmm fit --json``): ``method
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from hierlmm.bayes_fit import BayesFit
 from hierlmm.covariance import sd_corr
 from hierlmm.fit_result import MLFit
 
@@ -101,3 +103,50 @@ def summary(fit: MLFit, data_name: str | None = None) -> str:
 def _abbrev(names: tuple[str, ...]) -> str:
     return "(Intr)" if names and names[0] == "(Intercept)" else ""
 
+
+
+def bayes_to_dict(fit: BayesFit, ci_prob: float = 0.95) -> dict[str, Any]:
+    """A Bayesian fit as plain Python types (the ``--method nuts --json`` contract)."""
+    table = fit.summary(ci_prob)
+    diag = fit.diagnostics()
+    return {
+        "model": fit.design.spec.formula,
+        "method": "nuts",
+        "sampler": fit.sampler,
+        "n_obs": fit.design.n_obs,
+        "n_dropped": fit.design.missing.n_dropped,
+        "groups": {b.factor: b.n_levels for b in fit.design.blocks},
+        "posterior": {
+            "parameter": list(table.index), **{c: table[c].astype(float).tolist() for c in
+                                               ("mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail")},
+        },
+        "diagnostics": {"max_rhat": diag.max_rhat, "min_ess_bulk": diag.min_ess_bulk, "divergences": diag.divergences,
+                        "min_bfmi": diag.min_bfmi, "problems": list(diag.problems)},
+        "seconds": fit.seconds,
+    }
+
+
+def bayes_summary(fit: BayesFit, data_name: str | None = None, ci_prob: float = 0.95) -> str:
+    """A printout of a Bayesian fit: posterior table and diagnostics."""
+    post = fit.tree["posterior"]
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    lines = [f"Bayesian linear mixed-effects model (NUTS, {fit.sampler} sampler): {fit.design.spec.formula}"]
+    if data_name:
+        lines.append(f"  Data: {data_name}; {chains} chains x {draws} draws; {fit.seconds:.1f} s")
+    table = fit.summary(ci_prob)
+    lines += ["", table.to_string(float_format=lambda x: f"{x:.4g}"), "", f"Diagnostics: {fit.diagnostics()}"]
+    return "\n".join(lines)
+
+
+def save_fit(fit: BayesFit, folder: str | Path) -> list[Path]:
+    """Save the DataTree (zarr) and the summary table (CSV) of a Bayesian fit into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tree_path, table_path = folder / "posterior.zarr", folder / "summary.csv"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit.tree.to_zarr(tree_path, mode="w")
+    fit.summary().to_csv(table_path)
+    return [tree_path, table_path]

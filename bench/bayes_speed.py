@@ -1,0 +1,92 @@
+"""Bayesian speed: smallest bulk ESS per wall second of the whole fit, hierlmm against its peers, one invocation.
+
+Model: the chapter's AIDS model ``CD4 ~ obstime + obstime:drug + (obstime | patient)``, 4 chains x (1000 + 1000),
+2 cores. The figure of merit (as in ../shared/bench/README.md) is the smallest bulk ESS over the fixed effects, the
+random-effect SDs and correlation and sigma, divided by the wall seconds of the whole fit (compilation included);
+the largest R-hat is printed beside it. Peers: bambi and a hand-written PyMC model (../shared/bench/peers_py.py,
+always), brms and rstanarm (../shared/bench/peers_bayes.R, when Rscript with those packages is installed).
+Each fit runs in a fresh process, so every tool pays its own compilation.
+
+Usage: python bench/bayes_speed.py [--data DIR] [--peers-dir DIR] [--skip-peers] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HIERLMM_RUN = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+import hierlmm
+data = hierlmm.datasets.load("aids")
+design = hierlmm.build_design(hierlmm.model_spec("CD4 ~ obstime + obstime:drug + (obstime | patient)"), data)
+fit = hierlmm.fit_bayes(design, sampler=sys.argv[1], chains=4, draws=1000, tune=1000, cores=2, seed=1,
+                        progressbar=False)
+secs = time.perf_counter() - t0
+table = fit.summary()
+json.dump({"label": f"hierlmm {sys.argv[1]} sampler", "seconds": secs, "min_ess_bulk": float(table.ess_bulk.min()),
+           "min_ess_per_s": float(table.ess_bulk.min() / secs), "max_rhat": float(table.r_hat.max()),
+           "divergences": fit.diagnostics().divergences}, open(sys.argv[2], "w"))
+"""
+
+
+def run(cmd: list[str], out: Path) -> dict | None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    if proc.returncode != 0 or not out.exists():
+        print(f"  failed: {' '.join(cmd[:3])} ...\n{proc.stderr[-1500:]}")
+        return None
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("HIERLMM_DATA", "../shared/data"))
+    parser.add_argument("--peers-dir", default="../shared/bench")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    data = str(Path(args.data).resolve())
+    os.environ["HIERLMM_DATA"] = data
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "hierlmm_run.py"
+        script.write_text(HIERLMM_RUN)
+        for sampler in ("marginal", "joint"):
+            out = Path(tmp) / f"h_{sampler}.json"
+            if (r := run([sys.executable, str(script), sampler, str(out)], out)) is not None:
+                results.append(r)
+        peers = Path(args.peers_dir)
+        if not args.skip_peers:
+            for which in ("bambi", "pymc_lkj"):
+                out = Path(tmp) / f"{which}.json"
+                if (r := run([sys.executable, str(peers / "peers_py.py"), data, which, str(out)], out)) is not None:
+                    results.append(r)
+            if shutil.which("Rscript"):
+                out = Path(tmp) / "r.json"
+                if (r := run(["Rscript", str(peers / "peers_bayes.R"), data, str(out)], out)) is not None:
+                    results.extend(v for k, v in r.items() if k in ("brms", "rstanarm"))
+            else:
+                print("Rscript not found: brms and rstanarm skipped")
+    print(f"{'fit':58s} {'wall s':>7s} {'min ESS':>8s} {'ESS/s':>7s} {'max R-hat':>9s}")
+    for r in results:
+        print(f"{r['label'][:58]:58s} {r['seconds']:7.1f} {r['min_ess_bulk']:8.0f} {r['min_ess_per_s']:7.1f} "
+              f"{r['max_rhat']:9.3f}")
+    base = next((r for r in results if r["label"].startswith("hierlmm marginal")), None)
+    if base:
+        for r in results:
+            if r is not base:
+                print(f"hierlmm marginal / {r['label'][:40]}: {base['min_ess_per_s'] / r['min_ess_per_s']:.1f}x ESS/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

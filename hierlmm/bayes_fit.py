@@ -1,0 +1,369 @@
+"""Bayesian fits: sample a :class:`~hierlmm.bayes_model.BayesModel` with NUTS (nutpie) into an ArviZ DataTree.
+
+Notation
+--------
+Parameters are reported with the command line's names: ``beta[NAME]`` (R's column names), ``sd[FACTOR:EFFECT]``,
+``cor[FACTOR:EFFECT1,EFFECT2]`` and ``sigma``. The DataTree holds ``posterior`` (``beta``, ``sigma``, per block
+``sd_<factor>``, ``cor_<factor>``, ``b_<factor>`` with dims ``(<factor>__level, <factor>__effect)``),
+``sample_stats``, ``observed_data`` and ``log_likelihood`` with two variables: ``y`` (per observation, conditional
+on ``b``: ``log N(y_ij | x_ij'beta + z_ij'b_i, sigma^2)``) and ``y_subject`` (per subject of the outermost factor,
+marginal: ``log N(y_i | X_i beta, V_i)``), for LOO by observation or by subject.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierlmm.bayes_model import BayesModel, build_bayes_model, var_name
+from hierlmm.conditional_effects import DrawPieces, draw_effects
+from hierlmm.design import Design
+from hierlmm.sufficient_stats import SubjectStats
+
+MAX_POINTWISE = 50_000_000  # draws x observations above which the per-observation log-likelihood is not stored
+
+
+def _packed_to_chol(packed: np.ndarray, q: int) -> np.ndarray:
+    rows, cols = np.tril_indices(q)
+    out = np.zeros((*packed.shape[:-1], q, q))
+    out[..., rows, cols] = packed
+    return out
+
+
+def _initial_values(bm: BayesModel) -> None:
+    """Start the chains at the REML estimates (nutpie jitters them); REML costs a fraction of a second."""
+    from hierlmm.api import fit_ml
+
+    design = bm.design
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reml = fit_ml(design, "REML")
+    except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
+        return
+    model = bm.model
+    beta_c = np.array(reml.beta, dtype=float)
+    intercept = [j for j, n in enumerate(design.fixef_names) if n == "(Intercept)"]
+    if intercept:
+        beta_c[intercept[0]] += float(beta_c @ bm.x_mean)
+    model.set_initval(model["beta_centred"], beta_c)
+    model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
+    for block, D in zip(design.blocks, reml.D, strict=True):  # noqa: N806
+        scales = np.array(bm.priors.sd_scale[block.factor])
+        sd = np.maximum(np.sqrt(np.clip(np.diag(D), 0, None)), 0.05 * scales)
+        if block.factor in bm.priors.lkj_eta:
+            corr = np.clip(D / np.outer(np.sqrt(np.diag(D)) + 1e-300, np.sqrt(np.diag(D)) + 1e-300), -0.9, 0.9)
+            np.fill_diagonal(corr, 1.0)
+            L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(block.q))  # noqa: N806
+            model.set_initval(model[var_name("chol", block.factor)], L[np.tril_indices(block.q)])
+        else:
+            model.set_initval(model[var_name("sd", block.factor)], sd)
+
+
+@dataclass(frozen=True, eq=False)
+class BayesFit:
+    """A Bayesian fit: the model, its DataTree, and summaries in the chapter's names.
+
+    Attributes
+    ----------
+    bayes_model
+        The compiled :class:`~hierlmm.bayes_model.BayesModel` (design, priors, sampler).
+    tree
+        The ArviZ DataTree (see the module notation for its groups).
+    seconds
+        Wall time of the whole fit, compilation included.
+    """
+
+    bayes_model: BayesModel
+    tree: Any
+    seconds: float
+
+    @property
+    def design(self) -> Design:
+        """The design that was fitted."""
+        return self.bayes_model.design
+
+    @property
+    def sampler(self) -> str:
+        """``"marginal"`` or ``"joint"``."""
+        return self.bayes_model.sampler
+
+    def parameter_draws(self) -> dict[str, np.ndarray]:
+        """Draws (chain, draw) of every reported parameter, by its reported name."""
+        post = self.tree["posterior"]
+        out: dict[str, np.ndarray] = {}
+        beta = post["beta"].values
+        for j, name in enumerate(self.design.fixef_names):
+            out[f"beta[{name}]"] = beta[..., j]
+        for block in self.design.blocks:
+            sd = post[var_name("sd", block.factor)].values
+            for j, name in enumerate(block.effect_names):
+                out[f"sd[{block.factor}:{name}]"] = sd[..., j]
+            if var_name("cor", block.factor) in post:
+                cor = post[var_name("cor", block.factor)].values
+                for j in range(block.q):
+                    for k in range(j):
+                        names = f"{block.effect_names[k]},{block.effect_names[j]}"
+                        out[f"cor[{block.factor}:{names}]"] = cor[..., j, k]
+        out["sigma"] = post["sigma"].values
+        return out
+
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """mean, sd, equal-tailed ``ci_prob`` interval, R-hat, bulk/tail ESS and MCSE of every parameter."""
+        import arviz_base as azb
+        import arviz_stats as azs
+
+        draws = self.parameter_draws()
+        tree = azb.from_dict({"posterior": draws})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            table = azs.summary(tree, ci_prob=ci_prob, ci_kind="eti", round_to="none")
+        table = pd.DataFrame(table).astype(float).reindex(list(draws))
+        lo, hi = [c for c in table.columns if c.endswith("_lb")][0], [c for c in table.columns if c.endswith("_ub")][0]
+        return table.rename(columns={lo: "lower", hi: "upper"})[
+            ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]
+        ]
+
+    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the fixed effects, indexed by R's column names."""
+        table = self.summary(ci_prob).loc[[f"beta[{n}]" for n in self.design.fixef_names]]
+        table.index = pd.Index(self.design.fixef_names, name="term")
+        return table
+
+    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the random-effect SDs and correlations, and sigma."""
+        table = self.summary(ci_prob)
+        return table.loc[[i for i in table.index if not i.startswith("beta[")]]
+
+    def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]:
+        """Posterior mean, sd and equal-tailed interval of every ``b_i``, per grouping factor."""
+        out = {}
+        lo, hi = (1 - ci_prob) / 2, (1 + ci_prob) / 2
+        for block in self.design.blocks:
+            b = self.tree["posterior"][var_name("b", block.factor)].values  # (C, D, levels, q)
+            flat = b.reshape(-1, block.n_levels, block.q)
+            frames = {}
+            for j, name in enumerate(block.effect_names):
+                frames[(name, "mean")] = flat[:, :, j].mean(axis=0)
+                frames[(name, "sd")] = flat[:, :, j].std(axis=0, ddof=1)
+                frames[(name, "lower")] = np.quantile(flat[:, :, j], lo, axis=0)
+                frames[(name, "upper")] = np.quantile(flat[:, :, j], hi, axis=0)
+            out[block.factor] = pd.DataFrame(frames, index=pd.Index(block.levels, name=block.factor))
+        return out
+
+    def diagnostics(self) -> Diagnostics:
+        """Divergences, R-hat, ESS and E-BFMI, each with what to do about it."""
+        return diagnose(self)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Sampler diagnostics and advice (``problems`` is empty when everything passed)."""
+
+    divergences: int
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    min_bfmi: float
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        head = (f"divergences {self.divergences}, max R-hat {self.max_rhat:.3f}, min bulk ESS {self.min_ess_bulk:.0f}, "
+                f"min tail ESS {self.min_ess_tail:.0f}, min E-BFMI {self.min_bfmi:.2f}")
+        return head + ("" if self.ok else "\n" + "\n".join(f"- {p}" for p in self.problems))
+
+
+def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi_min: float = 0.3) -> Diagnostics:
+    """Check a fit; every problem found comes with the fix to try."""
+    import arviz_stats as azs
+
+    table = fit.summary()
+    stats = fit.tree["sample_stats"]
+    divergences = int(stats["diverging"].values.sum()) if "diverging" in stats else 0
+    bfmi = float(np.min(azs.bfmi(fit.tree)["energy"].values)) if "energy" in stats else np.nan
+    max_rhat, min_bulk, min_tail = (float(table["r_hat"].max()), float(table["ess_bulk"].min()),
+                                    float(table["ess_tail"].min()))
+    problems = []
+    if divergences:
+        problems.append(
+            f"{divergences} divergent transitions: NUTS met geometry it cannot follow (typically the funnel of "
+            "sampled random effects). Use sampler='marginal' (random effects integrated out), or raise "
+            "target_accept (e.g. 0.95), or sample the offending factor centred (centered=[...])."
+        )
+    if max_rhat > rhat_max:
+        worst = table["r_hat"].idxmax()
+        problems.append(f"R-hat {max_rhat:.3f} > {rhat_max} ({worst}): the chains disagree. Run longer "
+                        "(more tune and draws) and check for several modes.")
+    if min_bulk < ess_min or min_tail < ess_min:
+        worst = table["ess_bulk"].idxmin()
+        problems.append(f"Effective sample size below {ess_min:.0f} (bulk {min_bulk:.0f}, tail {min_tail:.0f}; "
+                        f"{worst}): increase draws, or use sampler='marginal'.")
+    if bfmi < bfmi_min:
+        problems.append(f"E-BFMI {bfmi:.2f} < {bfmi_min}: the energy distribution is poorly explored (heavy tails or "
+                        "a funnel). Reparameterise: sampler='marginal', or non-centred random effects.")
+    return Diagnostics(divergences, max_rhat, min_bulk, min_tail, bfmi, tuple(problems))
+
+
+def fit_bayes(
+    design: Design,
+    *,
+    sampler: str = "marginal",
+    chains: int = 4,
+    draws: int = 1000,
+    tune: int = 1000,
+    cores: int = 2,
+    seed: int = 1,
+    priors: Mapping[str, Any] | None = None,
+    centered: Sequence[str] = (),
+    target_accept: float | None = None,
+    progressbar: bool = True,
+    pointwise: bool | None = None,
+) -> BayesFit:
+    """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie).
+
+    Parameters
+    ----------
+    design
+        The design.
+    sampler
+        ``"marginal"`` (default: NUTS on the marginal likelihood, then exact draws of ``b``) or ``"joint"``.
+    chains, draws, tune, cores, seed
+        NUTS settings (``draws`` and ``tune`` per chain).
+    priors
+        Overrides of the default priors (:func:`hierlmm.priors.with_overrides`).
+    centered
+        Grouping factors whose ``b`` the joint sampler samples centred.
+    target_accept
+        NUTS' target acceptance rate (default nutpie's).
+    progressbar
+        Show sampling progress.
+    pointwise
+        Store the per-observation log-likelihood (default: when draws x observations <= 5e7).
+    """
+    import pymc as pm
+
+    t0 = time.perf_counter()
+    bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered)
+    _initial_values(bm)
+    kwargs: dict[str, Any] = {}
+    if target_accept is not None:
+        kwargs["nuts"] = {"target_accept": target_accept}
+    logging.getLogger("pymc").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
+        warnings.filterwarnings("ignore", message=".*BLAS.*", category=UserWarning)
+        tree = pm.sample(model=bm.model, nuts_sampler="nutpie", chains=chains, cores=cores, draws=draws, tune=tune,
+                         random_seed=seed, progressbar=progressbar, quiet=not progressbar, **kwargs)
+    _complete_tree(bm, tree, np.random.default_rng(seed), pointwise)
+    return BayesFit(bm, tree, time.perf_counter() - t0)
+
+
+def stacked_factors(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
+    """Stacked (S, Q, Q) factors from every block's (S, q, q) draws (nested blocks repeated per slot)."""
+    out = np.zeros((factors[0].shape[0], stats.Q, stats.Q))
+    for lay in stats.layouts:
+        for slot in range(lay.n_slots):
+            o = lay.offset + slot * lay.q
+            out[:, o:o + lay.q, o:o + lay.q] = factors[lay.block]
+    return out
+
+
+def block_factors(bm: BayesModel, post: xr.Dataset) -> list[np.ndarray]:
+    """Every block's factor ``L_k`` per draw: (chain, draw, q, q)."""
+    out = []
+    for block in bm.design.blocks:
+        name = var_name("chol", block.factor)
+        if name in post:
+            out.append(_packed_to_chol(post[name].values, block.q))
+        else:
+            sd = post[var_name("sd", block.factor)].values
+            out.append(sd[..., :, None] * np.eye(block.q))
+    return out
+
+
+def _derived_parameters(bm: BayesModel, post: xr.Dataset) -> None:
+    """Add ``beta`` (uncentred), ``sd_<factor>`` and ``cor_<factor>`` to the posterior, from the free parameters."""
+    design = bm.design
+    beta_c = post["beta_centred"]
+    intercept = [j for j, n in enumerate(design.fixef_names) if n == "(Intercept)"]
+    beta = beta_c.values.copy()
+    if intercept:
+        beta[..., intercept[0]] -= beta_c.values @ bm.x_mean
+    post["beta"] = beta_c.copy(data=beta)
+    for block, Lk in zip(design.blocks, block_factors(bm, post), strict=True):  # noqa: N806
+        f = block.factor
+        if var_name("chol", f) not in post:
+            continue
+        cov = Lk @ np.swapaxes(Lk, -1, -2)
+        sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        cor = cov / (sd[..., :, None] * sd[..., None, :])
+        post[var_name("sd", f)] = xr.DataArray(sd, dims=("chain", "draw", f"{f}__effect"),
+                                               coords={f"{f}__effect": list(block.effect_names)})
+        post[var_name("cor", f)] = xr.DataArray(cor, dims=("chain", "draw", f"{f}__effect", f"{f}__effect_bis"),
+                                                coords={f"{f}__effect": list(block.effect_names),
+                                                        f"{f}__effect_bis": list(block.effect_names)})
+
+
+def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise: bool | None) -> None:
+    """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
+    design, ms = bm.design, bm.stats
+    post = tree["posterior"].to_dataset()
+    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    _derived_parameters(bm, post)
+    beta = post["beta"].values.reshape(C * D, -1)
+    sigma = post["sigma"].values.reshape(C * D)
+    factors = [f.reshape(C * D, *f.shape[2:]) for f in block_factors(bm, post)]
+    L = stacked_factors(ms.subject, factors)  # noqa: N806
+    chunks = [slice(i, i + 500) for i in range(0, C * D, 500)]
+    pieces = [DrawPieces.of(ms, beta[c], L[c], sigma[c]) for c in chunks]
+    ll_subject = np.concatenate([p.loglik(ms, sigma[c]) for p, c in zip(pieces, chunks, strict=True)])
+    if bm.sampler == "marginal":
+        stacked = np.concatenate([draw_effects(ms, beta[c], L[c], sigma[c], rng, p)
+                                  for p, c in zip(pieces, chunks, strict=True)])
+        for lay in ms.subject.layouts:
+            block = design.blocks[lay.block]
+            b = np.zeros((C * D, block.n_levels, block.q))
+            for slot in range(lay.n_slots):
+                subjects = np.flatnonzero(lay.slot_level[:, slot] >= 0)
+                o = lay.offset + slot * lay.q
+                b[:, lay.slot_level[subjects, slot], :] = stacked[:, subjects, o:o + lay.q]
+            f = block.factor
+            post[var_name("b", f)] = xr.DataArray(b.reshape(C, D, block.n_levels, block.q),
+                                                  dims=("chain", "draw", f"{f}__level", f"{f}__effect"),
+                                                  coords={f"{f}__level": list(block.levels),
+                                                          f"{f}__effect": list(block.effect_names)})
+    else:  # joint, non-centred: b = z L'
+        for block, Lk in zip(design.blocks, block_factors(bm, post), strict=True):  # noqa: N806
+            f = block.factor
+            if var_name("z", f) in post:
+                z = post[var_name("z", f)]
+                post[var_name("b", f)] = z.copy(data=np.einsum("cdlq,cdrq->cdlr", z.values, Lk))
+    tree["posterior"] = xr.DataTree(post)
+    coords = {"chain": post["chain"].values, "draw": post["draw"].values}
+    subjects = design.blocks[ms.subject.subject_block]
+    ll = xr.Dataset({"y_subject": xr.DataArray(ll_subject.reshape(C, D, -1), dims=("chain", "draw", "subject"),
+                                               coords={**coords, "subject": list(subjects.levels)})})
+    if pointwise or (pointwise is None and C * D * design.n_obs <= MAX_POINTWISE):
+        mu = beta @ design.X.T
+        for block in design.blocks:
+            b = post[var_name("b", block.factor)].values.reshape(C * D, block.n_levels, block.q)
+            mu = mu + np.einsum("nq,snq->sn", block.Z, b[:, block.group_index, :])
+        resid = (design.y[None, :] - mu) / sigma[:, None]
+        ll_obs = -0.5 * (np.log(2 * np.pi) + resid**2) - np.log(sigma)[:, None]
+        ll["y"] = xr.DataArray(ll_obs.reshape(C, D, -1), dims=("chain", "draw", "obs"), coords=coords)
+    tree["log_likelihood"] = xr.DataTree(ll)
+    if "observed_data" not in tree.children:
+        tree["observed_data"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(design.y, dims=("obs",))}))

@@ -1,0 +1,161 @@
+"""The Bayesian hierarchical model as a PyMC model, with two ways to sample it.
+
+Stage 3 of the pipeline for the Bayesian engine: ``Design -> BayesModel`` (a PyMC model plus what is needed to
+interpret its draws).
+
+Notation
+--------
+``y_i = X_i beta + sum_k Z_ki b_ki + e_i``, ``b_ki ~ N(0, D_k)``, ``e_i ~ N(0, sigma^2 I)``; priors in
+:mod:`hierlmm.priors`. Every block's ``D_k = L_k L_k'``: a full (pdSymm) block's ``L_k`` comes from PyMC's
+``LKJCholeskyCov`` (SDs and an LKJ correlation matrix, so D is positive definite), a diagonal one's from its SDs.
+
+- ``sampler="joint"``: NUTS over everything. ``b_k`` is non-centred (``b_k = z_k L_k'``, ``z_k ~ N(0, I)``) unless
+  the factor is listed in ``centered`` (then ``b_k ~ MvNormal(0, D_k)`` directly).
+- ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginal likelihood
+  (:mod:`hierlmm.marginal_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)`` for every
+  posterior draw (:mod:`hierlmm.conditional_effects`).
+
+Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
+``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), and (joint) ``z_<factor>`` or centred ``b_<factor>``. The model
+has no PyMC deterministics on purpose (nutpie would compile a second function for them, seconds per fit):
+``beta``, ``sd_<factor>``, ``cor_<factor>`` and ``b_<factor>`` are computed from the draws afterwards
+(:func:`hierlmm.bayes_fit.fit_bayes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hierlmm.design import Design
+from hierlmm.errors import SpecError
+from hierlmm.marginal_loglik import MarginalStats, stacked_factor, subject_loglik_pytensor
+from hierlmm.priors import Priors, default_priors, with_overrides
+
+SAMPLERS = ("marginal", "joint")
+
+
+def var_name(kind: str, factor: str) -> str:
+    """PyMC variable name of a block's quantity (``sd_patient``, ``b_id:eye``)."""
+    return f"{kind}_{factor}"
+
+
+@dataclass(frozen=True, eq=False)
+class BayesModel:
+    """A PyMC model of a design and how to read its draws.
+
+    Attributes
+    ----------
+    design, priors
+        What is modelled, with which priors.
+    sampler
+        ``"marginal"`` or ``"joint"``.
+    centered
+        Grouping factors whose b are sampled centred (joint sampler only).
+    model
+        The ``pymc.Model``.
+    x_mean
+        Column means used to centre X (0 for the intercept column).
+    stats
+        Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods).
+    """
+
+    design: Design
+    priors: Priors
+    sampler: str
+    centered: tuple[str, ...]
+    model: Any
+    x_mean: np.ndarray
+    stats: MarginalStats
+
+
+def _centring(design: Design) -> tuple[np.ndarray, np.ndarray, int | None]:
+    X = design.X  # noqa: N806
+    constant = np.all(X == X[:1], axis=0)
+    intercept = next((j for j in range(design.p) if design.fixef_names[j] == "(Intercept)"), None)
+    mean = np.where(constant, 0.0, X.mean(axis=0)) if intercept is not None else np.zeros(design.p)
+    return X - mean, mean, intercept
+
+
+def build_bayes_model(
+    design: Design,
+    *,
+    priors: Priors | Mapping[str, Any] | None = None,
+    sampler: str = "marginal",
+    centered: Sequence[str] = (),
+) -> BayesModel:
+    """Compile a design to a PyMC model (see the module notation).
+
+    Parameters
+    ----------
+    design
+        The design (from :func:`hierlmm.build_design`).
+    priors
+        A :class:`Priors`, or overrides of the defaults (see :func:`hierlmm.priors.with_overrides`).
+    sampler
+        ``"marginal"`` (default) or ``"joint"``.
+    centered
+        Grouping factors whose random effects the joint sampler samples centred.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if sampler not in SAMPLERS:
+        raise SpecError("Unknown sampler.", given=sampler, fix="Use sampler='marginal' or sampler='joint'.")
+    factors = [b.factor for b in design.blocks]
+    bad = [f for f in centered if f not in factors]
+    if bad:
+        raise SpecError(f"centered names unknown grouping factors {bad}.", given=list(centered),
+                        fix=f"Use some of {factors}.")
+    if centered and sampler == "marginal":
+        raise SpecError("centered applies to the joint sampler only (the marginal one integrates b out).",
+                        given=list(centered), fix="Use sampler='joint', or drop centered.")
+    if not isinstance(priors, Priors):
+        priors = with_overrides(default_priors(design), design, priors)
+    stats = MarginalStats.of(design)
+    Xc, x_mean, intercept = _centring(design)  # noqa: N806
+    coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
+    for block in design.blocks:
+        coords[f"{block.factor}__effect"] = list(block.effect_names)
+        coords[f"{block.factor}__effect_bis"] = list(block.effect_names)
+        coords[f"{block.factor}__level"] = list(block.levels)
+    with pm.Model(coords=coords) as model:
+        beta_c = pm.Normal("beta_centred", mu=np.array(priors.beta_mu), sigma=np.array(priors.beta_sigma),
+                           dims="fixef")
+        beta = beta_c
+        if intercept is not None:  # uncentred intercept: alpha - sum_j beta_j mean(x_j)
+            beta = beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
+        sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
+        chols = []
+        for block in design.blocks:
+            f = block.factor
+            scales = np.array(priors.sd_scale[f])
+            if f in priors.lkj_eta:
+                chol, _, _ = pm.LKJCholeskyCov(
+                    var_name("chol", f), n=block.q, eta=priors.lkj_eta[f],
+                    sd_dist=pm.HalfStudentT.dist(nu=3, sigma=scales, shape=block.q), compute_corr=True,
+                    store_in_trace=False,
+                )
+            else:
+                sds = pm.HalfStudentT(var_name("sd", f), nu=3, sigma=scales, dims=f"{f}__effect")
+                chol = pt.diag(sds)
+            chols.append(chol)
+        if sampler == "marginal":
+            loglik = subject_loglik_pytensor(stats, beta, stacked_factor(stats.subject, chols), sigma)
+            pm.Potential("marginal_loglik", loglik.sum())
+        else:
+            mu = pt.dot(pt.as_tensor(Xc), beta_c)
+            for block, chol in zip(design.blocks, chols, strict=True):
+                f = block.factor
+                dims = (f"{f}__level", f"{f}__effect")
+                if f in centered:
+                    b = pm.MvNormal(var_name("b", f), mu=np.zeros(block.q), chol=chol, dims=dims)
+                else:
+                    z = pm.Normal(var_name("z", f), 0.0, 1.0, dims=dims)
+                    b = pt.dot(z, chol.T)
+                mu = mu + (pt.as_tensor(block.Z) * b[block.group_index]).sum(axis=1)
+            pm.Normal("y", mu=mu, sigma=sigma, observed=design.y, dims="obs")
+    return BayesModel(design, priors, sampler, tuple(centered), model, x_mean, stats)

@@ -1,0 +1,115 @@
+"""Bayesian fits with few draws (structure, names, agreement with REML within posterior error), priors, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from simulated import simulate
+
+import hierlmm
+from hierlmm.bayes_fit import BayesFit, fit_bayes
+from hierlmm.compare import compare, compare_ranef
+from hierlmm.priors import default_priors, with_overrides
+
+FORMULA = "y ~ t + x + (t | id)"
+
+
+@pytest.fixture(scope="module")
+def design():
+    return hierlmm.build_design(hierlmm.model_spec(FORMULA), simulate(7, n_subjects=60))
+
+
+@pytest.fixture(scope="module")
+def fits(design) -> dict[str, BayesFit]:
+    return {s: fit_bayes(design, sampler=s, chains=2, draws=300, tune=300, seed=3, progressbar=False)
+            for s in ("marginal", "joint")}
+
+
+@pytest.mark.parametrize("sampler", ["marginal", "joint"])
+def test_tree_layout_and_names(fits, design, sampler):
+    fit = fits[sampler]
+    tree = fit.tree
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(tree.children)
+    post = tree["posterior"]
+    assert post["b_id"].dims == ("chain", "draw", "id__level", "id__effect")
+    assert post["b_id"].shape[2:] == (60, 2)
+    assert list(post["b_id"]["id__effect"].values) == ["(Intercept)", "t"]
+    ll = tree["log_likelihood"]
+    assert ll["y"].shape == (2, 300, design.n_obs)
+    assert ll["y_subject"].shape == (2, 300, 60)
+    table = fit.summary()
+    assert list(table.index) == ["beta[(Intercept)]", "beta[t]", "beta[x]", "sd[id:(Intercept)]", "sd[id:t]",
+                                 "cor[id:(Intercept),t]", "sigma"]
+    assert list(table.columns) == ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]
+    assert (table["lower"] < table["mean"]).all() and (table["mean"] < table["upper"]).all()
+    ranef = fit.ranef()["id"]
+    assert ranef.shape == (60, 8)
+
+
+@pytest.mark.parametrize("sampler", ["marginal", "joint"])
+def test_posterior_agrees_with_reml_within_posterior_error(fits, design, sampler):
+    reml = hierlmm.fit_ml(design, "REML")
+    table = compare(fits[sampler], reml)
+    # with 60 subjects the posterior mean sits within a fraction of a posterior SD of the REML estimate
+    assert np.all(np.abs(table["z"]) < 1.0), table
+    shrink = compare_ranef(fits[sampler], reml)["id"]
+    corr = np.corrcoef(shrink[("(Intercept)", "empirical Bayes")], shrink[("(Intercept)", "posterior mean")])[0, 1]
+    assert corr > 0.98
+
+
+def test_marginal_sampler_diagnostics_pass(fits):
+    diag = fits["marginal"].diagnostics()
+    assert diag.divergences == 0
+    assert diag.max_rhat < 1.02
+    assert "divergences 0" in str(diag)
+
+
+def test_the_two_log_likelihoods_are_consistent(fits):
+    # the per-subject marginal log-likelihood at the posterior mean is larger than -infinity and the per-observation
+    # conditional log-likelihoods sum, per subject, to more than the marginal (b fitted to the subject's data)
+    ll = fits["marginal"].tree["log_likelihood"]
+    assert np.isfinite(ll["y_subject"].values).all()
+    assert ll["y"].values.sum(axis=-1).mean() > ll["y_subject"].values.sum(axis=-1).mean()
+
+
+def test_prior_overrides(design):
+    base = default_priors(design)
+    assert base.sd_scale["id"][1] < base.sd_scale["id"][0]  # a slope's scale is divided by the RMS of t
+    new = with_overrides(base, design, {"beta": {"t": (0, 1)}, "sigma": 3, "sd": {"id:t": 0.5}, "lkj_eta": 2})
+    assert new.beta_sigma[1] == 1 and new.sigma_scale == 3 and new.sd_scale["id"][1] == 0.5
+    assert new.lkj_eta == {"id": 2.0}
+    with pytest.raises(hierlmm.SpecError, match="Fix:"):
+        with_overrides(base, design, {"beta": {"nope": (0, 1)}})
+    with pytest.raises(hierlmm.SpecError):
+        with_overrides(base, design, {"sigma": -1})
+    with pytest.raises(hierlmm.SpecError):
+        with_overrides(base, design, {"tau": 1})
+
+
+def test_bad_sampler_arguments(design):
+    from hierlmm.bayes_model import build_bayes_model
+
+    with pytest.raises(hierlmm.SpecError, match="sampler"):
+        build_bayes_model(design, sampler="gibbs")
+    with pytest.raises(hierlmm.SpecError, match="joint sampler only"):
+        build_bayes_model(design, sampler="marginal", centered=["id"])
+
+
+def test_cli_nuts_json_contract(tmp_path, design):
+    from hierlmm.cli import main
+
+    csv = tmp_path / "sim.csv"
+    simulate(7, n_subjects=60).to_csv(csv, index=False)
+    out = tmp_path / "nuts.json"
+    code = main(["fit", "--data", str(csv), "--formula", FORMULA, "--method", "nuts", "--chains", "2", "--draws",
+                 "200", "--tune", "200", "--quiet", "--json", str(out), "--out", str(tmp_path / "fit")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result["posterior"]) == {"parameter", "mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail"}
+    assert result["posterior"]["parameter"][0] == "beta[(Intercept)]"
+    assert "cor[id:(Intercept),t]" in result["posterior"]["parameter"]
+    assert set(result["diagnostics"]) >= {"max_rhat", "min_ess_bulk", "divergences"}
+    assert result["seconds"] > 0
+    assert (tmp_path / "fit" / "posterior.zarr").exists()

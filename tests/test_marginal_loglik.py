@@ -1,0 +1,146 @@
+"""The marginal likelihood of the Bayesian engine and the exact conditional draws of b, against dense scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simulated import simulate
+
+import hierlmm
+from hierlmm.conditional_effects import DrawPieces, conditional_moments, draw_effects
+from hierlmm.marginal_loglik import MarginalStats, stacked_factor, subject_loglik_numpy, subject_loglik_pytensor
+
+FORMULAS = {
+    1: "y ~ t + x + (1 | id)",
+    2: "y ~ t + x + (t | id)",
+    3: "y ~ t + x + (t + x | id)",
+    "nested": "y ~ t + x + (t | id) + (1 | id:eye)",
+}
+
+
+def dense_subject_loglik(design, factors, beta, sigma):
+    """log N(y_i | X_i beta, Z_i D Z_i' + sigma^2 I) per subject, built densely with scipy."""
+    n = design.n_obs
+    V = sigma**2 * np.eye(n)  # noqa: N806
+    for block, L in zip(design.blocks, factors, strict=True):  # noqa: N806
+        G = np.zeros((n, block.n_levels * block.q))  # noqa: N806
+        for j in range(block.q):
+            G[np.arange(n), block.group_index * block.q + j] = block.Z[:, j]
+        V += G @ np.kron(np.eye(block.n_levels), L @ L.T) @ G.T
+    subject = design.blocks[0].group_index
+    out = []
+    for i in range(design.blocks[0].n_levels):
+        rows = np.flatnonzero(subject == i)
+        out.append(scipy.stats.multivariate_normal(design.X[rows] @ beta, V[np.ix_(rows, rows)]).logpdf(design.y[rows]))
+    return np.array(out)
+
+
+def random_factors(design, rng):
+    out = []
+    for block in design.blocks:
+        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))  # noqa: N806
+        L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
+        out.append(L)
+    return out
+
+
+@settings(deadline=None, max_examples=20, database=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(FORMULAS, key=str)))
+def test_numpy_and_pytensor_marginal_loglik_equal_dense_mvn(seed, kind):
+    import pytensor
+
+    nested = kind == "nested"
+    data = simulate(seed, n_subjects=10, nested=nested)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
+    rng = np.random.default_rng(seed)
+    factors = random_factors(design, rng)
+    beta, sigma = rng.normal(0, 1, design.p), rng.uniform(0.5, 2)
+    ms = MarginalStats.of(design)
+    dense = dense_subject_loglik(design, factors, beta, sigma)
+    L = stacked_factor(ms.subject, factors)  # noqa: N806
+    np.testing.assert_allclose(subject_loglik_numpy(ms, beta, L, sigma), dense, atol=1e-8)
+    pieces = DrawPieces.of(ms, beta[None], L[None], np.array([sigma]))
+    np.testing.assert_allclose(pieces.loglik(ms, np.array([sigma]))[0], dense, atol=1e-8)
+    expr = subject_loglik_pytensor(ms, pytensor.tensor.as_tensor(beta), stacked_factor(
+        ms.subject, [pytensor.tensor.as_tensor(f) for f in factors]), pytensor.tensor.as_tensor(sigma))
+    np.testing.assert_allclose(expr.eval(), dense, atol=1e-8)
+
+
+def test_conditional_moments_are_the_chapter_posterior_of_b():
+    data = simulate(4, n_subjects=15)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), data)
+    rng = np.random.default_rng(1)
+    (L,), beta, sigma = random_factors(design, rng), rng.normal(0, 1, design.p), 0.9  # noqa: N806
+    ms = MarginalStats.of(design)
+    mean, cov = conditional_moments(ms, beta, L, sigma)
+    D = L @ L.T  # noqa: N806
+    block = design.blocks[0]
+    for i in range(block.n_levels):
+        rows = np.flatnonzero(block.group_index == i)
+        Z = block.Z[rows]  # noqa: N806
+        V = Z @ D @ Z.T + sigma**2 * np.eye(rows.size)  # noqa: N806
+        r = design.y[rows] - design.X[rows] @ beta
+        np.testing.assert_allclose(mean[i], D @ Z.T @ np.linalg.solve(V, r), atol=1e-10)
+        np.testing.assert_allclose(cov[i], np.linalg.inv(np.linalg.inv(D) + Z.T @ Z / sigma**2), atol=1e-10)
+
+
+def test_exact_draws_of_b_have_the_conditional_moments():
+    data = simulate(8, n_subjects=12)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), data)
+    rng = np.random.default_rng(2)
+    (L,), beta, sigma = random_factors(design, rng), rng.normal(0, 1, design.p), 0.7  # noqa: N806
+    ms = MarginalStats.of(design)
+    S = 40_000  # noqa: N806
+    draws = draw_effects(ms, np.repeat(beta[None], S, 0), np.repeat(L[None], S, 0), np.full(S, sigma), rng)
+    mean, cov = conditional_moments(ms, beta, L, sigma)
+    # standardised: whitened draws are N(0, I), so their mean and covariance are within Monte Carlo error
+    chol = np.linalg.cholesky(cov)
+    white = np.linalg.solve(chol[None], (draws - mean)[..., None])[..., 0]
+    assert np.max(np.abs(white.mean(axis=0))) < 5 / np.sqrt(S)
+    emp = np.einsum("smi,smj->mij", white, white) / S
+    assert np.max(np.abs(emp - np.eye(2))) < 6 * np.sqrt(2 / S)
+
+
+def test_stacked_factor_of_a_nested_design_repeats_the_inner_block():
+    data = simulate(2, n_subjects=8, nested=True)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS["nested"]), data)
+    ms = MarginalStats.of(design)
+    outer, inner = np.array([[1.0, 0], [0.2, 0.5]]), np.array([[0.7]])
+    L = stacked_factor(ms.subject, [outer, inner])  # noqa: N806
+    assert L.shape == (2 + ms.subject.layouts[1].n_slots, 2 + ms.subject.layouts[1].n_slots)
+    np.testing.assert_array_equal(L[:2, :2], outer)
+    np.testing.assert_array_equal(np.diag(L)[2:], 0.7)
+
+
+@pytest.mark.parametrize("kind", [1, 2])
+def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
+    from hierlmm.bayes_model import build_bayes_model
+
+    data = simulate(5, n_subjects=10)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
+    bm = build_bayes_model(design, sampler="marginal")
+    point = bm.model.initial_point()
+    logp = bm.model.compile_logp(mode="FAST_COMPILE")
+    priors_only = bm.model.compile_logp(vars=bm.model.free_RVs, mode="FAST_COMPILE")
+    # the potential, evaluated at the point's parameter values, is the numpy marginal log-likelihood
+    model = bm.model
+
+    def evaluate(variables):
+        outs = model.replace_rvs_by_values(variables)
+        return model.compile_fn(outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore")(point)
+
+    from hierlmm.bayes_fit import _packed_to_chol
+
+    names = [f"chol_{b.factor}" if f"chol_{b.factor}" in model.named_vars else f"sd_{b.factor}"
+             for b in design.blocks]
+    beta_c, sigma, *blocks = evaluate([model["beta_centred"], model["sigma"], *[model[n] for n in names]])
+    beta = beta_c.copy()
+    beta[0] -= beta_c @ bm.x_mean  # the uncentred intercept
+    factors = [_packed_to_chol(v, b.q) if n.startswith("chol_") else np.diag(np.atleast_1d(v))
+               for n, v, b in zip(names, blocks, design.blocks, strict=True)]
+    ms = bm.stats
+    marginal = subject_loglik_numpy(ms, beta, stacked_factor(ms.subject, factors), float(sigma)).sum()
+    assert logp(point) == pytest.approx(priors_only(point) + marginal, rel=1e-10)
