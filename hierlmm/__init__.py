@@ -14,6 +14,7 @@ from hierlmm import datasets
 from hierlmm.api import fit, fit_ml, model_spec
 from hierlmm.bayes_fit import BayesFit, Diagnostics, fit_bayes
 from hierlmm.bayes_model import BayesModel, build_bayes_model
+from hierlmm.bayes_predictions import add_posterior_predictive, prior_predictive, trajectories
 from hierlmm.compare import compare, compare_ranef
 from hierlmm.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.errors import (
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BayesFit", "BayesModel", "Diagnostics", "Priors", "build_bayes_model", "compare", "compare_ranef",
-    "default_priors", "fit_bayes",
+    "default_priors", "fit_bayes", "trajectories", "add_posterior_predictive", "prior_predictive",
     "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",

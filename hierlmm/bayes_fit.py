@@ -365,5 +365,6 @@ def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwis
         ll_obs = -0.5 * (np.log(2 * np.pi) + resid**2) - np.log(sigma)[:, None]
         ll["y"] = xr.DataArray(ll_obs.reshape(C, D, -1), dims=("chain", "draw", "obs"), coords=coords)
     tree["log_likelihood"] = xr.DataTree(ll)
-    if "observed_data" not in tree.children:
+    if "observed_data" not in tree.children or "y" not in tree["observed_data"].data_vars:
+        # the marginal model has no observed random variable, so pm.sample leaves the group empty
         tree["observed_data"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(design.y, dims=("obs",))}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from simulated import simulate
 
@@ -32,6 +33,7 @@ def test_tree_layout_and_names(fits, design, sampler):
     fit = fits[sampler]
     tree = fit.tree
     assert {"posterior", "sample_stats", "observed_data", "log_likelihood"} <= set(tree.children)
+    np.testing.assert_array_equal(tree["observed_data"]["y"].values, design.y)
     post = tree["posterior"]
     assert post["b_id"].dims == ("chain", "draw", "id__level", "id__effect")
     assert post["b_id"].shape[2:] == (60, 2)
@@ -113,3 +115,39 @@ def test_cli_nuts_json_contract(tmp_path, design):
     assert set(result["diagnostics"]) >= {"max_rhat", "min_ess_bulk", "divergences"}
     assert result["seconds"] > 0
     assert (tmp_path / "fit" / "posterior.zarr").exists()
+
+
+def test_trajectories_population_and_subject(fits, design):
+    from hierlmm.bayes_predictions import mean_draws, trajectories
+
+    fit = fits["marginal"]
+    data = simulate(7, n_subjects=60)
+    grid = pd.DataFrame({"t": np.linspace(0, 5, 11), "x": 0.0, "id": "s0"})
+    pop = trajectories(fit, grid, level=0)
+    X, _ = hierlmm.new_model_matrices(design, grid)  # noqa: N806
+    np.testing.assert_allclose(pop["mean"], X @ fit.tree["posterior"]["beta"].values.reshape(-1, 3).mean(0))
+    assert (pop["lower"] < pop["mean"]).all() and (pop["mean"] < pop["upper"]).all()
+    subject = trajectories(fit, grid, level=1)
+    new_subject = trajectories(fit, grid.assign(id="someone new"), level=1)
+    # a known subject's band is narrower than a new subject's (which includes the between-subject variation)
+    assert ((subject["upper"] - subject["lower"]) < (new_subject["upper"] - new_subject["lower"])).all()
+    predictive = trajectories(fit, grid, level=1, predictive=True)
+    assert ((predictive["upper"] - predictive["lower"]) > (subject["upper"] - subject["lower"])).all()
+    # level-1 means on the training rows are the posterior means of the fitted values
+    rows = data.iloc[:25]
+    draws = mean_draws(fit, rows, level=1)
+    reml = hierlmm.fit_ml(design)
+    assert np.corrcoef(draws.mean(0), reml.fitted(1)[:25])[0, 1] > 0.99
+
+
+def test_posterior_and_prior_predictive(fits, design):
+    from hierlmm.bayes_predictions import add_posterior_predictive, prior_predictive
+
+    tree = add_posterior_predictive(fits["marginal"])
+    y_rep = tree["posterior_predictive"]["y"].values
+    assert y_rep.shape == (2, 300, design.n_obs)
+    assert abs(y_rep.mean() - design.y.mean()) < 0.1 * design.y.std()
+    prior = prior_predictive(design, draws=200)
+    y_prior = prior["prior_predictive"]["y"].values
+    assert y_prior.shape[-1] == design.n_obs
+    assert y_prior.std() > design.y.std()  # weakly informative: wider than the data

@@ -1,0 +1,109 @@
+"""Posterior (and prior) predictions of a Bayesian fit: mean trajectories with credible bands, draws of y.
+
+Notation
+--------
+For rows with fixed-effects covariates ``x`` and random-effects covariates ``z`` of subject ``i``, every posterior
+draw ``s`` gives
+
+- the population mean ``x' beta^(s)`` (level 0),
+- the subject-specific mean ``x' beta^(s) + z' b_i^(s)`` (level 1; a subject not in the fit gets a fresh
+  ``b ~ N(0, D^(s))``, so its band includes the between-subject variation),
+- a posterior predictive draw ``y^(s) = mean^(s) + sigma^(s) e``, ``e ~ N(0, 1)``.
+
+Bands are pointwise equal-tailed intervals over the draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from hierlmm.bayes_fit import BayesFit, block_factors
+from hierlmm.bayes_model import var_name
+from hierlmm.design import new_model_matrices
+from hierlmm.errors import DataError
+from hierlmm.predictions import _labels
+
+
+def _flat(fit: BayesFit, name: str) -> np.ndarray:
+    values = fit.tree["posterior"][name].values
+    return values.reshape(-1, *values.shape[2:])
+
+
+def mean_draws(fit: BayesFit, newdata: pd.DataFrame, level: int = 0, seed: int = 1) -> np.ndarray:
+    """Draws (S, n) of the mean response for ``newdata`` at ``level`` 0 (population) or 1 (subject)."""
+    if level not in (0, 1):
+        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+    X, Zs = new_model_matrices(fit.design, newdata)  # noqa: N806
+    beta = _flat(fit, "beta")
+    mu = beta @ X.T
+    if level == 0:
+        return mu
+    rng = np.random.default_rng(seed)
+    post = fit.tree["posterior"].to_dataset()
+    factors = [f.reshape(-1, *f.shape[2:]) for f in block_factors(fit.bayes_model, post)]
+    for block, Z, L in zip(fit.design.blocks, Zs, factors, strict=True):  # noqa: N806
+        missing = [c for c in block.grouping if c not in newdata.columns]
+        if missing:
+            raise DataError(f"Level-1 predictions need the grouping column(s) {missing}.",
+                            given=list(newdata.columns), fix="Add the subject identifiers, or use level=0.")
+        labels = _labels(newdata.reset_index(drop=True), block.grouping)
+        index = {lv: k for k, lv in enumerate(block.levels)}
+        b_all = _flat(fit, var_name("b", block.factor))  # (S, levels, q)
+        for label in dict.fromkeys(labels):
+            rows = np.array([k for k, lv in enumerate(labels) if lv == label])
+            if label in index:
+                b = b_all[:, index[label], :]
+            else:  # a new subject: b ~ N(0, D) draw by draw
+                b = np.einsum("sab,sb->sa", L, rng.standard_normal((L.shape[0], block.q)))
+            mu[:, rows] += b @ Z[rows].T
+    return mu
+
+
+def trajectories(fit: BayesFit, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95,
+                 predictive: bool = False, seed: int = 1) -> pd.DataFrame:
+    """Posterior mean and pointwise credible band of the mean response (or, with ``predictive=True``, of new y).
+
+    Returns ``newdata`` with columns ``mean``, ``lower``, ``upper`` added.
+    """
+    mu = mean_draws(fit, newdata, level, seed)
+    if predictive:
+        sigma = _flat(fit, "sigma")
+        mu = mu + sigma[:, None] * np.random.default_rng(seed + 1).standard_normal(mu.shape)
+    out = newdata.reset_index(drop=True).copy()
+    out["mean"] = mu.mean(axis=0)
+    out["lower"], out["upper"] = np.quantile(mu, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=0)
+    return out
+
+
+def add_posterior_predictive(fit: BayesFit, seed: int = 1) -> Any:
+    """Add ``posterior_predictive/y`` (a replicate of the observed data per draw) to the fit's DataTree."""
+    design = fit.design
+    post = fit.tree["posterior"]
+    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    mu = _flat(fit, "beta") @ design.X.T
+    for block in design.blocks:
+        b = _flat(fit, var_name("b", block.factor))
+        mu = mu + np.einsum("nq,snq->sn", block.Z, b[:, block.group_index, :])
+    sigma = _flat(fit, "sigma")
+    y = mu + sigma[:, None] * np.random.default_rng(seed).standard_normal(mu.shape)
+    fit.tree["posterior_predictive"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(
+        y.reshape(C, D, -1), dims=("chain", "draw", "obs"),
+        coords={"chain": post["chain"].values, "draw": post["draw"].values})}))
+    return fit.tree
+
+
+def prior_predictive(fit_or_design: Any, *, draws: int = 500, priors: dict | None = None, seed: int = 1) -> Any:
+    """Draws from the prior and the prior predictive distribution of y (to check the priors), as a DataTree."""
+    import pymc as pm
+
+    from hierlmm.bayes_model import build_bayes_model
+
+    design = fit_or_design.design if isinstance(fit_or_design, BayesFit) else fit_or_design
+    if isinstance(fit_or_design, BayesFit) and priors is None:
+        priors = fit_or_design.bayes_model.priors
+    model = build_bayes_model(design, priors=priors, sampler="joint").model
+    return pm.sample_prior_predictive(draws=draws, model=model, random_seed=seed)
