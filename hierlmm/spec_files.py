@@ -23,7 +23,14 @@ Format::
     by = "id"
 
     [fit]
-    method = "REML"
+    method = "REML"                   # or "ML", "NUTS", "BOTH" (the command line's default)
+    sampler = "marginal"              # NUTS: "marginal" or "joint"
+
+    [priors]                          # optional overrides of the default priors (hierlmm.priors)
+    sigma = 3.0
+    lkj_eta = 2.0
+    beta = { obstime = [0.0, 1.0] }   # (mean, sd) of a fixed effect
+    sd = { "patient:obstime" = 0.5 }  # scale of a random-effect SD
 
     [reference]                       # optional: the R fit this model reproduces
     file = "aids_ri_rs_reml.json"
@@ -44,8 +51,9 @@ from hierlmm.spec import ModelSpec, PdMat
 _ALLOWED = {
     "model": {"name", "title", "formula", "fixed", "random"},
     "data": {"name", "derive"},
-    "fit": {"method"},
+    "fit": {"method", "sampler"},
     "reference": {"file"},
+    "priors": {"beta", "sigma", "sd", "lkj_eta"},
 }
 
 
@@ -70,6 +78,9 @@ class ModelFile:
     derive: tuple[DerivedColumn, ...]
     reference: str | None
     path: Path
+    priors: dict | None = None
+    run: str = "REML"
+    sampler: str = "marginal"
 
     def load_data(self) -> pd.DataFrame:
         """The data set (a :mod:`hierlmm.datasets` name or a CSV path), with derived columns added."""
@@ -133,7 +144,13 @@ def load_spec(path: str | Path) -> ModelFile:
     for section, allowed in _ALLOWED.items():
         _check_keys(raw.get(section, {}), allowed, section, path)
     model, data, fit = raw.get("model", {}), raw.get("data", {}), raw.get("fit", {})
-    method = fit.get("method", "REML")
+    run = str(fit.get("method", "REML")).upper()
+    if run not in ("REML", "ML", "NUTS", "BOTH"):
+        raise SpecError("[fit] method must be REML, ML, NUTS or BOTH.", given=run, fix='Write method = "REML".')
+    method = run if run in ("REML", "ML") else "REML"
+    sampler = fit.get("sampler", "marginal")
+    if sampler not in ("marginal", "joint"):
+        raise SpecError("[fit] sampler must be marginal or joint.", given=sampler, fix='Write sampler = "marginal".')
     if ("formula" in model) == ("fixed" in model):
         raise SpecError(
             "A model file needs exactly one of [model] formula (lme4 style) or [model] fixed (nlme style).",
@@ -156,5 +173,5 @@ def load_spec(path: str | Path) -> ModelFile:
         derive.append(DerivedColumn(entry["name"], "baseline", entry["baseline"], entry["by"]))
     return ModelFile(
         model.get("name", path.stem), model.get("title", ""), spec, data["name"], tuple(derive),
-        raw.get("reference", {}).get("file"), path,
+        raw.get("reference", {}).get("file"), path, raw.get("priors") or None, run, sampler,
     )

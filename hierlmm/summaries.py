@@ -138,15 +138,31 @@ def bayes_summary(fit: BayesFit, data_name: str | None = None, ci_prob: float = 
     return "\n".join(lines)
 
 
-def save_fit(fit: BayesFit, folder: str | Path) -> list[Path]:
-    """Save the DataTree (zarr) and the summary table (CSV) of a Bayesian fit into ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tree_path, table_path = folder / "posterior.zarr", folder / "summary.csv"
+def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None) -> list[Path]:
+    """Save a Bayesian fit into ``folder``: the DataTree (zarr), the summary table (CSV) and plots (PNG: rank
+    plots, posterior predictive check, and with an ML/REML fit the Bayes-versus-REML forest plot)."""
     import warnings
 
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hierlmm import plots
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = [folder / "summary.csv"]
+    fit.summary().to_csv(saved[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit.tree.to_zarr(tree_path, mode="w")
-    fit.summary().to_csv(table_path)
-    return [tree_path, table_path]
+        plots.rank_plot(fit).savefig(folder / "rank.png", dpi=80)
+        plots.ppc_plot(fit).savefig(folder / "ppc.png", dpi=80)
+        saved += [folder / "rank.png", folder / "ppc.png"]
+        if ml is not None:
+            plots.forest(fit, ml).savefig(folder / "forest.png", dpi=80)
+            saved.append(folder / "forest.png")
+        fit.tree.to_zarr(folder / "posterior.zarr", mode="w")
+        saved.append(folder / "posterior.zarr")
+    plt.close("all")
+    return saved

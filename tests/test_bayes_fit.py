@@ -151,3 +151,27 @@ def test_posterior_and_prior_predictive(fits, design):
     y_prior = prior["prior_predictive"]["y"].values
     assert y_prior.shape[-1] == design.n_obs
     assert y_prior.std() > design.y.std()  # weakly informative: wider than the data
+
+
+def test_plots_are_drawn_and_saved(fits, design, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hierlmm import plots
+
+    fit = fits["marginal"]
+    data = simulate(7, n_subjects=60)
+    reml = hierlmm.fit_ml(design)
+    figures = {
+        "panel": plots.subject_panel(fit, data, "t", n_subjects=4),
+        "forest": plots.forest(fit, reml),
+    }
+    for name, fig in figures.items():
+        fig.savefig(tmp_path / f"{name}.png", dpi=60)
+    for name, pc in {"rank": plots.rank_plot(fit), "ppc": plots.ppc_plot(fit)}.items():
+        pc.savefig(tmp_path / f"{name}.png", dpi=60)
+    for name in ("panel", "forest", "rank", "ppc"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 5_000
+    assert len([ax for ax in figures["panel"].axes if ax.get_visible()]) == 4
+    with pytest.raises(hierlmm.DataError, match="time axis"):
+        plots.subject_panel(fit, data, "not_a_column")

@@ -334,3 +334,24 @@ def test_bad_toml_files(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_toml_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_model_file_priors_and_bayesian_fit_options(tmp_path):
+    import hierlmm
+
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n'
+        '[fit]\nmethod = "nuts"\nsampler = "joint"\n'
+        '[priors]\nsigma = 3.0\nlkj_eta = 2.0\nbeta = { t = [0.0, 1.0] }\nsd = { "id:t" = 0.5 }\n'
+    )
+    model_file = hierlmm.load_spec(path)
+    assert model_file.run == "NUTS" and model_file.sampler == "joint"
+    assert model_file.priors == {"sigma": 3.0, "lkj_eta": 2.0, "beta": {"t": [0.0, 1.0]}, "sd": {"id:t": 0.5}}
+    assert model_file.spec.method == "REML"  # the ML/REML default stays REML
+    path.write_text('[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n[fit]\nmethod = "gibbs"\n')
+    with pytest.raises(hierlmm.SpecError, match="REML, ML, NUTS or BOTH"):
+        hierlmm.load_spec(path)
+    path.write_text('[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n[priors]\ntau = 1\n')
+    with pytest.raises(hierlmm.SpecError, match="Unknown key"):
+        hierlmm.load_spec(path)
