@@ -69,12 +69,16 @@ def test_numpy_and_pytensor_marginal_loglik_equal_dense_mvn(seed, kind):
     np.testing.assert_allclose(expr.eval(), dense, atol=1e-8)
 
 
+def random_slopes_case(seed: int, n_subjects: int, sigma: float):
+    """A random intercepts-and-slopes design with random parameter values (design, stats, L, beta, sigma)."""
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), simulate(seed, n_subjects=n_subjects))
+    rng = np.random.default_rng(seed)
+    (L,) = random_factors(design, rng)  # noqa: N806
+    return design, MarginalStats.of(design), L, rng.normal(0, 1, design.p), sigma
+
+
 def test_conditional_moments_are_the_chapter_posterior_of_b():
-    data = simulate(4, n_subjects=15)
-    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), data)
-    rng = np.random.default_rng(1)
-    (L,), beta, sigma = random_factors(design, rng), rng.normal(0, 1, design.p), 0.9  # noqa: N806
-    ms = MarginalStats.of(design)
+    design, ms, L, beta, sigma = random_slopes_case(4, 15, 0.9)  # noqa: N806
     mean, cov = conditional_moments(ms, beta, L, sigma)
     D = L @ L.T  # noqa: N806
     block = design.blocks[0]
@@ -88,11 +92,8 @@ def test_conditional_moments_are_the_chapter_posterior_of_b():
 
 
 def test_exact_draws_of_b_have_the_conditional_moments():
-    data = simulate(8, n_subjects=12)
-    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), data)
+    design, ms, L, beta, sigma = random_slopes_case(8, 12, 0.7)  # noqa: N806
     rng = np.random.default_rng(2)
-    (L,), beta, sigma = random_factors(design, rng), rng.normal(0, 1, design.p), 0.7  # noqa: N806
-    ms = MarginalStats.of(design)
     S = 40_000  # noqa: N806
     draws = draw_effects(ms, np.repeat(beta[None], S, 0), np.repeat(L[None], S, 0), np.full(S, sigma), rng)
     mean, cov = conditional_moments(ms, beta, L, sigma)
