@@ -1,0 +1,54 @@
+"""Full-length Bayesian checks on the chapter's AIDS model (marked slow: `make bench` runs them, CI does not).
+
+Targets from the issue: posterior means within 0.2 posterior SD of brms 2.18 (4 chains x 1000 draws), R-hat <= 1.01
+and no divergences; both samplers agree within Monte Carlo error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hierlmm
+
+pytestmark = pytest.mark.slow
+
+BRMS = {  # posterior mean, sd (brms 2.18, 4 chains x 1000 draws; from the issue)
+    "beta[(Intercept)]": (7.189, 0.223), "beta[obstime]": (-0.1632, 0.0210), "beta[obstime:drugddI]": (0.0280, 0.0299),
+    "sd[patient:(Intercept)]": (4.588, 0.164), "sd[patient:obstime]": (0.173, 0.0185),
+    "cor[patient:(Intercept),obstime]": (-0.148, 0.085), "sigma": (1.758, 0.049),
+}
+
+
+@pytest.fixture(scope="module")
+def aids_design(chapter_data):
+    return hierlmm.build_design(hierlmm.model_spec("CD4 ~ obstime + obstime:drug + (obstime | patient)"),
+                                chapter_data("aids"))
+
+
+@pytest.fixture(scope="module")
+def fits(aids_design):
+    return {s: hierlmm.fit_bayes(aids_design, sampler=s, progressbar=False) for s in ("marginal", "joint")}
+
+
+@pytest.mark.parametrize("sampler", [
+    "marginal",
+    pytest.param("joint", marks=pytest.mark.xfail(
+        strict=True, reason="open (issue 3): the joint sampler mixes slowly, R-hat 1.013-1.018 at 4 x 1000")),
+])
+def test_aids_posterior_matches_brms_and_diagnostics_pass(fits, sampler):
+    table = fits[sampler].summary()
+    for name, (mean, sd) in BRMS.items():
+        assert abs(table.loc[name, "mean"] - mean) < 0.2 * sd, (name, table.loc[name, "mean"], mean)
+    diag = fits[sampler].diagnostics()
+    assert diag.divergences == 0
+    assert diag.max_rhat <= 1.01, str(diag)
+
+
+def test_both_samplers_agree_within_monte_carlo_error(fits):
+    a, b = fits["marginal"].summary(), fits["joint"].summary()
+    z = (a["mean"] - b["mean"]) / np.sqrt(a["mcse_mean"] ** 2 + b["mcse_mean"] ** 2)
+    assert np.all(np.abs(z) < 4), z
+    ra, rb = fits["marginal"].ranef()["patient"], fits["joint"].ranef()["patient"]
+    diff = (ra[("(Intercept)", "mean")] - rb[("(Intercept)", "mean")]) / ra[("(Intercept)", "sd")]
+    assert np.abs(diff).max() < 0.3
