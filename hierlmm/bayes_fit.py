@@ -26,7 +26,7 @@ import xarray as xr
 from hierlmm.bayes_model import BayesModel, build_bayes_model, var_name
 from hierlmm.conditional_effects import DrawPieces, draw_effects
 from hierlmm.design import Design
-from hierlmm.sufficient_stats import SubjectStats
+from hierlmm.sufficient_stats import stack_factors
 
 MAX_POINTWISE = 50_000_000  # draws x observations above which the per-observation log-likelihood is not stored
 
@@ -271,16 +271,6 @@ def fit_bayes(
     return BayesFit(bm, tree, time.perf_counter() - t0)
 
 
-def stacked_factors(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
-    """Stacked (S, Q, Q) factors from every block's (S, q, q) draws (nested blocks repeated per slot)."""
-    out = np.zeros((factors[0].shape[0], stats.Q, stats.Q))
-    for lay in stats.layouts:
-        for slot in range(lay.n_slots):
-            o = lay.offset + slot * lay.q
-            out[:, o:o + lay.q, o:o + lay.q] = factors[lay.block]
-    return out
-
-
 def block_factors(bm: BayesModel, post: xr.Dataset) -> list[np.ndarray]:
     """Every block's factor ``L_k`` per draw: (chain, draw, q, q)."""
     out = []
@@ -326,7 +316,7 @@ def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwis
     beta = post["beta"].values.reshape(C * D, -1)
     sigma = post["sigma"].values.reshape(C * D)
     factors = [f.reshape(C * D, *f.shape[2:]) for f in block_factors(bm, post)]
-    L = stacked_factors(ms.subject, factors)  # noqa: N806
+    L = stack_factors(ms.subject, factors)  # noqa: N806
     chunks = [slice(i, i + 500) for i in range(0, C * D, 500)]
     pieces = [DrawPieces.of(ms, beta[c], L[c], sigma[c]) for c in chunks]
     ll_subject = np.concatenate([p.loglik(ms, sigma[c]) for p, c in zip(pieces, chunks, strict=True)])

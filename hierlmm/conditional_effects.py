@@ -16,41 +16,9 @@ With the stacked absolute factor ``L`` (``D = L L'``), ``A_i = I + L' Z_i'Z_i L 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from hierlmm.marginal_loglik import MarginalStats
-
-
-@dataclass(frozen=True, eq=False)
-class DrawPieces:
-    """``A_i``, its Cholesky factor, ``u_i / sigma^2`` and ``r_i'r_i`` for a batch of draws: (S, M, ...)."""
-
-    A: np.ndarray
-    R: np.ndarray
-    u: np.ndarray
-    rr: np.ndarray
-
-    @classmethod
-    def of(cls, ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:  # noqa: N803
-        """Compute them for draws ``beta`` (S, p), stacked ``L`` (S, Q, Q), ``sigma`` (S,)."""
-        s = ms.subject
-        s2 = sigma**2
-        A = np.einsum("sba,mbc,scd->smad", L, s.ZtZ, L) / s2[:, None, None, None] + np.eye(s.Q)  # noqa: N806
-        Ztr = s.Zty[None] - np.einsum("mqp,sp->smq", s.ZtX, beta)  # noqa: N806
-        u = np.einsum("sba,smb->sma", L, Ztr) / s2[:, None, None]
-        rr = (ms.yty_i[None] - 2 * beta @ ms.Xty_i.T + np.einsum("sp,mpq,sq->sm", beta, ms.XtX_i, beta))
-        return cls(A, np.linalg.cholesky(A), u, rr)
-
-    def loglik(self, ms: MarginalStats, sigma: np.ndarray) -> np.ndarray:
-        """Per-subject marginal log-likelihood (S, M) (see :mod:`hierlmm.marginal_loglik`)."""
-        s2 = (sigma**2)[:, None]
-        w = np.linalg.solve(self.R, self.u[..., None])[..., 0]  # R^-1 u / sigma^2
-        logdet = 2 * np.log(np.diagonal(self.R, axis1=-2, axis2=-1)).sum(-1)
-        quad = (self.rr - s2 * (w**2).sum(-1)) / s2
-        n = ms.subject.n_per_subject[None]
-        return -0.5 * (n * np.log(2 * np.pi * s2) + logdet + quad)
+from hierlmm.marginal_loglik import DrawPieces, MarginalStats
 
 
 def draw_effects(

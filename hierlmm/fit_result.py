@@ -25,8 +25,8 @@ from hierlmm.covariance import ThetaLayout, sd_corr
 from hierlmm.design import Design
 from hierlmm.errors import DataError
 from hierlmm.inference import nlme_fixed_df, t_tests
-from hierlmm.reml import OptimizerReport, ProfiledState, evaluate, stacked_lambda
-from hierlmm.sufficient_stats import SubjectStats
+from hierlmm.reml import OptimizerReport, ProfiledState, evaluate
+from hierlmm.sufficient_stats import SubjectStats, stack_factors
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,6 +263,6 @@ def build_fit(
     report: OptimizerReport, seconds: float,
 ) -> MLFit:
     """Assemble an :class:`MLFit` at ``theta`` (natural scale)."""
-    Lam = stacked_lambda(stats, layout.factors(theta, log_diagonal=False))  # noqa: N806
+    Lam = stack_factors(stats, layout.factors(theta, log_diagonal=False))  # noqa: N806
     state = evaluate(stats, Lam, method == "REML")
     return MLFit(design, method, layout, stats, theta, state, report, seconds)

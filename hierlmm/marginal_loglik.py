@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hierlmm.design import Design
-from hierlmm.sufficient_stats import SubjectStats, _group_sum, subject_stats
+from hierlmm.sufficient_stats import SubjectStats, _group_sum, stack_factors, subject_stats
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,14 +54,8 @@ def stacked_factor(stats: SubjectStats, factors: list) -> object:
     """The stacked (Q x Q) factor from each block's factor; works for NumPy arrays and PyTensor tensors."""
     import pytensor.tensor as pt
 
-    symbolic = any(isinstance(f, pt.TensorVariable) for f in factors)
-    if not symbolic:
-        out = np.zeros((stats.Q, stats.Q))
-        for lay in stats.layouts:
-            for s in range(lay.n_slots):
-                o = lay.offset + s * lay.q
-                out[o : o + lay.q, o : o + lay.q] = factors[lay.block]
-        return out
+    if not any(isinstance(f, pt.TensorVariable) for f in factors):
+        return stack_factors(stats, factors)
     from pytensor.tensor.linalg import block_diag
 
     # block_diag rather than set_subtensor into a constant: Numba (nutpie) refuses to write into constants.
@@ -69,17 +63,40 @@ def stacked_factor(stats: SubjectStats, factors: list) -> object:
     return pieces[0] if len(pieces) == 1 else block_diag(*pieces)
 
 
+@dataclass(frozen=True, eq=False)
+class DrawPieces:
+    """``A_i``, its Cholesky factor, ``u_i / sigma^2`` and ``r_i'r_i`` for a batch of draws: (S, M, ...)."""
+
+    A: np.ndarray
+    R: np.ndarray
+    u: np.ndarray
+    rr: np.ndarray
+
+    @classmethod
+    def of(cls, ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:  # noqa: N803
+        """Compute them for draws ``beta`` (S, p), stacked ``L`` (S, Q, Q), ``sigma`` (S,)."""
+        s = ms.subject
+        s2 = sigma**2
+        A = np.einsum("sba,mbc,scd->smad", L, s.ZtZ, L) / s2[:, None, None, None] + np.eye(s.Q)  # noqa: N806
+        Ztr = s.Zty[None] - np.einsum("mqp,sp->smq", s.ZtX, beta)  # noqa: N806
+        u = np.einsum("sba,smb->sma", L, Ztr) / s2[:, None, None]
+        rr = (ms.yty_i[None] - 2 * beta @ ms.Xty_i.T + np.einsum("sp,mpq,sq->sm", beta, ms.XtX_i, beta))
+        return cls(A, np.linalg.cholesky(A), u, rr)
+
+    def loglik(self, ms: MarginalStats, sigma: np.ndarray) -> np.ndarray:
+        """Per-subject marginal log-likelihood (S, M) (see the module notation)."""
+        s2 = (sigma**2)[:, None]
+        w = np.linalg.solve(self.R, self.u[..., None])[..., 0]  # R^-1 u / sigma^2
+        logdet = 2 * np.log(np.diagonal(self.R, axis1=-2, axis2=-1)).sum(-1)
+        quad = (self.rr - s2 * (w**2).sum(-1)) / s2
+        n = ms.subject.n_per_subject[None]
+        return -0.5 * (n * np.log(2 * np.pi * s2) + logdet + quad)
+
+
 def subject_loglik_numpy(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float) -> np.ndarray:  # noqa: N803
     """Per-subject marginal log-likelihood for one parameter value (NumPy; for LOO and tests)."""
-    s = ms.subject
-    s2 = sigma**2
-    A = np.einsum("ba,mbc,cd->mad", L, s.ZtZ, L) / s2 + np.eye(s.Q)  # noqa: N806
-    Ztr = s.Zty - s.ZtX @ beta  # noqa: N806
-    u = Ztr @ L
-    rr = ms.yty_i - 2 * ms.Xty_i @ beta + np.einsum("p,mpq,q->m", beta, ms.XtX_i, beta)
-    quad = (rr - np.einsum("ma,ma->m", u, np.linalg.solve(A, u[:, :, None])[:, :, 0]) / s2) / s2
-    n = s.n_per_subject
-    return -0.5 * (n * np.log(2 * np.pi * s2) + np.linalg.slogdet(A)[1] + quad)
+    s = np.array([sigma], dtype=float)
+    return DrawPieces.of(ms, np.asarray(beta)[None], np.asarray(L)[None], s).loglik(ms, s)[0]
 
 
 MAX_UNROLLED = 8

@@ -56,16 +56,6 @@ def layout_for(design: Design, stats: SubjectStats) -> ThetaLayout:
     return ThetaLayout.for_blocks([b.structure for b in design.blocks], [b.q for b in design.blocks])
 
 
-def stacked_lambda(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
-    """The block-diagonal relative factor of one subject's stacked effects."""
-    Lam = np.zeros((stats.Q, stats.Q))  # noqa: N806
-    for lay in stats.layouts:
-        for s in range(lay.n_slots):
-            o = lay.offset + s * lay.q
-            Lam[o : o + lay.q, o : o + lay.q] = factors[lay.block]
-    return Lam
-
-
 @dataclass(frozen=True, eq=False)
 class LambdaMap:
     """``theta`` -> the stacked ``Lambda`` by one scatter, and the gradient back by one gather.

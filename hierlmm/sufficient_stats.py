@@ -79,6 +79,18 @@ class SubjectStats:
         return self.ZtZ.shape[1]
 
 
+def stack_factors(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
+    """A subject's stacked (..., Q, Q) factor from every block's (..., q, q) factor, in ``design.blocks`` order
+    (a nested block's factor is repeated in each of its slots; leading batch dimensions broadcast)."""
+    batch = np.broadcast_shapes(*(np.shape(f)[:-2] for f in factors))
+    out = np.zeros((*batch, stats.Q, stats.Q))
+    for lay in stats.layouts:
+        for slot in range(lay.n_slots):
+            o = lay.offset + slot * lay.q
+            out[..., o : o + lay.q, o : o + lay.q] = factors[lay.block]
+    return out
+
+
 def _outermost(design: Design) -> int:
     """The block every other block nests in (fewest levels first)."""
     order = sorted(range(len(design.blocks)), key=lambda k: design.blocks[k].n_levels)

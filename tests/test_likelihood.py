@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.reml import evaluate, stacked_lambda
-from hierlmm.sufficient_stats import subject_stats
+from hierlmm.reml import evaluate
+from hierlmm.sufficient_stats import stack_factors, subject_stats
 
 
 def dense_loglik(design: hierlmm.Design, D_blocks, sigma2, beta, reml: bool) -> float:  # noqa: N803
@@ -40,7 +40,7 @@ def dense_loglik(design: hierlmm.Design, D_blocks, sigma2, beta, reml: bool) -> 
 
 def profiled_pieces(design, theta_factors, reml):
     stats = subject_stats(design)
-    state = evaluate(stats, stacked_lambda(stats, theta_factors), reml)
+    state = evaluate(stats, stack_factors(stats, theta_factors), reml)
     D_blocks = [state.sigma2 * L @ L.T for L in theta_factors]  # noqa: N806
     return state, D_blocks
 

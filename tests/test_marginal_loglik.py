@@ -10,8 +10,14 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.conditional_effects import DrawPieces, conditional_moments, draw_effects
-from hierlmm.marginal_loglik import MarginalStats, stacked_factor, subject_loglik_numpy, subject_loglik_pytensor
+from hierlmm.conditional_effects import conditional_moments, draw_effects
+from hierlmm.marginal_loglik import (
+    DrawPieces,
+    MarginalStats,
+    stacked_factor,
+    subject_loglik_numpy,
+    subject_loglik_pytensor,
+)
 
 FORMULAS = {
     1: "y ~ t + x + (1 | id)",
