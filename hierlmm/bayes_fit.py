@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierlmm.bayes_model import BayesModel, build_bayes_model, var_name
+from hierlmm.bayes_model import BayesModel, build_bayes_model, cor_label, sd_label, var_name
 from hierlmm.conditional_effects import DrawPieces, draw_effects
+from hierlmm.covariance import sd_corr
 from hierlmm.design import Design
 from hierlmm.sufficient_stats import stack_factors
 
@@ -50,17 +51,13 @@ def _initial_values(bm: BayesModel) -> None:
     except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
         return
     model = bm.model
-    beta_c = np.array(reml.beta, dtype=float)
-    intercept = [j for j, n in enumerate(design.fixef_names) if n == "(Intercept)"]
-    if intercept:
-        beta_c[intercept[0]] += float(beta_c @ bm.x_mean)
-    model.set_initval(model["beta_centred"], beta_c)
+    model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
     model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
     for block, D in zip(design.blocks, reml.D, strict=True):  # noqa: N806
         scales = np.array(bm.priors.sd_scale[block.factor])
         sd = np.maximum(np.sqrt(np.clip(np.diag(D), 0, None)), 0.05 * scales)
         if block.factor in bm.priors.lkj_eta:
-            corr = np.clip(D / np.outer(np.sqrt(np.diag(D)) + 1e-300, np.sqrt(np.diag(D)) + 1e-300), -0.9, 0.9)
+            corr = np.clip(sd_corr(D)[1], -0.9, 0.9)  # keep the start away from a singular D
             np.fill_diagonal(corr, 1.0)
             L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(block.q))  # noqa: N806
             model.set_initval(model[var_name("chol", block.factor)], L[np.tril_indices(block.q)])
@@ -106,13 +103,12 @@ class BayesFit:
         for block in self.design.blocks:
             sd = post[var_name("sd", block.factor)].values
             for j, name in enumerate(block.effect_names):
-                out[f"sd[{block.factor}:{name}]"] = sd[..., j]
+                out[sd_label(block.factor, name)] = sd[..., j]
             if var_name("cor", block.factor) in post:
                 cor = post[var_name("cor", block.factor)].values
                 for j in range(block.q):
                     for k in range(j):
-                        names = f"{block.effect_names[k]},{block.effect_names[j]}"
-                        out[f"cor[{block.factor}:{names}]"] = cor[..., j, k]
+                        out[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = cor[..., j, k]
         out["sigma"] = post["sigma"].values
         return out
 
@@ -284,16 +280,12 @@ def block_factors(bm: BayesModel, post: xr.Dataset) -> list[np.ndarray]:
     return out
 
 
-def _derived_parameters(bm: BayesModel, post: xr.Dataset) -> None:
-    """Add ``beta`` (uncentred), ``sd_<factor>`` and ``cor_<factor>`` to the posterior, from the free parameters."""
+def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarray]) -> None:
+    """Add ``beta`` (uncentred), ``sd_<factor>`` and ``cor_<factor>`` to the posterior, from the free parameters
+    (``factors``: every block's factor per draw, from :func:`block_factors`)."""
     design = bm.design
-    beta_c = post["beta_centred"]
-    intercept = [j for j, n in enumerate(design.fixef_names) if n == "(Intercept)"]
-    beta = beta_c.values.copy()
-    if intercept:
-        beta[..., intercept[0]] -= beta_c.values @ bm.x_mean
-    post["beta"] = beta_c.copy(data=beta)
-    for block, Lk in zip(design.blocks, block_factors(bm, post), strict=True):  # noqa: N806
+    post["beta"] = post["beta_centred"].copy(data=bm.from_centred(post["beta_centred"].values))
+    for block, Lk in zip(design.blocks, factors, strict=True):  # noqa: N806
         f = block.factor
         if var_name("chol", f) not in post:
             continue
@@ -312,10 +304,11 @@ def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwis
     design, ms = bm.design, bm.stats
     post = tree["posterior"].to_dataset()
     C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
-    _derived_parameters(bm, post)
+    per_draw = block_factors(bm, post)  # (chain, draw, q, q) per block
+    _derived_parameters(bm, post, per_draw)
     beta = post["beta"].values.reshape(C * D, -1)
     sigma = post["sigma"].values.reshape(C * D)
-    factors = [f.reshape(C * D, *f.shape[2:]) for f in block_factors(bm, post)]
+    factors = [f.reshape(C * D, *f.shape[2:]) for f in per_draw]
     L = stack_factors(ms.subject, factors)  # noqa: N806
     chunks = [slice(i, i + 500) for i in range(0, C * D, 500)]
     pieces = [DrawPieces.of(ms, beta[c], L[c], sigma[c]) for c in chunks]
@@ -336,7 +329,7 @@ def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwis
                                                   coords={f"{f}__level": list(block.levels),
                                                           f"{f}__effect": list(block.effect_names)})
     else:  # joint, non-centred: b = z L'
-        for block, Lk in zip(design.blocks, block_factors(bm, post), strict=True):  # noqa: N806
+        for block, Lk in zip(design.blocks, per_draw, strict=True):  # noqa: N806
             f = block.factor
             if var_name("z", f) in post:
                 z = post[var_name("z", f)]

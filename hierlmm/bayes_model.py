@@ -43,6 +43,16 @@ def var_name(kind: str, factor: str) -> str:
     return f"{kind}_{factor}"
 
 
+def sd_label(factor: str, effect: str) -> str:
+    """Reported name of a random-effect SD: ``sd[patient:obstime]``."""
+    return f"sd[{factor}:{effect}]"
+
+
+def cor_label(factor: str, first: str, second: str) -> str:
+    """Reported name of a random-effects correlation: ``cor[patient:(Intercept),obstime]``."""
+    return f"cor[{factor}:{first},{second}]"
+
+
 @dataclass(frozen=True, eq=False)
 class BayesModel:
     """A PyMC model of a design and how to read its draws.
@@ -61,6 +71,8 @@ class BayesModel:
         Column means used to centre X (0 for the intercept column).
     stats
         Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods).
+    intercept
+        Column of X holding the intercept (``None`` without one): the only coefficient centring changes.
     """
 
     design: Design
@@ -70,6 +82,21 @@ class BayesModel:
     model: Any
     x_mean: np.ndarray
     stats: MarginalStats
+    intercept: int | None = None
+
+    def to_centred(self, beta: np.ndarray) -> np.ndarray:
+        """Fixed effects of the uncentred design -> those of the centred one (only the intercept changes)."""
+        out = np.array(beta, dtype=float)
+        if self.intercept is not None:
+            out[..., self.intercept] += out @ self.x_mean
+        return out
+
+    def from_centred(self, beta_centred: np.ndarray) -> np.ndarray:
+        """Fixed effects of the centred design -> the reported, uncentred ones: ``beta_0 = alpha - beta'mean(x)``."""
+        out = np.array(beta_centred, dtype=float)
+        if self.intercept is not None:
+            out[..., self.intercept] -= out @ self.x_mean
+        return out
 
 
 def _centring(design: Design) -> tuple[np.ndarray, np.ndarray, int | None]:
@@ -158,4 +185,4 @@ def build_bayes_model(
                     b = pt.dot(z, chol.T)
                 mu = mu + (pt.as_tensor(block.Z) * b[block.group_index]).sum(axis=1)
             pm.Normal("y", mu=mu, sigma=sigma, observed=design.y, dims="obs")
-    return BayesModel(design, priors, sampler, tuple(centered), model, x_mean, stats)
+    return BayesModel(design, priors, sampler, tuple(centered), model, x_mean, stats, intercept)

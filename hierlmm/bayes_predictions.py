@@ -23,9 +23,8 @@ import xarray as xr
 
 from hierlmm.bayes_fit import BayesFit, block_factors
 from hierlmm.bayes_model import var_name
-from hierlmm.design import new_model_matrices
+from hierlmm.design import grouping_labels, new_model_matrices
 from hierlmm.errors import DataError
-from hierlmm.predictions import _labels
 
 
 def _flat(fit: BayesFit, name: str) -> np.ndarray:
@@ -50,7 +49,7 @@ def mean_draws(fit: BayesFit, newdata: pd.DataFrame, level: int = 0, seed: int =
         if missing:
             raise DataError(f"Level-1 predictions need the grouping column(s) {missing}.",
                             given=list(newdata.columns), fix="Add the subject identifiers, or use level=0.")
-        labels = _labels(newdata.reset_index(drop=True), block.grouping)
+        labels = grouping_labels(newdata.reset_index(drop=True), block.grouping)
         index = {lv: k for k, lv in enumerate(block.levels)}
         b_all = _flat(fit, var_name("b", block.factor))  # (S, levels, q)
         for label in dict.fromkeys(labels):

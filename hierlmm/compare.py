@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.bayes_fit import BayesFit
+from hierlmm.bayes_model import cor_label, sd_label
 from hierlmm.covariance import sd_corr
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit
@@ -28,11 +29,11 @@ def ml_parameters(fit: MLFit) -> pd.DataFrame:
     for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
         sd, corr = sd_corr(D)
         for j, name in enumerate(block.effect_names):
-            rows[f"sd[{block.factor}:{name}]"] = (sd[j], np.nan)
+            rows[sd_label(block.factor, name)] = (sd[j], np.nan)
         if block.structure == "pdSymm":
             for j in range(block.q):
                 for k in range(j):
-                    rows[f"cor[{block.factor}:{block.effect_names[k]},{block.effect_names[j]}]"] = (corr[j, k], np.nan)
+                    rows[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = (corr[j, k], np.nan)
     rows["sigma"] = (fit.sigma, np.nan)
     return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "se"])
 

@@ -321,3 +321,16 @@ def _recode(value: Factor, levels: tuple[str, ...], name: str) -> Factor:
         )
     mapping = np.array([index.get(lv, -1) for lv in value.levels] + [-1])
     return Factor(mapping[value.codes], levels)
+
+
+def grouping_labels(data: pd.DataFrame, grouping: tuple[str, ...]) -> list[str]:
+    """Each row's level label of a (possibly interaction) grouping factor, as ``RandomEffectsBlock.levels`` spells
+    them (``"12"``, ``"12:1"``), for data the design was not built on."""
+    parts = []
+    for col in grouping:
+        value = column_as_value(data[col])
+        if isinstance(value, Factor):
+            parts.append([value.levels[c] if c >= 0 else "" for c in value.codes])
+        else:
+            parts.append([str(int(v)) if float(v).is_integer() else str(v) for v in value])
+    return [":".join(items) for items in zip(*parts, strict=True)]

@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from hierlmm.design import new_model_matrices
+from hierlmm.design import grouping_labels, new_model_matrices
 from hierlmm.errors import DataError
-from hierlmm.evaluate import Factor, column_as_value
 from hierlmm.fit_result import MLFit
 
 
@@ -65,18 +64,7 @@ def predict(fit: MLFit, newdata: pd.DataFrame, *, level: int = 0, interval: floa
                 given=list(newdata.columns),
                 fix="Add the subject identifiers, or predict at level=0.",
             )
-        labels = _labels(newdata.reset_index(drop=True), block.grouping)
+        labels = grouping_labels(newdata.reset_index(drop=True), block.grouping)
         b = ranef[block.factor].mean.reindex(labels).fillna(0.0).to_numpy()  # new levels: b = 0
         out["fit"] = out["fit"].to_numpy() + np.einsum("nq,nq->n", Z, b)
     return out
-
-
-def _labels(data: pd.DataFrame, grouping: tuple[str, ...]) -> list[str]:
-    parts = []
-    for col in grouping:
-        value = column_as_value(data[col])
-        if isinstance(value, Factor):
-            parts.append([value.levels[c] if c >= 0 else "" for c in value.codes])
-        else:
-            parts.append([str(int(v)) if float(v).is_integer() else str(v) for v in value])
-    return [":".join(items) for items in zip(*parts, strict=True)]

@@ -51,7 +51,7 @@ class ProfiledState:
     grad_Lambda: np.ndarray | None = None
 
 
-def layout_for(design: Design, stats: SubjectStats) -> ThetaLayout:
+def layout_for(design: Design) -> ThetaLayout:
     """The ``theta`` layout of a design's blocks (in design order)."""
     return ThetaLayout.for_blocks([b.structure for b in design.blocks], [b.q for b in design.blocks])
 
@@ -186,7 +186,7 @@ def profiled_deviance(
         ``deviance(theta)`` returns ``(inf, nan)`` where the matrices are not positive definite.
     """
     stats = stats if stats is not None else subject_stats(design)
-    layout = layout_for(design, stats)
+    layout = layout_for(design)
     reml = method.upper() == "REML"
     lambda_map = LambdaMap.build(layout, stats)
 
