@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.errors import DataError, MissingDataWarning
-from hierlmm.evaluate import Evaluator, Factor, Numeric, Value, column_as_value
+from hierlmm.evaluate import Evaluator, Factor, Numeric, Value, _r_string, column_as_value
 from hierlmm.expr import Expr, Name, deparse, names_in
 from hierlmm.formula import TermList
 from hierlmm.model_matrix import check_full_rank, model_matrix
@@ -332,5 +332,5 @@ def grouping_labels(data: pd.DataFrame, grouping: tuple[str, ...]) -> list[str]:
         if isinstance(value, Factor):
             parts.append([value.levels[c] if c >= 0 else "" for c in value.codes])
         else:
-            parts.append([str(int(v)) if float(v).is_integer() else str(v) for v in value])
+            parts.append([_r_string(v) for v in value])  # as the training design's factor levels were made
     return [":".join(items) for items in zip(*parts, strict=True)]
