@@ -10,7 +10,7 @@ The pipeline, every stage public::
 or in one call: ``hierlmm.fit(formula, data)``.
 """
 
-from hierlmm import datasets
+from hierlmm import datasets, plots
 from hierlmm.api import fit, fit_ml, model_spec
 from hierlmm.bayes_fit import BayesFit, Diagnostics, fit_bayes
 from hierlmm.bayes_model import BayesModel, build_bayes_model
@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BayesFit", "BayesModel", "Diagnostics", "Priors", "build_bayes_model", "compare", "compare_ranef",
-    "default_priors", "fit_bayes", "trajectories", "add_posterior_predictive", "prior_predictive",
+    "default_priors", "fit_bayes", "plots", "trajectories", "add_posterior_predictive", "prior_predictive",
     "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
