@@ -27,6 +27,8 @@ from hierlmm.bayes_model import BayesModel, build_bayes_model, cor_label, sd_lab
 from hierlmm.conditional_effects import DrawPieces, draw_effects
 from hierlmm.covariance import sd_corr
 from hierlmm.design import Design
+from hierlmm.marginal_loglik import solve_lower
+from hierlmm.posterior_draws import sample_posterior
 from hierlmm.sufficient_stats import stack_factors
 
 MAX_POINTWISE = 50_000_000  # draws x observations above which the per-observation log-likelihood is not stored
@@ -39,16 +41,22 @@ def _packed_to_chol(packed: np.ndarray, q: int) -> np.ndarray:
     return out
 
 
-def _initial_values(bm: BayesModel) -> None:
-    """Start the chains at the REML estimates (nutpie jitters them); REML costs a fraction of a second."""
+def _reml_start(design: Design) -> Any:
+    """The REML fit that starts the chains (and that ``centered="auto"`` reads); ``None`` if it fails."""
     from hierlmm.api import fit_ml
 
-    design = bm.design
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reml = fit_ml(design, "REML")
+            return fit_ml(design, "REML")
     except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
+        return None
+
+
+def _initial_values(bm: BayesModel, reml: Any) -> None:
+    """Start the chains at the REML estimates (jittered); REML costs a fraction of a second."""
+    design = bm.design
+    if reml is None:
         return
     model = bm.model
     model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
@@ -197,11 +205,13 @@ def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi
         problems.append(
             f"{divergences} divergent transitions: NUTS met geometry it cannot follow (typically the funnel of "
             "sampled random effects). Use sampler='marginal' (random effects integrated out), or raise "
-            "target_accept (e.g. 0.95), or sample the offending factor centred (centered=[...])."
+            "target_accept (e.g. 0.95), or let hierlmm choose which effects to centre (centered='auto')."
         )
     if max_rhat > rhat_max:
         worst = table["r_hat"].idxmax()
-        problems.append(f"R-hat {max_rhat:.3f} > {rhat_max} ({worst}): the chains disagree. Run longer "
+        hint = ("With the joint sampler, centred random effects often mix far better when every subject has "
+                "several observations: centered='auto' (or sampler='marginal'). " if fit.sampler == "joint" else "")
+        problems.append(f"R-hat {max_rhat:.3f} > {rhat_max} ({worst}): the chains disagree. {hint}Run longer "
                         "(more tune and draws) and check for several modes.")
     if min_bulk < ess_min or min_tail < ess_min:
         worst = table["ess_bulk"].idxmin()
@@ -223,7 +233,7 @@ def fit_bayes(
     cores: int = 2,
     seed: int = 1,
     priors: Mapping[str, Any] | None = None,
-    centered: Sequence[str] = (),
+    centered: Sequence[str] | str = (),
     target_accept: float | None = None,
     progressbar: bool = True,
     pointwise: bool | None = None,
@@ -241,7 +251,8 @@ def fit_bayes(
     priors
         Overrides of the default priors (:func:`hierlmm.priors.with_overrides`).
     centered
-        Grouping factors whose ``b`` the joint sampler samples centred.
+        Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
+        (:mod:`hierlmm.parametrisation`).
     target_accept
         NUTS' target acceptance rate (default nutpie's).
     progressbar
@@ -249,20 +260,26 @@ def fit_bayes(
     pointwise
         Store the per-observation log-likelihood (default: when draws x observations <= 5e7).
     """
-    import pymc as pm
 
     t0 = time.perf_counter()
-    bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered)
-    _initial_values(bm)
-    kwargs: dict[str, Any] = {}
-    if target_accept is not None:
-        kwargs["nuts"] = {"target_accept": target_accept}
+    reml = _reml_start(design)
+    bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
+    _initial_values(bm, reml)
+    nuts: dict[str, Any] = {} if target_accept is None else {"target_accept": target_accept}
+    if sampler == "joint":  # measured on AIDS (docs/bayes.md): Stan's variance-based mass matrix and a higher
+        nuts = {"adaptation": "draw_diag", "target_accept": 0.9, **nuts}  # acceptance mix better
     logging.getLogger("pymc").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         warnings.filterwarnings("ignore", message=".*BLAS.*", category=UserWarning)
-        tree = pm.sample(model=bm.model, nuts_sampler="nutpie", chains=chains, cores=cores, draws=draws, tune=tune,
-                         random_seed=seed, progressbar=progressbar, quiet=not progressbar, **kwargs)
+        if sampler == "marginal":  # a handful of parameters: the cached route (hierlmm.posterior_draws)
+            tree = sample_posterior(bm.model, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                    progressbar=progressbar, **nuts)
+        else:  # hundreds of parameters: nutpie's compiled callback is worth its compilation
+            import pymc as pm
+
+            tree = pm.sample(model=bm.model, nuts_sampler="nutpie", chains=chains, cores=cores, draws=draws,
+                             tune=tune, random_seed=seed, progressbar=progressbar, quiet=not progressbar, nuts=nuts)
     _complete_tree(bm, tree, np.random.default_rng(seed), pointwise)
     return BayesFit(bm, tree, time.perf_counter() - t0)
 
@@ -299,6 +316,24 @@ def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarr
                                                         f"{f}__effect_bis": list(block.effect_names)})
 
 
+def _joint_effects(bm: BayesModel, post: xr.Dataset, block: Any, Lk: np.ndarray) -> xr.DataArray:  # noqa: N803
+    """A block's ``b`` draws from the joint sampler's free variables: ``b = z L'`` with the centred part's
+    ``z = L_cc^-1 (c - m)`` (:mod:`hierlmm.parametrisation`)."""
+    f = block.factor
+    n = bm.parametrisation.centred.get(f, 0)
+    pieces = []
+    if n:
+        beta = post["beta"].values
+        m = np.stack([beta[..., k] if k >= 0 else np.zeros(beta.shape[:2]) for k in bm.parametrisation.absorbed[f]],
+                     axis=-1)
+        pieces.append(solve_lower(Lk[:, :, None, :n, :n], post[var_name("c", f)].values - m[:, :, None, :]))
+    if n < block.q:
+        pieces.append(post[var_name("z", f)].values)
+    b = np.einsum("cdlq,cdrq->cdlr", np.concatenate(pieces, axis=-1), Lk)
+    return xr.DataArray(b, dims=("chain", "draw", f"{f}__level", f"{f}__effect"),
+                        coords={f"{f}__level": list(block.levels), f"{f}__effect": list(block.effect_names)})
+
+
 def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise: bool | None) -> None:
     """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
     design, ms = bm.design, bm.stats
@@ -328,12 +363,9 @@ def _complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwis
                                                   dims=("chain", "draw", f"{f}__level", f"{f}__effect"),
                                                   coords={f"{f}__level": list(block.levels),
                                                           f"{f}__effect": list(block.effect_names)})
-    else:  # joint, non-centred: b = z L'
+    else:
         for block, Lk in zip(design.blocks, per_draw, strict=True):  # noqa: N806
-            f = block.factor
-            if var_name("z", f) in post:
-                z = post[var_name("z", f)]
-                post[var_name("b", f)] = z.copy(data=np.einsum("cdlq,cdrq->cdlr", z.values, Lk))
+            post[var_name("b", block.factor)] = _joint_effects(bm, post, block, Lk)
     tree["posterior"] = xr.DataTree(post)
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
     subjects = design.blocks[ms.subject.subject_block]

@@ -10,13 +10,13 @@ Notation
 ``LKJCholeskyCov`` (SDs and an LKJ correlation matrix, so D is positive definite), a diagonal one's from its SDs.
 
 - ``sampler="joint"``: NUTS over everything. ``b_k`` is non-centred (``b_k = z_k L_k'``, ``z_k ~ N(0, I)``) unless
-  the factor is listed in ``centered`` (then ``b_k ~ MvNormal(0, D_k)`` directly).
+  ``centered`` asks for some of its effects centred (:mod:`hierlmm.parametrisation`).
 - ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginal likelihood
   (:mod:`hierlmm.marginal_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)`` for every
   posterior draw (:mod:`hierlmm.conditional_effects`).
 
 Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
-``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), and (joint) ``z_<factor>`` or centred ``b_<factor>``. The model
+``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), and (joint) ``z_<factor>`` or centred ``c_<factor>``. The model
 has no PyMC deterministics on purpose (nutpie would compile a second function for them, seconds per fit):
 ``beta``, ``sd_<factor>``, ``cor_<factor>`` and ``b_<factor>`` are computed from the draws afterwards
 (:func:`hierlmm.bayes_fit.fit_bayes`).
@@ -25,14 +25,15 @@ has no PyMC deterministics on purpose (nutpie would compile a second function fo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hierlmm.design import Design
 from hierlmm.errors import SpecError
-from hierlmm.marginal_loglik import MarginalStats, stacked_factor, subject_loglik_pytensor
+from hierlmm.marginal_loglik import MarginalStats, stacked_factor
+from hierlmm.parametrisation import Parametrisation, parametrisation
 from hierlmm.priors import Priors, default_priors, with_overrides
 
 SAMPLERS = ("marginal", "joint")
@@ -64,7 +65,7 @@ class BayesModel:
     sampler
         ``"marginal"`` or ``"joint"``.
     centered
-        Grouping factors whose b are sampled centred (joint sampler only).
+        The effects the joint sampler samples centred, as ``factor:effect`` labels.
     model
         The ``pymc.Model``.
     x_mean
@@ -73,6 +74,8 @@ class BayesModel:
         Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods).
     intercept
         Column of X holding the intercept (``None`` without one): the only coefficient centring changes.
+    parametrisation
+        How the joint sampler parametrises each block (:class:`~hierlmm.parametrisation.Parametrisation`).
     """
 
     design: Design
@@ -83,6 +86,7 @@ class BayesModel:
     x_mean: np.ndarray
     stats: MarginalStats
     intercept: int | None = None
+    parametrisation: Parametrisation = field(default_factory=Parametrisation)
 
     def to_centred(self, beta: np.ndarray) -> np.ndarray:
         """Fixed effects of the uncentred design -> those of the centred one (only the intercept changes)."""
@@ -112,7 +116,8 @@ def build_bayes_model(
     *,
     priors: Priors | Mapping[str, Any] | None = None,
     sampler: str = "marginal",
-    centered: Sequence[str] = (),
+    centered: Sequence[str] | str = (),
+    reml: Any = None,
 ) -> BayesModel:
     """Compile a design to a PyMC model (see the module notation).
 
@@ -125,21 +130,20 @@ def build_bayes_model(
     sampler
         ``"marginal"`` (default) or ``"joint"``.
     centered
-        Grouping factors whose random effects the joint sampler samples centred.
+        Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
+        (:func:`hierlmm.parametrisation.parametrisation`).
+    reml
+        A REML fit of the design, read by ``centered="auto"`` (fitted when needed and not given).
     """
     import pymc as pm
     import pytensor.tensor as pt
 
     if sampler not in SAMPLERS:
         raise SpecError("Unknown sampler.", given=sampler, fix="Use sampler='marginal' or sampler='joint'.")
-    factors = [b.factor for b in design.blocks]
-    bad = [f for f in centered if f not in factors]
-    if bad:
-        raise SpecError(f"centered names unknown grouping factors {bad}.", given=list(centered),
-                        fix=f"Use some of {factors}.")
     if centered and sampler == "marginal":
         raise SpecError("centered applies to the joint sampler only (the marginal one integrates b out).",
-                        given=list(centered), fix="Use sampler='joint', or drop centered.")
+                        given=centered, fix="Use sampler='joint', or drop centered.")
+    par = parametrisation(design, centered, reml) if sampler == "joint" else Parametrisation()
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     stats = MarginalStats.of(design)
@@ -149,6 +153,11 @@ def build_bayes_model(
         coords[f"{block.factor}__effect"] = list(block.effect_names)
         coords[f"{block.factor}__effect_bis"] = list(block.effect_names)
         coords[f"{block.factor}__level"] = list(block.levels)
+        n_centred = par.centred.get(block.factor, 0)
+        if n_centred:
+            coords[f"{block.factor}__centred"] = list(block.effect_names[:n_centred])
+            if n_centred < block.q:
+                coords[f"{block.factor}__noncentred"] = list(block.effect_names[n_centred:])
     with pm.Model(coords=coords) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(priors.beta_mu), sigma=np.array(priors.beta_sigma),
                            dims="fixef")
@@ -171,18 +180,36 @@ def build_bayes_model(
                 chol = pt.diag(sds)
             chols.append(chol)
         if sampler == "marginal":
-            loglik = subject_loglik_pytensor(stats, beta, stacked_factor(stats.subject, chols), sigma)
-            pm.Potential("marginal_loglik", loglik.sum())
+            from hierlmm.marginal_op import marginal_loglik_op
+
+            loglik = marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma)
+            pm.Potential("marginal_loglik", loglik)
         else:
             mu = pt.dot(pt.as_tensor(Xc), beta_c)
             for block, chol in zip(design.blocks, chols, strict=True):
                 f = block.factor
-                dims = (f"{f}__level", f"{f}__effect")
-                if f in centered:
-                    b = pm.MvNormal(var_name("b", f), mu=np.zeros(block.q), chol=chol, dims=dims)
-                else:
-                    z = pm.Normal(var_name("z", f), 0.0, 1.0, dims=dims)
-                    b = pt.dot(z, chol.T)
+                b = _block_effects(pm, pt, block, chol, beta, par)
                 mu = mu + (pt.as_tensor(block.Z) * b[block.group_index]).sum(axis=1)
             pm.Normal("y", mu=mu, sigma=sigma, observed=design.y, dims="obs")
-    return BayesModel(design, priors, sampler, tuple(centered), model, x_mean, stats, intercept)
+    return BayesModel(design, priors, sampler, tuple(par.names(design)), model, x_mean, stats, intercept, par)
+
+
+def _block_effects(pm: Any, pt: Any, block: Any, chol: Any, beta: Any, par: Parametrisation) -> Any:
+    """A block's ``b`` (levels x effects) in the joint model, parametrised as ``par`` says (module notation of
+    :mod:`hierlmm.parametrisation`)."""
+    f, level = block.factor, f"{block.factor}__level"
+    n = par.centred.get(f, 0)
+    if n == 0:
+        return pt.dot(pm.Normal(var_name("z", f), 0.0, 1.0, dims=(level, f"{f}__effect")), chol.T)
+    m = pt.stack([beta[k] if k >= 0 else pt.as_tensor(0.0) for k in par.absorbed[f]])
+    dims = (level, f"{f}__centred")
+    if n == 1:
+        c = pm.Normal(var_name("c", f), mu=m, sigma=chol[0, 0], dims=dims)
+        z_c = (c - m) / chol[0, 0]
+    else:
+        c = pm.MvNormal(var_name("c", f), mu=m, chol=chol[:n, :n], dims=dims)
+        z_c = pt.linalg.solve_triangular(chol[:n, :n], (c - m).T, lower=True).T
+    if n == block.q:
+        return c - m
+    z_r = pm.Normal(var_name("z", f), 0.0, 1.0, dims=(level, f"{f}__noncentred"))
+    return pt.dot(pt.concatenate([z_c, z_r], axis=1), chol.T)

@@ -57,6 +57,8 @@ def _fit_command(args: argparse.Namespace) -> int:
         args.method = args.method or model_file.run
         if args.sampler is None:
             args.sampler = model_file.sampler
+        if args.centered is None and model_file.centered:
+            args.centered = [model_file.centered] if isinstance(model_file.centered, str) else list(model_file.centered)
     else:
         if not (args.data and args.formula):
             raise SpecError(
@@ -86,7 +88,7 @@ def _fit_command(args: argparse.Namespace) -> int:
 
                 print("\nBayes against REML:\n" + compare(bayes, ml).to_string(float_format=lambda x: f"{x:.4g}"))
             if args.out:
-                saved = save_fit(bayes, args.out, ml)
+                saved = save_fit(bayes, args.out, ml, tree_format=args.tree_format)
                 print(f"\nsaved {', '.join(str(s) for s in saved)}")
     seconds = time.perf_counter() - t0
     for w in caught:
@@ -105,7 +107,13 @@ def _nuts(design, args: argparse.Namespace):
 
     return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
                      tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
-                     priors=getattr(args, "priors", None))
+                     priors=getattr(args, "priors", None), centered=_centered(getattr(args, "centered", None)))
+
+
+def _centered(values: list[str] | None) -> list[str] | str:
+    if not values:
+        return ()
+    return "auto" if values == ["auto"] else values
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -137,13 +145,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="REML (default), ML, NUTS (Bayesian), or BOTH (REML and NUTS, compared)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
                    help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
+    f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",
+                   help="joint sampler: random effects to sample centred, or 'auto' (default: none, non-centred)")
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--draws", type=int, default=1000, help="draws per chain after tuning")
     f.add_argument("--tune", type=int, default=1000, help="tuning draws per chain")
     f.add_argument("--cores", type=int, default=2)
     f.add_argument("--seed", type=int, default=1)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
-    f.add_argument("--out", help="folder to save the posterior DataTree (zarr) of a NUTS fit")
+    f.add_argument("--out", help="folder to save the posterior DataTree, summary and plots of a NUTS fit")
+    f.add_argument("--tree-format", choices=["netcdf", "zarr"], default="netcdf",
+                   help="format of the saved DataTree: posterior.nc (default) or posterior.zarr")
     f.add_argument("--json", help="write the results as JSON to this file")
     f.set_defaults(run=_fit_command)
     d = sub.add_parser("demo", help="fit the chapter's PBC effect-plot model on the embedded data")

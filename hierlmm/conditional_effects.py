@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierlmm.marginal_loglik import DrawPieces, MarginalStats
+from hierlmm.marginal_loglik import DrawPieces, MarginalStats, solve_lower, solve_lower_transposed
 
 
 def draw_effects(
@@ -47,10 +47,9 @@ def draw_effects(
     """
     p = pieces if pieces is not None else DrawPieces.of(ms, beta, L, sigma)
     e = rng.standard_normal(p.u.shape)
-    Rt = np.swapaxes(p.R, -1, -2)  # noqa: N806
     # A^-1 u + R^-T e = R^-T (R^-1 u + e): one triangular system per subject and draw
-    w = np.linalg.solve(p.R, p.u[..., None])[..., 0]
-    return np.einsum("sab,smb->sma", L, np.linalg.solve(Rt, (w + e)[..., None])[..., 0])
+    v = solve_lower_transposed(p.R, solve_lower(p.R, p.u) + e)
+    return (L[:, None] @ v[..., None])[..., 0]
 
 
 def conditional_moments(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float):  # noqa: N803

@@ -25,6 +25,7 @@ Format::
     [fit]
     method = "REML"                   # or "ML", "NUTS", "BOTH" (the command line's default)
     sampler = "marginal"              # NUTS: "marginal" or "joint"
+    centered = "auto"                 # joint sampler: "auto", or a list like ["patient:(Intercept)"]
 
     [priors]                          # optional overrides of the default priors (hierlmm.priors)
     sigma = 3.0
@@ -51,7 +52,7 @@ from hierlmm.spec import ModelSpec, PdMat
 _ALLOWED = {
     "model": {"name", "title", "formula", "fixed", "random"},
     "data": {"name", "derive"},
-    "fit": {"method", "sampler"},
+    "fit": {"method", "sampler", "centered"},
     "reference": {"file"},
     "priors": {"beta", "sigma", "sd", "lkj_eta"},
 }
@@ -81,6 +82,7 @@ class ModelFile:
     priors: dict | None = None
     run: str = "REML"
     sampler: str = "marginal"
+    centered: tuple[str, ...] | str = ()
 
     def load_data(self) -> pd.DataFrame:
         """The data set (a :mod:`hierlmm.datasets` name or a CSV path), with derived columns added."""
@@ -151,6 +153,10 @@ def load_spec(path: str | Path) -> ModelFile:
     sampler = fit.get("sampler", "marginal")
     if sampler not in ("marginal", "joint"):
         raise SpecError("[fit] sampler must be marginal or joint.", given=sampler, fix='Write sampler = "marginal".')
+    centered = fit.get("centered", [])
+    if not (centered == "auto" or (isinstance(centered, list) and all(isinstance(c, str) for c in centered))):
+        raise SpecError("[fit] centered must be \"auto\" or a list of factor or factor:effect names.",
+                        given=centered, fix='Write centered = "auto" or centered = ["patient:(Intercept)"].')
     if ("formula" in model) == ("fixed" in model):
         raise SpecError(
             "A model file needs exactly one of [model] formula (lme4 style) or [model] fixed (nlme style).",
@@ -174,4 +180,5 @@ def load_spec(path: str | Path) -> ModelFile:
     return ModelFile(
         model.get("name", path.stem), model.get("title", ""), spec, data["name"], tuple(derive),
         raw.get("reference", {}).get("file"), path, raw.get("priors") or None, run, sampler,
+        centered if isinstance(centered, str) else tuple(centered),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.covariance import sd_corr
+from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit
 
 _STRUCTURE = {
@@ -113,6 +114,7 @@ def bayes_to_dict(fit: BayesFit, ci_prob: float = 0.95) -> dict[str, Any]:
         "model": fit.design.spec.formula,
         "method": "nuts",
         "sampler": fit.sampler,
+        "centered": list(fit.bayes_model.centered),
         "n_obs": fit.design.n_obs,
         "n_dropped": fit.design.missing.n_dropped,
         "groups": {b.factor: b.n_levels for b in fit.design.blocks},
@@ -138,9 +140,18 @@ def bayes_summary(fit: BayesFit, data_name: str | None = None, ci_prob: float = 
     return "\n".join(lines)
 
 
-def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None) -> list[Path]:
-    """Save a Bayesian fit into ``folder``: the DataTree (zarr), the summary table (CSV) and plots (PNG: rank
-    plots, posterior predictive check, and with an ML/REML fit the Bayes-versus-REML forest plot)."""
+TREE_FORMATS = ("netcdf", "zarr")
+
+
+def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None, tree_format: str = "netcdf") -> list[Path]:
+    """Save a Bayesian fit into ``folder``: the DataTree (``posterior.nc``, netCDF4 through h5netcdf, or
+    ``posterior.zarr``), the summary table (CSV) and plots (PNG: rank plots, posterior predictive check, and with
+    an ML/REML fit the Bayes-versus-REML forest plot).
+
+    Read the tree back with ``xarray.open_datatree(path)`` (or ``arviz.from_netcdf`` / ``arviz.from_zarr``).
+    """
+    if tree_format not in TREE_FORMATS:
+        raise SpecError("Unknown format for the saved DataTree.", given=tree_format, fix="Use 'netcdf' or 'zarr'.")
     import warnings
 
     import matplotlib
@@ -162,7 +173,11 @@ def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None) -> list
         if ml is not None:
             plots.forest(fit, ml).savefig(folder / "forest.png", dpi=80)
             saved.append(folder / "forest.png")
-        fit.tree.to_zarr(folder / "posterior.zarr", mode="w")
-        saved.append(folder / "posterior.zarr")
+        if tree_format == "zarr":
+            fit.tree.to_zarr(folder / "posterior.zarr", mode="w")
+            saved.append(folder / "posterior.zarr")
+        else:
+            fit.tree.to_netcdf(folder / "posterior.nc", engine="h5netcdf")
+            saved.append(folder / "posterior.nc")
     plt.close("all")
     return saved

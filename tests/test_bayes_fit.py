@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from simulated import simulate
 
 import hierlmm
@@ -114,7 +115,25 @@ def test_cli_nuts_json_contract(tmp_path, design):
     assert "cor[id:(Intercept),t]" in result["posterior"]["parameter"]
     assert set(result["diagnostics"]) >= {"max_rhat", "min_ess_bulk", "divergences"}
     assert result["seconds"] > 0
-    assert (tmp_path / "fit" / "posterior.zarr").exists()
+    back = xr.open_datatree(tmp_path / "fit" / "posterior.nc", engine="h5netcdf")
+    assert set(back["posterior"].data_vars) >= {"beta", "sigma", "sd_id", "cor_id", "b_id"}
+    assert back["posterior"]["b_id"].shape[-2:] == (60, 2)
+
+
+def test_save_fit_writes_netcdf_or_zarr_that_reads_back(fits, tmp_path):
+    from hierlmm.errors import SpecError
+    from hierlmm.summaries import save_fit
+
+    fit = fits["marginal"]
+    for fmt, name in [("netcdf", "posterior.nc"), ("zarr", "posterior.zarr")]:
+        saved = save_fit(fit, tmp_path / fmt, tree_format=fmt)
+        assert tmp_path / fmt / name in saved
+        back = xr.open_datatree(tmp_path / fmt / name)
+        np.testing.assert_array_equal(back["posterior"]["sigma"].values, fit.tree["posterior"]["sigma"].values)
+        np.testing.assert_array_equal(back["log_likelihood"]["y_subject"].values,
+                                      fit.tree["log_likelihood"]["y_subject"].values)
+    with pytest.raises(SpecError, match="netcdf"):
+        save_fit(fit, tmp_path / "bad", tree_format="pickle")
 
 
 def test_trajectories_population_and_subject(fits, design):

@@ -151,3 +151,47 @@ def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
     ms = bm.stats
     marginal = subject_loglik_numpy(ms, beta, stacked_factor(ms.subject, factors), float(sigma)).sum()
     assert logp(point) == pytest.approx(priors_only(point) + marginal, rel=1e-10)
+
+
+@settings(deadline=None, max_examples=12, database=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(FORMULAS, key=str)))
+def test_kernel_value_and_gradient_equal_autodiff_of_the_elementwise_graph(seed, kind):
+    """The hand-written kernel (Q = 1, 2 written out; 3 and nested through the generic loop) against PyTensor's
+    automatic gradient of the independent elementwise implementation."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from hierlmm.marginal_op import kernel_for, marginal_data
+
+    data = simulate(seed, n_subjects=9, nested=kind == "nested")
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
+    rng = np.random.default_rng(seed)
+    ms = MarginalStats.of(design)
+    L = stacked_factor(ms.subject, random_factors(design, rng))  # noqa: N806
+    beta, sigma = rng.normal(0, 1, design.p), float(rng.uniform(0.5, 2))
+    b_v, L_v, s_v = pt.dvector(), pt.dmatrix(), pt.dscalar()  # noqa: N806
+    total = subject_loglik_pytensor(ms, b_v, L_v, s_v).sum()
+    reference = pytensor.function([b_v, L_v, s_v], [total, *pt.grad(total, [b_v, L_v, s_v])], mode="FAST_COMPILE")
+    value, d_beta, d_L, d_sigma = reference(beta, L, sigma)  # noqa: N806
+    got = kernel_for(ms.subject.Q)(beta, L, sigma, *marginal_data(ms))
+    assert got[0] == pytest.approx(value, rel=1e-10)
+    np.testing.assert_allclose(got[1], d_beta, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(np.tril(got[2]), np.tril(d_L), rtol=1e-8, atol=1e-8)
+    assert got[3] == pytest.approx(d_sigma, rel=1e-8)
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+def test_marginal_op_gives_the_same_value_and_gradient_in_python_and_numba(mode):
+    import pytensor
+    import pytensor.tensor as pt
+
+    from hierlmm.marginal_op import marginal_loglik_op
+
+    design, ms, L, beta, sigma = random_slopes_case(3, 12, 1.1)  # noqa: N806
+    b_v, L_v, s_v = pt.dvector(), pt.dmatrix(), pt.dscalar()  # noqa: N806
+    ours = marginal_loglik_op(ms, b_v, L_v, s_v)
+    reference = subject_loglik_pytensor(ms, b_v, L_v, s_v).sum()
+    f = pytensor.function([b_v, L_v, s_v], [ours, *pt.grad(ours, [b_v, L_v, s_v])], mode=mode)
+    g = pytensor.function([b_v, L_v, s_v], [reference, *pt.grad(reference, [b_v, L_v, s_v])], mode="FAST_COMPILE")
+    for got, want in zip(f(beta, L, sigma), g(beta, L, sigma), strict=True):
+        np.testing.assert_allclose(np.tril(np.atleast_2d(got)), np.tril(np.atleast_2d(want)), rtol=1e-9, atol=1e-9)

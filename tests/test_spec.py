@@ -342,15 +342,19 @@ def test_model_file_priors_and_bayesian_fit_options(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text(
         '[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n'
-        '[fit]\nmethod = "nuts"\nsampler = "joint"\n'
+        '[fit]\nmethod = "nuts"\nsampler = "joint"\ncentered = ["id:(Intercept)"]\n'
         '[priors]\nsigma = 3.0\nlkj_eta = 2.0\nbeta = { t = [0.0, 1.0] }\nsd = { "id:t" = 0.5 }\n'
     )
     model_file = hierlmm.load_spec(path)
     assert model_file.run == "NUTS" and model_file.sampler == "joint"
+    assert model_file.centered == ("id:(Intercept)",)
     assert model_file.priors == {"sigma": 3.0, "lkj_eta": 2.0, "beta": {"t": [0.0, 1.0]}, "sd": {"id:t": 0.5}}
     assert model_file.spec.method == "REML"  # the ML/REML default stays REML
     path.write_text('[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n[fit]\nmethod = "gibbs"\n')
     with pytest.raises(hierlmm.SpecError, match="REML, ML, NUTS or BOTH"):
+        hierlmm.load_spec(path)
+    path.write_text('[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n[fit]\ncentered = 3\n')
+    with pytest.raises(hierlmm.SpecError, match="centered"):
         hierlmm.load_spec(path)
     path.write_text('[model]\nformula = "y ~ t + (t | id)"\n[data]\nname = "x.csv"\n[priors]\ntau = 1\n')
     with pytest.raises(hierlmm.SpecError, match="Unknown key"):
