@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierlmm.marginal_loglik import DrawPieces, MarginalStats, solve_lower, solve_lower_transposed
+from hierlmm.marginal_loglik import DrawPieces, MarginalStats, solve_lower, solve_lower_transposed, times
 
 
 def draw_effects(
@@ -49,7 +49,7 @@ def draw_effects(
     e = rng.standard_normal(p.u.shape)
     # A^-1 u + R^-T e = R^-T (R^-1 u + e): one triangular system per subject and draw
     v = solve_lower_transposed(p.R, solve_lower(p.R, p.u) + e)
-    return (L[:, None] @ v[..., None])[..., 0]
+    return times(L, v)
 
 
 def conditional_moments(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float):  # noqa: N803

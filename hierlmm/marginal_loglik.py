@@ -16,6 +16,10 @@ With the stacked absolute factor ``L`` (``D = L L'`` block by block; for nested 
 
 with ``r_i'r_i = y_i'y_i - 2 beta'X_i'y_i + beta'X_i'X_i beta`` and ``Z_i'r_i = Z_i'y_i - Z_i'X_i beta``. 1x1 and 2x2
 ``A_i`` use closed forms (elementwise, vectorised over subjects); larger ones a batched Cholesky factorisation.
+
+The sampler itself runs the compiled kernel of :mod:`hierlmm.marginal_op` (value and analytic gradient in one loop);
+the PyTensor expression here is the independent implementation its gradient is tested against (by automatic
+differentiation), and the NumPy one computes per-subject values for LOO and the exact draws of ``b``.
 """
 
 from __future__ import annotations
@@ -78,13 +82,12 @@ class DrawPieces:
         s = ms.subject
         S, M, p = beta.shape[0], s.M, beta.shape[1]  # noqa: N806
         s2 = sigma**2
-        Lt = np.swapaxes(L, -1, -2)[:, None]  # noqa: N806
-        A = Lt @ s.ZtZ[None] @ L[:, None] / s2[:, None, None, None] + np.eye(s.Q)  # noqa: N806
+        A = congruence(L, s.ZtZ) / s2[:, None, None, None] + np.eye(s.Q)  # noqa: N806
         Ztr = s.Zty[None] - np.moveaxis(np.tensordot(s.ZtX, beta, axes=([2], [1])), -1, 0)  # noqa: N806
-        u = (Lt @ Ztr[..., None])[..., 0] / s2[:, None, None]
+        u = times(np.swapaxes(L, -1, -2), Ztr) / s2[:, None, None]
         XtXb = (beta @ np.moveaxis(ms.XtX_i, 1, 0).reshape(p, M * p)).reshape(S, M, p)  # noqa: N806
         rr = ms.yty_i[None] - 2 * beta @ ms.Xty_i.T + (XtXb * beta[:, None, :]).sum(-1)
-        return cls(A, np.linalg.cholesky(A), u, rr)
+        return cls(A, cholesky_lower(A), u, rr)
 
     def loglik(self, ms: MarginalStats, sigma: np.ndarray) -> np.ndarray:
         """Per-subject marginal log-likelihood (S, M) (see the module notation)."""
@@ -94,6 +97,47 @@ class DrawPieces:
         quad = (self.rr - s2 * (w**2).sum(-1)) / s2
         n = ms.subject.n_per_subject[None]
         return -0.5 * (n * np.log(2 * np.pi * s2) + logdet + quad)
+
+
+SMALL = 3
+"""Up to this size, batches of small matrices are multiplied and factorised entry by entry (each entry one vector
+operation over all draws and subjects): NumPy's batched ``matmul``/``cholesky`` on millions of 2x2 matrices were
+the slowest steps of a fit."""
+
+
+def congruence(L: np.ndarray, S: np.ndarray) -> np.ndarray:  # noqa: N803
+    """``L_s' S_m L_s`` for every draw ``s`` (L: (S, Q, Q)) and subject ``m`` (S: (M, Q, Q)): (S, M, Q, Q)."""
+    Q = L.shape[-1]  # noqa: N806
+    if Q > SMALL:
+        return np.swapaxes(L, -1, -2)[:, None] @ S[None] @ L[:, None]
+    SL = [[sum(S[None, :, c, d] * L[:, None, d, b] for d in range(Q)) for b in range(Q)] for c in range(Q)]  # noqa: N806
+    out = np.empty((L.shape[0], S.shape[0], Q, Q))
+    for a in range(Q):
+        for b in range(a, Q):
+            out[..., a, b] = sum(L[:, None, c, a] * SL[c][b] for c in range(Q))
+            out[..., b, a] = out[..., a, b]
+    return out
+
+
+def times(L: np.ndarray, v: np.ndarray) -> np.ndarray:  # noqa: N803
+    """``L_s v_sm`` for draws ``s`` (L: (S, Q, Q)) and subjects ``m`` (v: (S, M, Q)): (S, M, Q)."""
+    Q = L.shape[-1]  # noqa: N806
+    if Q > SMALL:
+        return (L[:, None] @ v[..., None])[..., 0]
+    return np.stack([sum(L[:, None, a, c] * v[..., c] for c in range(Q)) for a in range(Q)], axis=-1)
+
+
+def cholesky_lower(A: np.ndarray) -> np.ndarray:  # noqa: N803
+    """Lower Cholesky factors of a batch of symmetric positive-definite matrices (..., Q, Q) (see :data:`SMALL`)."""
+    Q = A.shape[-1]  # noqa: N806
+    if Q > SMALL:
+        return np.linalg.cholesky(A)
+    R = np.zeros_like(A)  # noqa: N806
+    for j in range(Q):
+        R[..., j, j] = np.sqrt(A[..., j, j] - (R[..., j, :j] ** 2).sum(-1))
+        for i in range(j + 1, Q):
+            R[..., i, j] = (A[..., i, j] - (R[..., i, :j] * R[..., j, :j]).sum(-1)) / R[..., j, j]
+    return R
 
 
 def solve_lower(R: np.ndarray, b: np.ndarray) -> np.ndarray:  # noqa: N803

@@ -195,3 +195,22 @@ def test_marginal_op_gives_the_same_value_and_gradient_in_python_and_numba(mode)
     g = pytensor.function([b_v, L_v, s_v], [reference, *pt.grad(reference, [b_v, L_v, s_v])], mode="FAST_COMPILE")
     for got, want in zip(f(beta, L, sigma), g(beta, L, sigma), strict=True):
         np.testing.assert_allclose(np.tril(np.atleast_2d(got)), np.tril(np.atleast_2d(want)), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("Q", [1, 2, 3, 4])
+def test_entrywise_small_matrix_helpers_equal_numpy(Q):  # noqa: N803
+    from hierlmm.marginal_loglik import cholesky_lower, congruence, solve_lower, solve_lower_transposed, times
+
+    rng = np.random.default_rng(Q)
+    L = np.tril(rng.normal(size=(5, Q, Q)))  # noqa: N806
+    S = rng.normal(size=(7, Q, Q))  # noqa: N806
+    S = S @ np.swapaxes(S, -1, -2) + np.eye(Q)  # noqa: N806
+    np.testing.assert_allclose(congruence(L, S), np.swapaxes(L, -1, -2)[:, None] @ S[None] @ L[:, None], atol=1e-12)
+    A = congruence(L, S) + np.eye(Q)  # noqa: N806
+    R = cholesky_lower(A)  # noqa: N806
+    np.testing.assert_allclose(R, np.linalg.cholesky(A), atol=1e-12)
+    v = rng.normal(size=(5, 7, Q))
+    np.testing.assert_allclose(times(L, v), (L[:, None] @ v[..., None])[..., 0], atol=1e-12)
+    np.testing.assert_allclose(solve_lower(R, v), np.linalg.solve(R, v[..., None])[..., 0], atol=1e-10)
+    np.testing.assert_allclose(solve_lower_transposed(R, v),
+                               np.linalg.solve(np.swapaxes(R, -1, -2), v[..., None])[..., 0], atol=1e-10)
