@@ -1,0 +1,139 @@
+"""The marginal structure a fitted mixed model implies: ``V_i``, its correlations, the variance function, the ICC.
+
+Works for ML/REML fits (one value) and Bayesian fits (one value per posterior draw, summarised with credible
+intervals). Chapter section 3.3: the hierarchical model implies this marginal model; ML fits only it.
+
+Notation
+--------
+For rows ``r``, ``s`` with ``z_k(r)`` row ``r`` of block ``k``'s Z and ``g_k(r)`` its level of grouping factor ``k``::
+
+    V[r, s] = sigma^2 [r = s] + sum_k [g_k(r) = g_k(s)] z_k(r)' D_k z_k(s)
+
+(for one subject of a single-factor model ``V_i = Z_i D Z_i' + sigma^2 I``). The variance function is the diagonal,
+``Var(y(t)) = z(t)' D z(t) + sigma^2``; the correlation of ``y(t)`` and ``y(s)`` is ``V[t, s] / sqrt(V[t, t] V[s, s])``.
+For a random intercept the intra-class correlation is ``ICC = D_00 / (D_00 + sigma^2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hierlmm.design import Design, grouping_labels, new_model_matrices
+from hierlmm.errors import DataError
+
+
+def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every block's ``D_k`` and ``sigma``: (S, q, q) per block and (S,), with S = 1 for an ML/REML fit."""
+    if hasattr(fit, "tree"):  # a BayesFit
+        from hierlmm.bayes_fit import block_factors
+
+        post = fit.tree["posterior"].to_dataset()
+        C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+        Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in block_factors(fit.bayes_model, post)]
+        return Ds, post["sigma"].values.reshape(C * S)
+    return [np.asarray(D)[None] for D in fit.D], np.array([fit.sigma])
+
+
+@dataclass(frozen=True)
+class ImpliedCovariance:
+    """The implied covariance of some rows, per draw.
+
+    Attributes
+    ----------
+    rows
+        The rows ``V`` refers to (the training rows of a subject, or new data such as a time grid).
+    V
+        (S, n, n): one matrix for an ML/REML fit (S = 1), one per posterior draw for a Bayesian fit.
+    """
+
+    rows: pd.DataFrame
+    V: np.ndarray
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """(S, n, n) correlation matrices."""
+        sd = np.sqrt(np.diagonal(self.V, axis1=-2, axis2=-1))
+        return self.V / (sd[..., :, None] * sd[..., None, :])
+
+    @property
+    def variance(self) -> np.ndarray:
+        """(S, n) the variance function at the rows."""
+        return np.diagonal(self.V, axis1=-2, axis2=-1).copy()
+
+    def summary(self, which: str = "V", ci_prob: float = 0.95) -> dict[str, np.ndarray]:
+        """Posterior mean and equal-tailed ``ci_prob`` interval of ``V``, ``correlation`` or ``variance``
+        (for an ML/REML fit all three are the estimate)."""
+        values = {"V": self.V, "correlation": self.correlation, "variance": self.variance}[which]
+        tail = (1 - ci_prob) / 2
+        return {"mean": values.mean(axis=0), "lower": np.quantile(values, tail, axis=0),
+                "upper": np.quantile(values, 1 - tail, axis=0)}
+
+    def is_positive_definite(self) -> np.ndarray:
+        """(S,) whether each ``V`` is positive definite (smallest eigenvalue > 0)."""
+        return np.linalg.eigvalsh(self.V)[:, 0] > 0
+
+
+def _assemble(Zs: list[np.ndarray], groups: list[np.ndarray], Ds: list[np.ndarray], sigma: np.ndarray) -> np.ndarray:  # noqa: N803
+    n = Zs[0].shape[0] if Zs else 0
+    V = (sigma**2)[:, None, None] * np.eye(n)  # noqa: N806
+    for Z, g, D in zip(Zs, groups, Ds, strict=True):  # noqa: N806
+        same = (g[:, None] == g[None, :]).astype(float)
+        V = V + np.einsum("ra,sab,tb->srt", Z, D, Z) * same  # noqa: N806
+    return V
+
+
+def implied_covariance(fit: Any, subject: str | None = None, rows: pd.DataFrame | None = None) -> ImpliedCovariance:
+    """``V`` (see the module notation) of one subject's training rows, or of new rows (e.g. a time grid).
+
+    Parameters
+    ----------
+    fit
+        An ML/REML fit or a Bayesian fit.
+    subject
+        A level of the outermost grouping factor: its rows in the data the fit was built from.
+    rows
+        New data with every column the model uses (the response may be absent): ``V`` of these rows, rows sharing
+        a level sharing its random effects.
+    """
+    design: Design = fit.design
+    Ds, sigma = covariance_draws(fit)  # noqa: N806
+    if (subject is None) == (rows is None):
+        raise DataError("Give either subject= or rows=.", given={"subject": subject, "rows": rows is not None},
+                        fix="implied_covariance(fit, subject='450') or implied_covariance(fit, rows=grid).")
+    if subject is not None:
+        block = design.blocks[0]
+        key = str(subject)
+        if key not in block.levels:
+            raise DataError(f"{key!r} is not a level of {block.factor!r}.", given=subject,
+                            fix=f"Use one of {', '.join(block.levels[:5])}, ... ({block.n_levels} levels).")
+        idx = np.flatnonzero(block.group_index == block.levels.index(key))
+        Zs = [b.Z[idx] for b in design.blocks]  # noqa: N806
+        groups = [b.group_index[idx] for b in design.blocks]
+        frame = pd.DataFrame({"row": design.rows[idx]})
+    else:
+        data = rows.reset_index(drop=True)
+        _, Zs = new_model_matrices(design, data)  # noqa: N806
+        groups = [np.asarray(grouping_labels(data, b.grouping)) for b in design.blocks]
+        frame = data
+    return ImpliedCovariance(frame, _assemble(Zs, groups, Ds, sigma))
+
+
+def icc(fit: Any, ci_prob: float = 0.95) -> pd.DataFrame:
+    """Intra-class correlation ``D_00 / (D_00 + sigma^2)`` of every block with a random intercept: the estimate
+    (ML/REML) or the posterior mean and interval (Bayesian)."""
+    design: Design = fit.design
+    Ds, sigma = covariance_draws(fit)  # noqa: N806
+    out = []
+    tail = (1 - ci_prob) / 2
+    for block, D in zip(design.blocks, Ds, strict=True):  # noqa: N806
+        if "(Intercept)" not in block.effect_names:
+            continue
+        j = block.effect_names.index("(Intercept)")
+        value = D[:, j, j] / (D[:, j, j] + sigma**2)
+        out.append({"factor": block.factor, "icc": value.mean(), "lower": np.quantile(value, tail),
+                    "upper": np.quantile(value, 1 - tail)})
+    return pd.DataFrame(out).set_index("factor") if out else pd.DataFrame(columns=["icc", "lower", "upper"])
