@@ -30,6 +30,7 @@ from hierlmm.errors import (
     UnsafeExpressionError,
 )
 from hierlmm.fit_result import MLFit, RandomEffects
+from hierlmm.marginal_model import MarginalFit, fit_marginal
 from hierlmm.marginal_structure import ImpliedCovariance, icc, implied_covariance
 from hierlmm.predictions import predict
 from hierlmm.priors import Priors, default_priors
@@ -47,5 +48,6 @@ __all__ = [
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "predict", "profiled_deviance",
-    "summary", "to_dict", "ImpliedCovariance", "icc", "implied_covariance",
+    "summary", "to_dict", "ImpliedCovariance", "icc", "implied_covariance", "MarginalFit",
+    "fit_marginal",
 ]

@@ -15,6 +15,7 @@ import pandas as pd
 from hierlmm.design import Design, build_design
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit, build_fit
+from hierlmm.marginal_model import MarginalFit, fit_marginal
 from hierlmm.reml import optimize_theta
 from hierlmm.spec import ModelSpec, PdMat
 
@@ -59,7 +60,8 @@ def fit(
     *,
     random: str | PdMat | Mapping[str, str | PdMat] | None = None,
     method: str | None = None,
-) -> MLFit:
+    kind: str = "hierarchical",
+) -> MLFit | MarginalFit:
     """Fit a linear mixed model by REML (default) or ML.
 
     Parameters
@@ -73,6 +75,10 @@ def fit(
         nlme-style random part (``"~ obstime | patient"`` or ``{"patient": pdDiag("~ obstime")}``).
     method
         ``"REML"`` or ``"ML"``.
+    kind
+        ``"hierarchical"`` (default: ``D`` is a covariance matrix) or ``"marginal"``: the implied marginal model,
+        where ``D`` may be indefinite as long as every ``V_i`` is positive definite
+        (:func:`hierlmm.marginal_model.fit_marginal`).
 
     Examples
     --------
@@ -85,6 +91,10 @@ def fit(
     spec = model if isinstance(model, ModelSpec) else model_spec(model, random=random)
     t0 = time.perf_counter()
     design = build_design(spec, data)
+    if kind == "marginal":
+        return fit_marginal(design, method or spec.method)
+    if kind != "hierarchical":
+        raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
     result = fit_ml(design, method)
     return MLFit(result.design, result.method, result.layout, result.stats, result.theta, result.state,
                  result.optimizer, time.perf_counter() - t0)

@@ -18,7 +18,7 @@ import pandas as pd
 from hierlmm import datasets
 from hierlmm.api import fit_ml, model_spec
 from hierlmm.design import build_design
-from hierlmm.errors import HierlmmError, SpecError
+from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.spec import PdMat
 from hierlmm.spec_files import load_spec
 from hierlmm.summaries import bayes_summary, bayes_to_dict, save_fit, summary, to_dict
@@ -73,7 +73,17 @@ def _fit_command(args: argparse.Namespace) -> int:
         design = build_design(spec, data)
         out: dict = {}
         ml = None
-        if method in ("REML", "ML", "BOTH"):
+        if args.kind == "marginal":
+            if method not in ("REML", "ML"):
+                raise NotSupportedError("--kind marginal is fitted by REML or ML in this release.", given=method,
+                                        fix="Use --method reml or --method ml with --kind marginal.")
+            from hierlmm.marginal_model import fit_marginal
+            from hierlmm.summaries import marginal_summary, marginal_to_dict
+
+            marginal = fit_marginal(design, method)
+            print(marginal_summary(marginal, data_name))
+            out = marginal_to_dict(marginal)
+        elif method in ("REML", "ML", "BOTH"):
             ml = fit_ml(design, "REML" if method == "BOTH" else method)
             print(summary(ml, data_name))
             out = to_dict(ml)
@@ -143,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)"')
     f.add_argument("--method", type=str.upper, choices=["REML", "ML", "NUTS", "BOTH"],
                    help="REML (default), ML, NUTS (Bayesian), or BOTH (REML and NUTS, compared)")
+    f.add_argument("--kind", choices=["hierarchical", "marginal"], default="hierarchical",
+                   help="the hierarchical model (D positive definite, default) or its marginal model (only every V_i "
+                   "positive definite)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
                    help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
     f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",

@@ -33,7 +33,8 @@ def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
 
         post = fit.tree["posterior"].to_dataset()
         C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
-        Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in block_factors(fit.bayes_model, post)]
+        factors = block_factors(fit.bayes_model, post)
+        Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in factors]  # noqa: N806
         return Ds, post["sigma"].values.reshape(C * S)
     return [np.asarray(D)[None] for D in fit.D], np.array([fit.sigma])
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.covariance import sd_corr
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit
+from hierlmm.marginal_model import MarginalFit
 
 _STRUCTURE = {
     "pdSymm": "General positive-definite, Log-Cholesky parametrization",
@@ -51,6 +55,53 @@ def to_dict(fit: MLFit) -> dict[str, Any]:
         "boundary": list(fit.optimizer.boundary),
         "seconds": fit.seconds,
     }
+
+
+def marginal_to_dict(fit: MarginalFit) -> dict[str, Any]:
+    """A marginal-model fit as plain Python types (``--kind marginal --json``): the same ``random`` block as a
+    hierarchical fit (a negative "variance" reported as such, its SD as null) plus ``min_eigen_D``, ``kappa`` and
+    ``icc``."""
+    table = fit.fixef()
+    block = fit.design.blocks[0]
+    variance = np.diag(fit.D)
+    sd = [float(np.sqrt(v)) if v >= 0 else None for v in variance]
+    corr = [[float(fit.D[i, j] / np.sqrt(variance[i] * variance[j])) if variance[i] > 0 and variance[j] > 0 else None
+             for j in range(block.q)] for i in range(block.q)]
+    return {
+        "model": fit.design.spec.formula,
+        "kind": "marginal",
+        "method": fit.method,
+        "n_obs": fit.design.n_obs,
+        "n_dropped": fit.design.missing.n_dropped,
+        "groups": {block.factor: block.n_levels},
+        "fixef": {
+            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
+            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
+        },
+        "random": {block.factor: {"names": list(block.effect_names), "structure": "marginal", "cov": fit.D.tolist(),
+                                  "variance": variance.tolist(), "sd": sd, "corr": corr}},
+        "min_eigen_D": fit.min_eigen_D,
+        "kappa": fit.kappa,
+        "icc": fit.icc,
+        "sigma": fit.sigma,
+        "loglik": fit.loglik,
+        "converged": fit.converged,
+    }
+
+
+def marginal_summary(fit: MarginalFit, data_name: str | None = None) -> str:
+    """A printout of a marginal-model fit."""
+    lines = [f"Marginal model fit by {fit.method}: y_i ~ N(X_i beta, Z_i D Z_i' + sigma^2 I), D not necessarily "
+             "positive definite"]
+    if data_name:
+        lines.append(f"  Data: {data_name}")
+    lines += [f"  logLik {fit.loglik:.3f}; smallest eigenvalue of D {fit.min_eigen_D:.4g}"
+              + (f"; ICC {fit.icc:.4f}" if fit.icc is not None else ""), "", "D:",
+              pd.DataFrame(fit.D, index=fit.design.blocks[0].effect_names,
+                           columns=fit.design.blocks[0].effect_names).to_string(float_format=lambda x: f"{x:.5g}"),
+              f"Residual SD: {fit.sigma:.5g}", "", "Fixed effects:",
+              fit.fixef().to_string(float_format=lambda x: f"{x:.5g}")]
+    return "\n".join(lines)
 
 
 def summary(fit: MLFit, data_name: str | None = None) -> str:
