@@ -27,6 +27,7 @@ from hierlmm.bayes_model import BayesModel, build_bayes_model, cor_label, sd_lab
 from hierlmm.conditional_effects import DrawPieces, draw_effects
 from hierlmm.covariance import sd_corr
 from hierlmm.design import Design
+from hierlmm.errors import SpecError
 from hierlmm.marginal_loglik import solve_lower
 from hierlmm.posterior_draws import sample_posterior
 from hierlmm.sufficient_stats import stack_factors
@@ -122,19 +123,7 @@ class BayesFit:
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """mean, sd, equal-tailed ``ci_prob`` interval, R-hat, bulk/tail ESS and MCSE of every parameter."""
-        import arviz_base as azb
-        import arviz_stats as azs
-
-        draws = self.parameter_draws()
-        tree = azb.from_dict({"posterior": draws})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            table = azs.summary(tree, ci_prob=ci_prob, ci_kind="eti", round_to="none")
-        table = pd.DataFrame(table).astype(float).reindex(list(draws))
-        lo, hi = [c for c in table.columns if c.endswith("_lb")][0], [c for c in table.columns if c.endswith("_ub")][0]
-        return table.rename(columns={lo: "lower", hi: "upper"})[
-            ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]
-        ]
+        return summarise_draws(self.parameter_draws(), ci_prob)
 
     def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """Posterior summaries of the fixed effects, indexed by R's column names."""
@@ -166,6 +155,22 @@ class BayesFit:
     def diagnostics(self) -> Diagnostics:
         """Divergences, R-hat, ESS and E-BFMI, each with what to do about it."""
         return diagnose(self)
+
+
+def summarise_draws(draws: Mapping[str, np.ndarray], ci_prob: float = 0.95) -> pd.DataFrame:
+    """mean, sd, equal-tailed ``ci_prob`` interval, R-hat, bulk/tail ESS and MCSE of draws (chain, draw) by name."""
+    import arviz_base as azb
+    import arviz_stats as azs
+
+    tree = azb.from_dict({"posterior": dict(draws)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = azs.summary(tree, ci_prob=ci_prob, ci_kind="eti", round_to="none")
+    table = pd.DataFrame(table).astype(float).reindex(list(draws))
+    lo, hi = [c for c in table.columns if c.endswith("_lb")][0], [c for c in table.columns if c.endswith("_ub")][0]
+    return table.rename(columns={lo: "lower", hi: "upper"})[
+        ["mean", "sd", "lower", "upper", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]
+    ]
 
 
 @dataclass(frozen=True)
@@ -237,6 +242,7 @@ def fit_bayes(
     target_accept: float | None = None,
     progressbar: bool = True,
     pointwise: bool | None = None,
+    kind: str = "hierarchical",
 ) -> BayesFit:
     """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie).
 
@@ -259,7 +265,20 @@ def fit_bayes(
         Show sampling progress.
     pointwise
         Store the per-observation log-likelihood (default: when draws x observations <= 5e7).
+    kind
+        ``"hierarchical"`` (default) or ``"marginal"``: the marginal model, D free to be indefinite
+        (:func:`hierlmm.bayes_marginal.fit_bayes_marginal`, which returns a ``MarginalBayesFit``).
     """
+    if kind == "marginal":
+        from hierlmm.bayes_marginal import fit_bayes_marginal
+
+        if sampler != "marginal" or centered:
+            raise SpecError("The marginal model has no random effects to sample: sampler and centered do not apply.",
+                            given={"sampler": sampler, "centered": centered}, fix="Drop sampler= and centered=.")
+        return fit_bayes_marginal(design, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                  priors=priors, progressbar=progressbar)
+    if kind != "hierarchical":
+        raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
 
     t0 = time.perf_counter()
     reml = _reml_start(design)

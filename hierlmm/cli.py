@@ -19,6 +19,7 @@ from hierlmm import datasets
 from hierlmm.api import fit_ml, model_spec
 from hierlmm.design import build_design
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
+from hierlmm.marginal_model import fit_marginal
 from hierlmm.spec import PdMat
 from hierlmm.spec_files import load_spec
 from hierlmm.summaries import bayes_summary, bayes_to_dict, save_fit, summary, to_dict
@@ -74,20 +75,28 @@ def _fit_command(args: argparse.Namespace) -> int:
         out: dict = {}
         ml = None
         if args.kind == "marginal":
-            if method not in ("REML", "ML"):
-                raise NotSupportedError("--kind marginal is fitted by REML or ML in this release.", given=method,
-                                        fix="Use --method reml or --method ml with --kind marginal.")
-            from hierlmm.marginal_model import fit_marginal
+            if method not in ("REML", "ML", "NUTS"):
+                raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
+                                        given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
             from hierlmm.summaries import marginal_summary, marginal_to_dict
 
-            marginal = fit_marginal(design, method)
-            print(marginal_summary(marginal, data_name))
-            out = marginal_to_dict(marginal)
+            if method == "NUTS":
+                from hierlmm.bayes_marginal import fit_bayes_marginal
+
+                marginal_nuts = fit_bayes_marginal(design, chains=args.chains, draws=args.draws, tune=args.tune,
+                                                   cores=args.cores, seed=args.seed, progressbar=not args.quiet,
+                                                   priors=getattr(args, "priors", None))
+                print(bayes_summary(marginal_nuts, data_name))
+                out = bayes_to_dict(marginal_nuts)
+            else:
+                marginal = fit_marginal(design, method)
+                print(marginal_summary(marginal, data_name))
+                out = marginal_to_dict(marginal)
         elif method in ("REML", "ML", "BOTH"):
             ml = fit_ml(design, "REML" if method == "BOTH" else method)
             print(summary(ml, data_name))
             out = to_dict(ml)
-        if method in ("NUTS", "BOTH"):
+        if args.kind != "marginal" and method in ("NUTS", "BOTH"):
             bayes = _nuts(design, args)
             print(bayes_summary(bayes, data_name))
             nuts = bayes_to_dict(bayes)

@@ -164,8 +164,9 @@ def bayes_to_dict(fit: BayesFit, ci_prob: float = 0.95) -> dict[str, Any]:
     return {
         "model": fit.design.spec.formula,
         "method": "nuts",
+        "kind": getattr(fit, "kind", "hierarchical"),
         "sampler": fit.sampler,
-        "centered": list(fit.bayes_model.centered),
+        "centered": list(getattr(fit.bayes_model, "centered", ())),
         "n_obs": fit.design.n_obs,
         "n_dropped": fit.design.missing.n_dropped,
         "groups": {b.factor: b.n_levels for b in fit.design.blocks},
@@ -183,7 +184,9 @@ def bayes_summary(fit: BayesFit, data_name: str | None = None, ci_prob: float = 
     """A printout of a Bayesian fit: posterior table and diagnostics."""
     post = fit.tree["posterior"]
     chains, draws = post.sizes["chain"], post.sizes["draw"]
-    lines = [f"Bayesian linear mixed-effects model (NUTS, {fit.sampler} sampler): {fit.design.spec.formula}"]
+    what = ("marginal model" if getattr(fit, "kind", "") == "marginal"
+            else f"linear mixed-effects model ({fit.sampler} sampler)")
+    lines = [f"Bayesian {what} by NUTS: {fit.design.spec.formula}"]
     if data_name:
         lines.append(f"  Data: {data_name}; {chains} chains x {draws} draws; {fit.seconds:.1f} s")
     table = fit.summary(ci_prob)

@@ -123,4 +123,4 @@ def test_fit_kind_marginal_and_the_cli_json(negative_icc, tmp_path):
     assert result["min_eigen_D"] == pytest.approx(result["random"]["id"]["cov"][0][0])
     assert result["icc"] == pytest.approx(reference["REML"]["rho"], abs=1e-5)
     assert main(["fit", "--data", str(FIXTURES / "cs_negative_icc.csv"), "--formula", "y ~ t + (1 | id)",
-                 "--kind", "marginal", "--method", "nuts"]) == 2
+                 "--kind", "marginal", "--method", "both"]) == 2

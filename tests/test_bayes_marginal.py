@@ -1,0 +1,103 @@
+"""The marginal model by NUTS (hierlmm.bayes_marginal), and the chapter's first claim of section 3.3 on data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simulated import simulate
+
+import hierlmm
+from hierlmm.bayes_marginal import fit_bayes_marginal, subject_loglik
+from hierlmm.marginal_loglik import MarginalStats
+from hierlmm.marginal_model import delta_of, kappa_of
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAST = dict(chains=2, draws=400, tune=400, progressbar=False)
+
+
+@settings(deadline=None, max_examples=20, database=None)
+@given(seed=st.integers(0, 10_000), q=st.sampled_from([1, 2]))
+def test_loglik_equals_dense_mvn_for_indefinite_D_numpy_and_pytensor(seed, q):  # noqa: N802
+    import pytensor.tensor as pt
+
+    data = simulate(seed, n_subjects=10)
+    formula = "y ~ t + x + (1 | id)" if q == 1 else "y ~ t + x + (t | id)"
+    design = hierlmm.build_design(hierlmm.model_spec(formula), data)
+    ms = MarginalStats.of(design)
+    rng = np.random.default_rng(seed)
+    delta = delta_of(rng.normal(-1, 1, q * (q + 1) // 2), q, kappa_of(ms.subject))  # often indefinite
+    beta, sigma = rng.normal(0, 1, design.p), float(rng.uniform(0.5, 2))
+    block = design.blocks[0]
+    dense = []
+    for level in range(block.n_levels):
+        rows = np.flatnonzero(block.group_index == level)
+        V = sigma**2 * (block.Z[rows] @ delta @ block.Z[rows].T + np.eye(rows.size))  # noqa: N806
+        dense.append(scipy.stats.multivariate_normal(design.X[rows] @ beta, V).logpdf(design.y[rows]))
+    np.testing.assert_allclose(subject_loglik(ms, beta, delta, sigma, np), dense, atol=1e-8)
+    expr = subject_loglik(ms, pt.as_tensor(beta), pt.as_tensor(delta), pt.as_tensor(sigma), pt)
+    np.testing.assert_allclose(expr.eval(), dense, atol=1e-8)
+    draws = subject_loglik(ms, np.stack([beta, beta]), np.stack([delta, delta]), np.array([sigma, sigma]), np)
+    np.testing.assert_allclose(draws, [dense, dense], atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def negative_icc_fits():
+    data = pd.read_csv(FIXTURES / "cs_negative_icc.csv")  # compound symmetry, ICC -0.15, 200 x 5
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
+    return (design, fit_bayes_marginal(design, seed=4, **FAST), hierlmm.fit_bayes(design, seed=4, **FAST))
+
+
+def test_compound_symmetry_does_not_imply_random_intercepts(negative_icc_fits):
+    """Chapter 3.3: the marginal fit finds the negative ICC; the hierarchical fit cannot, and LOO says so."""
+    import arviz_stats as azs
+
+    design, marginal, hierarchical = negative_icc_fits
+    table = marginal.summary()
+    assert table.loc["icc", "upper"] < 0 < 1  # the 95% interval excludes 0 ...
+    assert table.loc["icc", "lower"] < -0.15 < table.loc["icc", "upper"]  # ... and covers the truth
+    assert marginal.diagnostics().divergences == 0 and marginal.diagnostics().max_rhat < 1.02
+    sd = hierarchical.tree["posterior"]["sd_id"].values.ravel()
+    assert np.median(sd) < 0.2 * np.median(hierarchical.tree["posterior"]["sigma"].values)
+    comparison = azs.compare({"marginal": marginal.tree, "hierarchical": hierarchical.tree}, var_name="y_subject")
+    assert comparison.index[0] == "marginal"
+    worse = comparison.loc["hierarchical"]
+    assert abs(worse["elpd_diff"]) > 2 * worse["dse"]  # ArviZ 1 reports the worse model's difference as negative
+
+
+def test_marginal_posterior_centres_on_the_reml_fit(negative_icc_fits):
+    design, marginal, _ = negative_icc_fits
+    reml = hierlmm.fit_marginal(design, "REML")
+    table = marginal.summary()
+    assert abs(table.loc["icc", "mean"] - reml.icc) < table.loc["icc", "sd"]
+    assert abs(table.loc["D[id:(Intercept),(Intercept)]", "mean"] - reml.D[0, 0]) < 1.5 * table.loc[
+        "D[id:(Intercept),(Intercept)]", "sd"]
+    assert (marginal.tree["posterior"]["min_eigen_D"].values < 0).mean() > 0.99
+
+
+def test_cli_marginal_kind_by_nuts(tmp_path):
+    from hierlmm.cli import main
+
+    out = tmp_path / "m.json"
+    code = main(["fit", "--data", str(FIXTURES / "cs_negative_icc.csv"), "--formula", "y ~ t + (1 | id)", "--kind",
+                 "marginal", "--method", "nuts", "--chains", "2", "--draws", "200", "--tune", "200", "--quiet",
+                 "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["kind"] == "marginal" and result["method"] == "nuts"
+    assert "icc" in result["posterior"]["parameter"]
+
+
+def test_more_than_two_effects_or_factors_say_so():
+    data = simulate(1, n_subjects=10, nested=True)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id) + (1 | id:eye)"), data)
+    with pytest.raises(hierlmm.NotSupportedError, match="one grouping factor"):
+        fit_bayes_marginal(design, **FAST)
+    with pytest.raises(hierlmm.SpecError, match="sampler"):
+        hierlmm.fit_bayes(design, kind="marginal", sampler="joint")
