@@ -35,6 +35,7 @@ from hierlmm.marginal_structure import ImpliedCovariance, icc, implied_covarianc
 from hierlmm.predictions import predict
 from hierlmm.priors import Priors, default_priors
 from hierlmm.reml import profiled_deviance
+from hierlmm.simulate import simulate
 from hierlmm.spec import ModelSpec, RandomTerm, pdDiag, pdSymm
 from hierlmm.spec_files import load_spec
 from hierlmm.summaries import summary, to_dict
@@ -49,5 +50,5 @@ __all__ = [
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "predict", "profiled_deviance",
     "summary", "to_dict", "ImpliedCovariance", "icc", "implied_covariance", "MarginalFit",
-    "fit_marginal",
+    "fit_marginal", "simulate",
 ]
