@@ -1,4 +1,5 @@
-"""Plots of fits: subject profiles with fitted trajectories, Bayes-versus-REML forest plot, ArviZ diagnostics.
+"""Plots of fits: subject profiles with fitted trajectories, Bayes-versus-REML forest plot, ArviZ diagnostics,
+and the implied marginal structure (covariance heat maps, variance function).
 
 Every function returns a matplotlib ``Figure`` (ArviZ plots: arviz_plots' ``PlotCollection``, whose
 ``savefig`` writes a file), so notebooks show them and scripts save them.
@@ -17,6 +18,7 @@ from hierlmm.bayes_predictions import trajectories
 from hierlmm.compare import compare
 from hierlmm.errors import DataError
 from hierlmm.fit_result import MLFit
+from hierlmm.marginal_structure import ImpliedCovariance
 
 
 def subject_panel(
@@ -130,3 +132,54 @@ def ppc_plot(fit: BayesFit, num_samples: int = 50):
     if "posterior_predictive" not in fit.tree.children:
         add_posterior_predictive(fit)
     return azp.plot_ppc_dist(fit.tree, num_samples=num_samples)
+
+
+def covariance_heatmap(implied: ImpliedCovariance, which: str = "correlation", labels: Sequence[Any] | None = None):
+    """Heat map of an implied covariance or correlation matrix (posterior mean for a Bayesian fit).
+
+    Parameters
+    ----------
+    implied
+        From :func:`hierlmm.implied_covariance`.
+    which
+        ``"correlation"`` or ``"V"``.
+    labels
+        Tick labels of the rows (e.g. the visit times).
+    """
+    import matplotlib.pyplot as plt
+
+    values = implied.summary(which)["mean"]
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1 if which == "correlation" else None,
+                      vmax=1 if which == "correlation" else None)
+    n = values.shape[0]
+    ticks = list(labels) if labels is not None else list(range(1, n + 1))
+    ax.set_xticks(range(n), [f"{t:g}" if isinstance(t, float) else str(t) for t in ticks])
+    ax.set_yticks(range(n), [f"{t:g}" if isinstance(t, float) else str(t) for t in ticks])
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_title("implied correlation of y" if which == "correlation" else "implied covariance V")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def variance_function(implied: ImpliedCovariance, time: str, ci_prob: float = 0.95, ax: Any = None):
+    """The variance function ``Var(y(t)) = z(t)' D z(t) + sigma^2`` over the rows' ``time`` column, with a
+    ``ci_prob`` band for a Bayesian fit; and the correlation of ``y(t)`` with the first row's ``y``."""
+    import matplotlib.pyplot as plt
+
+    t = np.asarray(implied.rows[time], dtype=float)
+    var = implied.summary("variance", ci_prob)
+    corr = implied.summary("correlation", ci_prob)
+    if ax is None:
+        _, ax = plt.subplots(1, 2, figsize=(9, 3.6))
+    ax[0].plot(t, var["mean"], color="C0")
+    ax[0].fill_between(t, var["lower"], var["upper"], color="C0", alpha=0.25)
+    ax[0].set(xlabel=time, ylabel="Var(y(t))", title="variance function")
+    ax[1].plot(t, corr["mean"][0], color="C1")
+    ax[1].fill_between(t, corr["lower"][0], corr["upper"][0], color="C1", alpha=0.25)
+    ax[1].set(xlabel=time, ylabel=f"Corr(y({t[0]:g}), y(t))", title="correlation with the first time", ylim=(-1, 1))
+    ax[0].figure.tight_layout()
+    return ax[0].figure

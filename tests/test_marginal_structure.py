@@ -81,3 +81,22 @@ def test_bad_arguments_say_what_to_give(aids_reml):
     with pytest.raises(hierlmm.DataError, match="not a level"):
         implied_covariance(aids_reml, subject="no-such-patient")
     assert isinstance(implied_covariance(aids_reml, subject=450), ImpliedCovariance)
+
+
+def test_heatmap_and_variance_function_plots(aids_reml, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hierlmm import plots
+
+    grid = pd.DataFrame({"obstime": np.linspace(0, 18, 7), "drug": "ddC", "patient": "450"})
+    implied = implied_covariance(aids_reml, rows=grid)
+    fig = plots.covariance_heatmap(implied, labels=grid["obstime"])
+    fig.savefig(tmp_path / "heat.png")
+    image = fig.axes[0].get_images()[0].get_array()
+    np.testing.assert_allclose(image, implied.correlation[0])
+    fig = plots.variance_function(implied, "obstime")
+    line = fig.axes[0].get_lines()[0].get_ydata()
+    np.testing.assert_allclose(line, implied.variance[0])
+    fig.savefig(tmp_path / "var.png")
+    assert (tmp_path / "heat.png").stat().st_size > 0
