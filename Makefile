@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench app clean
 
 $(STAMP): pyproject.toml
 	@if [ ! -x $(PY) ]; then \
@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+app: $(STAMP)
+	$(VENV)/bin/marimo run notebooks/app_hierarchical_vs_marginal.py
 
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
