@@ -1,7 +1,8 @@
 """The marginal structure a fitted mixed model implies: ``V_i``, its correlations, the variance function, the ICC.
 
 Works for ML/REML fits (one value) and Bayesian fits (one value per posterior draw, summarised with credible
-intervals). Chapter section 3.3: the hierarchical model implies this marginal model; ML fits only it.
+intervals), of the hierarchical model or of the marginal model (``kind="marginal"``, where D may be
+indefinite). Chapter section 3.3: the hierarchical model implies this marginal model; ML fits only it.
 
 Notation
 --------
@@ -28,6 +29,12 @@ from hierlmm.errors import DataError
 
 def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
     """Every block's ``D_k`` and ``sigma``: (S, q, q) per block and (S,), with S = 1 for an ML/REML fit."""
+    if getattr(fit, "kind", "hierarchical") == "marginal":  # one block; D may be indefinite
+        if hasattr(fit, "tree"):
+            post = fit.tree["posterior"]
+            D = post["D"].values  # noqa: N806
+            return [D.reshape(-1, *D.shape[2:])], post["sigma"].values.reshape(-1)
+        return [np.asarray(fit.D)[None]], np.array([fit.sigma])
     if hasattr(fit, "tree"):  # a BayesFit
         from hierlmm.bayes_fit import block_factors
 

@@ -177,7 +177,18 @@ def bayes_to_dict(fit: BayesFit, ci_prob: float = 0.95) -> dict[str, Any]:
         "diagnostics": {"max_rhat": diag.max_rhat, "min_ess_bulk": diag.min_ess_bulk, "divergences": diag.divergences,
                         "min_bfmi": diag.min_bfmi, "problems": list(diag.problems)},
         "seconds": fit.seconds,
+        **_min_eigen_summary(fit, ci_prob),
     }
+
+
+def _min_eigen_summary(fit: Any, ci_prob: float) -> dict[str, Any]:
+    """For a Bayesian marginal-model fit, the posterior of D's smallest eigenvalue (``min_eigen_D``)."""
+    if getattr(fit, "kind", "hierarchical") != "marginal":
+        return {}
+    values = fit.tree["posterior"]["min_eigen_D"].values.ravel()
+    tail = (1 - ci_prob) / 2
+    return {"min_eigen_D": {"mean": float(values.mean()), "lower": float(np.quantile(values, tail)),
+                            "upper": float(np.quantile(values, 1 - tail)), "prob_negative": float((values < 0).mean())}}
 
 
 def bayes_summary(fit: BayesFit, data_name: str | None = None, ci_prob: float = 0.95) -> str:

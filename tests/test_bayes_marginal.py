@@ -92,6 +92,7 @@ def test_cli_marginal_kind_by_nuts(tmp_path):
     result = json.loads(out.read_text())
     assert result["kind"] == "marginal" and result["method"] == "nuts"
     assert "icc" in result["posterior"]["parameter"]
+    assert result["min_eigen_D"]["prob_negative"] > 0.9 and result["min_eigen_D"]["upper"] < 0
 
 
 def test_more_than_two_effects_or_factors_say_so():
@@ -101,3 +102,28 @@ def test_more_than_two_effects_or_factors_say_so():
         fit_bayes_marginal(design, **FAST)
     with pytest.raises(hierlmm.SpecError, match="sampler"):
         hierlmm.fit_bayes(design, kind="marginal", sampler="joint")
+
+
+def test_implied_structure_of_marginal_fits_keeps_the_negative_correlation(negative_icc_fits):
+    design, marginal, _ = negative_icc_fits
+    subject = design.blocks[0].levels[0]
+    post = hierlmm.implied_covariance(marginal, subject=subject)
+    corr = post.summary("correlation")["mean"]
+    assert corr[0, 1] < -0.1  # compound symmetry with a negative ICC, per posterior draw
+    assert post.is_positive_definite().all()
+    reml = hierlmm.implied_covariance(hierlmm.fit_marginal(design), subject=subject)
+    assert reml.V.shape == (1, 5, 5) and reml.correlation[0, 0, 1] < -0.1
+    assert marginal.tree["posterior"]["min_eigen_D"].shape[:2] == (2, 400)
+
+
+def test_a_d_with_a_negative_eigenvalue_and_positive_definite_v():
+    visits = pd.DataFrame([{"id": f"s{i}", "t": float(t)} for i in range(1000) for t in range(5)])
+    params = {"beta": [1.0, 0.3], "D": [[1.0, 0.7], [0.7, 0.3]], "sigma": 1.0}  # eigenvalues -0.13, 1.43
+    data = hierlmm.simulate("y ~ t + (t | id)", params, visits, kind="marginal", seed=5)
+    marginal = hierlmm.fit("y ~ t + (t | id)", data, kind="marginal")
+    assert marginal.min_eigen_D < 0
+    assert all(np.linalg.eigvalsh(marginal.marginal_cov(s))[0] > 0 for s in marginal.design.blocks[0].levels[:50])
+    with pytest.warns(hierlmm.BoundaryWarning):
+        hierarchical = hierlmm.fit("y ~ t + (t | id)", data)
+    assert np.linalg.eigvalsh(hierarchical.D[0])[0] >= -1e-10
+    assert marginal.loglik > hierarchical.loglik
