@@ -9,13 +9,13 @@ Notation
 --------
 ``Delta = D / sigma^2 = P - kappa I`` with ``kappa = 1 / max_i lambda_max(Z_i'Z_i)`` and ``P`` positive definite.
 Priors: ``beta`` and ``sigma`` as in :mod:`hierlmm.priors`; ``P`` (dimensionless, in units of ``sigma^2``) has
-half-Student-t(3, 2.5 / r_j) standard deviations (``r_j`` the root mean square of column j of Z) and, for two
-effects, an LKJ(1) correlation (PyMC's ``LKJCholeskyCov``). For a random intercept the implied prior of the ICC
+half-Student-t(3, 2.5 / r_j) standard deviations (``r_j`` the root mean square of column j of Z) and, for two or
+more effects, an LKJ(1) correlation (PyMC's ``LKJCholeskyCov``). For a random intercept the implied prior of the ICC
 covers its whole admissible range ``(-1/(n_max - 1), 1)``.
 
 Per subject, with ``S_i = Z_i'Z_i``, ``c_i = Z_i'r_i`` and ``M_i = I + S_i Delta``:
 ``log|V_i| = n_i log sigma^2 + log|M_i|`` and ``r_i'V_i^-1 r_i = (r_i'r_i - c_i' Delta M_i^-1 c_i) / sigma^2``,
-written out for one and two random effects (this release supports those).
+written out for one and two random effects; larger blocks use batched factorisations.
 """
 
 from __future__ import annotations
@@ -43,6 +43,18 @@ def subject_terms(ms: MarginalStats, beta: Any, delta: Any, lib: Any) -> tuple[A
     s = ms.subject
     c = s.Zty - (s.ZtX @ beta[..., None, :, None])[..., 0] if lib is np else s.Zty - lib.dot(s.ZtX, beta)
     S = s.ZtZ  # noqa: N806
+    if s.Q > 2:  # batched factorisations: general, slower to compile and to run than the closed forms below
+        M = np.eye(s.Q) + S @ delta[..., None, :, :] if lib is np else lib.eye(s.Q) + lib.matmul(S, delta)  # noqa: N806
+        if lib is np:
+            logdet = np.linalg.slogdet(M)[1]
+            x = np.linalg.solve(M, c[..., None])[..., 0]
+            quad = ((c @ delta) * x).sum(-1) if delta.ndim == 2 else (np.einsum("...mq,...qr->...mr", c, delta) * x
+                                                                      ).sum(-1)
+        else:
+            logdet = lib.log(lib.abs(lib.linalg.det(M)))
+            x = lib.linalg.solve(M, c[:, :, None])[:, :, 0]
+            quad = (lib.dot(c, delta) * x).sum(axis=1)
+        return logdet, quad
     if s.Q == 1:
         d = delta[..., None, 0, 0] if lib is np else delta[0, 0]
         m = 1 + S[:, 0, 0] * d
@@ -94,10 +106,10 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
 
     from hierlmm.bayes_model import _centring
 
-    if len(design.blocks) != 1 or design.blocks[0].q > 2:
-        raise NotSupportedError("The Bayesian marginal model supports one grouping factor with one or two random "
-                                "effects in this release.", given=[(b.factor, b.q) for b in design.blocks],
-                                fix="Use e.g. (1 | id) or (time | id); REML/ML (kind='marginal') has no such limit.")
+    if len(design.blocks) != 1:
+        raise NotSupportedError("The Bayesian marginal model supports one grouping factor (the subject).",
+                                given=[b.factor for b in design.blocks],
+                                fix="Use one random-effects term, e.g. (time | id), or the hierarchical model.")
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     block = design.blocks[0]
@@ -115,9 +127,8 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
             lam = pm.HalfStudentT("lambda", nu=3, sigma=scales[0])
             P = pt.reshape(lam**2, (1, 1))  # noqa: N806
         else:
-            chol, _, _ = pm.LKJCholeskyCov("chol_P", n=2, eta=1.0, sd_dist=pm.HalfStudentT.dist(nu=3, sigma=scales,
-                                                                                                 shape=2),
-                                           compute_corr=True, store_in_trace=False)
+            chol, _, _ = pm.LKJCholeskyCov("chol_P", n=block.q, eta=1.0, sd_dist=pm.HalfStudentT.dist(
+                nu=3, sigma=scales, shape=block.q), compute_corr=True, store_in_trace=False)
             P = chol @ chol.T  # noqa: N806
         delta = P - kappa * pt.eye(block.q)
         pm.Potential("marginal_loglik", subject_loglik(stats, beta, delta, sigma, pt).sum())
@@ -146,7 +157,7 @@ def fit_bayes_marginal(design: Design, *, chains: int = 4, draws: int = 1000, tu
     else:
         from hierlmm.bayes_fit import _packed_to_chol
 
-        L = _packed_to_chol(post["chol_P"].values, 2)  # noqa: N806
+        L = _packed_to_chol(post["chol_P"].values, q)  # noqa: N806
         P = L @ np.swapaxes(L, -1, -2)  # noqa: N806
     delta = P - bm.kappa * np.eye(q)
     D = delta * (sigma**2)[..., None, None]  # noqa: N806

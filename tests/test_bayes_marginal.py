@@ -23,12 +23,12 @@ FAST = dict(chains=2, draws=400, tune=400, progressbar=False)
 
 
 @settings(deadline=None, max_examples=20, database=None)
-@given(seed=st.integers(0, 10_000), q=st.sampled_from([1, 2]))
+@given(seed=st.integers(0, 10_000), q=st.sampled_from([1, 2, 3]))
 def test_loglik_equals_dense_mvn_for_indefinite_D_numpy_and_pytensor(seed, q):  # noqa: N802
     import pytensor.tensor as pt
 
     data = simulate(seed, n_subjects=10)
-    formula = "y ~ t + x + (1 | id)" if q == 1 else "y ~ t + x + (t | id)"
+    formula = {1: "y ~ t + x + (1 | id)", 2: "y ~ t + x + (t | id)", 3: "y ~ t + x + (t + x | id)"}[q]
     design = hierlmm.build_design(hierlmm.model_spec(formula), data)
     ms = MarginalStats.of(design)
     rng = np.random.default_rng(seed)
@@ -95,7 +95,15 @@ def test_cli_marginal_kind_by_nuts(tmp_path):
     assert result["min_eigen_D"]["prob_negative"] > 0.9 and result["min_eigen_D"]["upper"] < 0
 
 
-def test_more_than_two_effects_or_factors_say_so():
+def test_three_random_effects_by_nuts():
+    data = simulate(4, n_subjects=40)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t + x | id)"), data)
+    fit = fit_bayes_marginal(design, chains=2, draws=150, tune=150, progressbar=False)
+    assert fit.tree["posterior"]["D"].shape[-2:] == (3, 3)
+    assert np.isfinite(fit.tree["log_likelihood"]["y_subject"].values).all()
+
+
+def test_several_factors_say_so():
     data = simulate(1, n_subjects=10, nested=True)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id) + (1 | id:eye)"), data)
     with pytest.raises(hierlmm.NotSupportedError, match="one grouping factor"):
