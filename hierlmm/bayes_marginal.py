@@ -155,9 +155,9 @@ def fit_bayes_marginal(design: Design, *, chains: int = 4, draws: int = 1000, tu
     if q == 1:
         P = (post["lambda"].values ** 2)[..., None, None]  # noqa: N806
     else:
-        from hierlmm.bayes_fit import _packed_to_chol
+        from hierlmm.posterior_tree import packed_to_chol
 
-        L = _packed_to_chol(post["chol_P"].values, q)  # noqa: N806
+        L = packed_to_chol(post["chol_P"].values, q)  # noqa: N806
         P = L @ np.swapaxes(L, -1, -2)  # noqa: N806
     delta = P - bm.kappa * np.eye(q)
     D = delta * (sigma**2)[..., None, None]  # noqa: N806

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from hierlmm.bayes_fit import BayesFit, block_factors
+from hierlmm.bayes_fit import BayesFit
 from hierlmm.bayes_model import var_name
 from hierlmm.design import grouping_labels, new_model_matrices
 from hierlmm.errors import DataError
+from hierlmm.posterior_tree import block_factors
 
 
 def _flat(fit: BayesFit, name: str) -> np.ndarray:

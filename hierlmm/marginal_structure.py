@@ -36,7 +36,7 @@ def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
             return [D.reshape(-1, *D.shape[2:])], post["sigma"].values.reshape(-1)
         return [np.asarray(fit.D)[None]], np.array([fit.sigma])
     if hasattr(fit, "tree"):  # a BayesFit
-        from hierlmm.bayes_fit import block_factors
+        from hierlmm.posterior_tree import block_factors
 
         post = fit.tree["posterior"].to_dataset()
         C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806

@@ -139,14 +139,14 @@ def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
         outs = model.replace_rvs_by_values(variables)
         return model.compile_fn(outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore")(point)
 
-    from hierlmm.bayes_fit import _packed_to_chol
+    from hierlmm.posterior_tree import packed_to_chol
 
     names = [f"chol_{b.factor}" if f"chol_{b.factor}" in model.named_vars else f"sd_{b.factor}"
              for b in design.blocks]
     beta_c, sigma, *blocks = evaluate([model["beta_centred"], model["sigma"], *[model[n] for n in names]])
     beta = beta_c.copy()
     beta[0] -= beta_c @ bm.x_mean  # the uncentred intercept
-    factors = [_packed_to_chol(v, b.q) if n.startswith("chol_") else np.diag(np.atleast_1d(v))
+    factors = [packed_to_chol(v, b.q) if n.startswith("chol_") else np.diag(np.atleast_1d(v))
                for n, v, b in zip(names, blocks, design.blocks, strict=True)]
     ms = bm.stats
     marginal = subject_loglik_numpy(ms, beta, stacked_factor(ms.subject, factors), float(sigma)).sum()
