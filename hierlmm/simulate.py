@@ -14,12 +14,13 @@ chapter's point that a hierarchical model implies its marginal model (not the ot
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hierlmm.design import build_design
+from hierlmm.design import Design, build_design
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 from hierlmm.expr import Name, deparse
 from hierlmm.marginal_structure import _assemble
@@ -29,13 +30,13 @@ KINDS = ("hierarchical", "marginal")
 
 
 def simulate(
-    model: ModelSpec | str,
+    model: ModelSpec | str | None,
     params: Mapping[str, Any],
-    data: pd.DataFrame,
+    data: pd.DataFrame | Design,
     *,
     kind: str = "hierarchical",
     seed: int | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame | Design:
     """Draw a response for ``data`` from the hierarchical or the marginal formulation of ``model``.
 
     Parameters
@@ -46,7 +47,8 @@ def simulate(
         ``"beta"``: the fixed effects, in the design's column order or as {R column name: value};
         ``"D"``: a (q x q) matrix, or {factor: matrix} with several grouping factors; ``"sigma"``: the residual SD.
     data
-        Covariates and grouping columns (the response column is added, or overwritten).
+        Covariates and grouping columns (the response column is added, or overwritten), or a
+        :class:`~hierlmm.design.Design` (then ``model`` may be ``None`` and its ``y`` is replaced).
     kind
         ``"hierarchical"`` or ``"marginal"`` (see the module notation).
     seed
@@ -54,24 +56,28 @@ def simulate(
 
     Returns
     -------
-    pandas.DataFrame
-        A copy of ``data`` with the simulated response.
+    pandas.DataFrame or Design
+        A copy of ``data`` with the simulated response (a Design with the new ``y`` when a Design was given).
     """
     from hierlmm.api import model_spec
 
     if kind not in KINDS:
         raise SpecError("Unknown kind of model to simulate from.", given=kind, fix="Use 'hierarchical' or 'marginal'.")
-    spec = model if isinstance(model, ModelSpec) else model_spec(model)
-    if not isinstance(spec.response, Name):
-        raise NotSupportedError("Simulation needs a response that is a plain column.", given=deparse(spec.response),
-                                fix="Simulate the transformed column itself, e.g. logBili ~ ... instead of log(...).")
-    response = spec.response.id
-    frame = data.reset_index(drop=True).copy()
-    frame[response] = 0.0
-    design = build_design(spec, frame)
-    if design.missing.n_dropped:
-        raise DataError("Rows with missing covariates cannot be simulated.", given=design.missing.n_dropped,
-                        fix="Drop or complete those rows first.")
+    if isinstance(data, Design):
+        design, frame, response = data, None, None
+    else:
+        spec = model if isinstance(model, ModelSpec) else model_spec(model)
+        if not isinstance(spec.response, Name):
+            raise NotSupportedError("Simulation needs a response that is a plain column.",
+                                    given=deparse(spec.response),
+                                    fix="Simulate the transformed column, e.g. logBili ~ ..., not log(...) ~ ...")
+        response = spec.response.id
+        frame = data.reset_index(drop=True).copy()
+        frame[response] = 0.0
+        design = build_design(spec, frame)
+        if design.missing.n_dropped:
+            raise DataError("Rows with missing covariates cannot be simulated.", given=design.missing.n_dropped,
+                            fix="Drop or complete those rows first.")
     beta, Ds, sigma = _parameters(design, params)  # noqa: N806
     rng = np.random.default_rng(seed)
     mean = design.X @ beta
@@ -98,6 +104,8 @@ def simulate(
                                 f"(smallest eigenvalue {lowest:.3g}).", given=[D.tolist() for D in Ds],
                                 fix="Raise sigma or the diagonal of D.")
             y[idx] += np.linalg.cholesky(V) @ rng.standard_normal(idx.size)
+    if frame is None:
+        return replace(design, y=y)
     frame.loc[design.rows, response] = y
     return frame
 

@@ -62,3 +62,12 @@ def test_bad_parameters_say_what_to_give():
         hierlmm.simulate("log(y) ~ t + (1 | id)", PARAMS, data)
     with pytest.raises(hierlmm.SpecError, match="kind"):
         hierlmm.simulate(FORMULA, PARAMS, data, kind="both")
+
+
+def test_simulate_from_a_design_returns_a_design_with_new_y():
+    data = hierlmm.simulate(FORMULA, PARAMS, frame(30), seed=1)
+    design = hierlmm.build_design(hierlmm.model_spec(FORMULA), data)
+    again = hierlmm.simulate(None, PARAMS, design, kind="marginal", seed=2)
+    assert isinstance(again, hierlmm.Design) and again.y.shape == design.y.shape
+    assert not np.allclose(again.y, design.y)
+    np.testing.assert_array_equal(again.X, design.X)
