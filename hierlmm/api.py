@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from hierlmm.correlated_fit import CorrelatedFit, fit_correlated
 from hierlmm.design import Design, build_design
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit, build_fit
@@ -61,7 +62,8 @@ def fit(
     random: str | PdMat | Mapping[str, str | PdMat] | None = None,
     method: str | None = None,
     kind: str = "hierarchical",
-) -> MLFit | MarginalFit:
+    correlation: str | None = None,
+) -> MLFit | MarginalFit | CorrelatedFit:
     """Fit a linear mixed model by REML (default) or ML.
 
     Parameters
@@ -79,6 +81,9 @@ def fit(
         ``"hierarchical"`` (default: ``D`` is a covariance matrix) or ``"marginal"``: the implied marginal model,
         where ``D`` may be indefinite as long as every ``V_i`` is positive definite
         (:func:`hierlmm.marginal_model.fit_marginal`).
+    correlation
+        Serially correlated errors in nlme's syntax, e.g. ``"corExp(form = ~ obstime | patient)"``
+        (:func:`hierlmm.correlated_fit.fit_correlated`).
 
     Examples
     --------
@@ -91,6 +96,11 @@ def fit(
     spec = model if isinstance(model, ModelSpec) else model_spec(model, random=random)
     t0 = time.perf_counter()
     design = build_design(spec, data)
+    if correlation is not None:
+        if kind != "hierarchical":
+            raise SpecError("Serial correlation is fitted with the hierarchical model's random effects only.",
+                            given={"kind": kind, "correlation": correlation}, fix="Drop kind= or correlation=.")
+        return fit_correlated(design, data, correlation, method or spec.method)
     if kind == "marginal":
         return fit_marginal(design, method or spec.method)
     if kind != "hierarchical":

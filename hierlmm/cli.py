@@ -74,7 +74,19 @@ def _fit_command(args: argparse.Namespace) -> int:
         design = build_design(spec, data)
         out: dict = {}
         ml = None
-        if args.kind == "marginal":
+        if args.correlation:
+            if method not in ("REML", "ML"):
+                raise NotSupportedError("--correlation is fitted by REML or ML in this release.", given=method,
+                                        fix="Use --method reml or --method ml with --correlation.")
+            from hierlmm.correlated_fit import fit_correlated
+            from hierlmm.summaries import correlated_to_dict
+
+            correlated = fit_correlated(design, data, args.correlation, method)
+            out = correlated_to_dict(correlated)
+            print(correlated.fixef().to_string(float_format=lambda x: f"{x:.5g}"))
+            print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
+                  f"95% intervals {out['correlation']['intervals']}; logLik {correlated.loglik:.3f}")
+        elif args.kind == "marginal":
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
                                         given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
@@ -96,7 +108,7 @@ def _fit_command(args: argparse.Namespace) -> int:
             ml = fit_ml(design, "REML" if method == "BOTH" else method)
             print(summary(ml, data_name))
             out = to_dict(ml)
-        if args.kind != "marginal" and method in ("NUTS", "BOTH"):
+        if args.kind != "marginal" and not args.correlation and method in ("NUTS", "BOTH"):
             bayes = _nuts(design, args)
             print(bayes_summary(bayes, data_name))
             nuts = bayes_to_dict(bayes)
@@ -165,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--kind", choices=["hierarchical", "marginal"], default="hierarchical",
                    help="the hierarchical model (D positive definite, default) or its marginal model (only every V_i "
                    "positive definite)")
+    f.add_argument("--correlation", help='serially correlated errors, nlme syntax: "corExp(form = ~ obstime | patient)"'
+                   " (corExp, corGaus, corAR1, corCAR1, corCompSymm; nugget = TRUE)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
                    help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
     f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",

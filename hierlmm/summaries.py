@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.bayes_fit import BayesFit
+from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.covariance import sd_corr
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit
@@ -83,6 +84,34 @@ def marginal_to_dict(fit: MarginalFit) -> dict[str, Any]:
         "min_eigen_D": fit.min_eigen_D,
         "kappa": fit.kappa,
         "icc": fit.icc,
+        "sigma": fit.sigma,
+        "loglik": fit.loglik,
+        "converged": fit.converged,
+    }
+
+
+def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
+    """A fit with serially correlated errors as plain Python types: the ``--json`` contract plus ``correlation``
+    {type, form, parameters, intervals}."""
+    table = fit.fixef()
+    block = fit.design.blocks[0]
+    sd, corr = sd_corr(fit.D)
+    s = fit.structure
+    return {
+        "model": fit.design.spec.formula,
+        "method": fit.method,
+        "n_obs": fit.design.n_obs,
+        "n_dropped": fit.design.missing.n_dropped,
+        "groups": {block.factor: block.n_levels},
+        "fixef": {
+            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
+            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
+        },
+        "random": {block.factor: {"names": list(block.effect_names), "structure": block.structure,
+                                  "cov": fit.D.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}},
+        "correlation": {"type": s.kind, "form": f"~ {s.time or 1} | {s.group}", "nugget": s.nugget,
+                        "parameters": fit.correlation_parameters,
+                        "intervals": {k: list(v) for k, v in fit.correlation_intervals().items()}},
         "sigma": fit.sigma,
         "loglik": fit.loglik,
         "converged": fit.converged,

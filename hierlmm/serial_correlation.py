@@ -1,0 +1,125 @@
+"""Serially correlated within-subject errors: nlme's corExp, corGaus, corAR1, corCAR1 and corCompSymm.
+
+``e_i ~ N(0, sigma^2 R_i)`` with ``R_i`` a correlation matrix of the subject's times (chapter section 3.6).
+
+Notation
+--------
+For two rows of one subject at times (or positions) ``s`` and ``t``, ``d = |s - t|``, and parameter ``phi``:
+
+- ``corExp``: ``exp(-d / phi)`` (``phi`` the range, > 0);
+- ``corGaus``: ``exp(-(d / phi)^2)``;
+- ``corCAR1``: ``phi^d`` (continuous-time AR(1), ``0 < phi < 1``);
+- ``corAR1``: ``phi^|k - l|`` for the rows' positions ``k, l`` within the subject (``-1 < phi < 1``);
+- ``corCompSymm``: ``phi`` for every pair (``-1/(n_max - 1) < phi < 1``).
+
+With ``nugget = TRUE`` (corExp and corGaus) the correlation of two distinct rows is multiplied by ``1 - nugget``
+(``0 < nugget < 1``), as nlme does. ``unconstrained`` maps the parameters to the real line (log range, logit, ...)
+for optimisers and NUTS, as nlme's ``coef(..., unconstrained = TRUE)`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from hierlmm.errors import SpecError
+
+TYPES = ("corExp", "corGaus", "corCAR1", "corAR1", "corCompSymm")
+
+
+@dataclass(frozen=True)
+class CorrelationStructure:
+    """A correlation structure: its type, the time column (None: row order) and the grouping column.
+
+    Attributes
+    ----------
+    kind
+        One of :data:`TYPES`.
+    time, group
+        ``form = ~ time | group`` (``time`` None for ``~ 1 | group``: positions within the group).
+    nugget
+        Whether a nugget effect is estimated (corExp, corGaus).
+    """
+
+    kind: str
+    time: str | None
+    group: str
+    nugget: bool = False
+
+    @property
+    def n_params(self) -> int:
+        """Number of correlation parameters (the nugget included)."""
+        return 1 + int(self.nugget)
+
+    def parameters(self, unconstrained: np.ndarray, n_max: int = 2) -> dict[str, float]:
+        """Natural parameters from unconstrained ones."""
+        u = np.asarray(unconstrained, dtype=float)
+        if self.kind in ("corExp", "corGaus"):
+            out = {"range": float(np.exp(u[0]))}
+        elif self.kind == "corCAR1":
+            out = {"phi": float(1 / (1 + np.exp(-u[0])))}
+        elif self.kind == "corAR1":
+            out = {"phi": float(np.tanh(u[0]))}
+        else:
+            low = -1.0 / max(n_max - 1, 1)
+            out = {"rho": float(low + (1 - low) / (1 + np.exp(-u[0])))}
+        if self.nugget:
+            out["nugget"] = float(1 / (1 + np.exp(-u[1])))
+        return out
+
+    def start(self, times: np.ndarray) -> np.ndarray:
+        """A starting point on the unconstrained scale (range: a fifth of the time span, as a rough nlme-like start)."""
+        if self.kind in ("corExp", "corGaus"):
+            span = float(np.ptp(times)) if times.size else 1.0
+            first = np.log(max(span / 5, 1e-3))
+        else:
+            first = 0.0
+        return np.array([first, -2.0][: self.n_params])
+
+    def matrix(self, unconstrained: np.ndarray, times: np.ndarray, n_max: int = 2) -> np.ndarray:
+        """``R`` for one subject's times (n,) -> (n, n) (positions 0, 1, ... when the form has no time)."""
+        times = np.asarray(times, dtype=float)
+        return self.from_distances(unconstrained, np.abs(times[:, None] - times[None, :]), n_max)
+
+    def from_distances(self, unconstrained: np.ndarray, d: np.ndarray, n_max: int = 2) -> np.ndarray:
+        """``R`` from distances ``d`` (..., n, n) between the rows' times (or positions): vectorised over subjects."""
+        p = self.parameters(unconstrained, n_max)
+        off = ~np.eye(d.shape[-1], dtype=bool)  # distinct rows (even at equal times)
+        if self.kind == "corCompSymm":
+            return np.where(off, p["rho"], 1.0)
+        if self.kind == "corExp":
+            R = np.exp(-d / p["range"])  # noqa: N806
+        elif self.kind == "corGaus":
+            R = np.exp(-((d / p["range"]) ** 2))  # noqa: N806
+        else:  # corCAR1 and corAR1 (integer lags)
+            R = p["phi"] ** d  # noqa: N806
+        if self.nugget:
+            R = np.where(off, (1 - p["nugget"]) * R, 1.0)  # noqa: N806
+        return R
+
+
+_PATTERN = re.compile(r"^\s*(\w+)\s*\(\s*form\s*=\s*~\s*([\w.]+)\s*(?:\|\s*([\w.]+)\s*)?"
+                      r"(?:,\s*nugget\s*=\s*(\w+)\s*)?\)\s*$")
+
+
+def parse_correlation(text: str) -> CorrelationStructure:
+    """Parse nlme's syntax: ``"corExp(form = ~ obstime | patient)"``, ``"corAR1(form = ~ 1 | id)"``,
+    ``"corExp(form = ~ t | id, nugget = TRUE)"``."""
+    m = _PATTERN.match(text)
+    if not m:
+        raise SpecError("Cannot read the correlation structure.", given=text,
+                        fix='Write it as nlme does, e.g. "corExp(form = ~ obstime | patient)".')
+    kind, time, group, nugget = m.groups()
+    if kind not in TYPES:
+        raise SpecError(f"Unknown correlation structure {kind}.", given=text, fix=f"Use one of {', '.join(TYPES)}.")
+    if group is None:
+        raise SpecError("The correlation structure needs its grouping: form = ~ time | group.", given=text,
+                        fix='Write e.g. "corExp(form = ~ obstime | patient)".')
+    has_nugget = nugget is not None and nugget.upper() in ("TRUE", "T")
+    if has_nugget and kind not in ("corExp", "corGaus"):
+        raise SpecError(f"{kind} has no nugget in nlme.", given=text, fix="Use nugget with corExp or corGaus.")
+    if kind in ("corExp", "corGaus", "corCAR1") and time == "1":
+        raise SpecError(f"{kind} needs a time covariate.", given=text, fix=f'Write "{kind}(form = ~ time | group)".')
+    return CorrelationStructure(kind, None if time == "1" else time, group, has_nugget)

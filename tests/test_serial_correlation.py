@@ -1,0 +1,107 @@
+"""Serially correlated errors (hierlmm.serial_correlation, hierlmm.correlated_fit)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from simulated import simulate
+
+import hierlmm
+from hierlmm.correlated_fit import fit_correlated, profile, subject_batches
+from hierlmm.serial_correlation import TYPES, CorrelationStructure, parse_correlation
+
+MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"
+
+
+def test_model_I_with_exponential_correlation_matches_nlme(chapter_data, reference):  # noqa: N802
+    ref = reference("aids_corexp_ri")
+    data = chapter_data("aids")
+    fit = hierlmm.fit(MODEL_I, data, correlation="corExp(form = ~ obstime | patient)")
+    assert fit.converged
+    np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], atol=1e-3)
+    np.testing.assert_allclose(fit.fixef()["Std.Error"], ref["fixef"]["se"], rtol=1e-3)
+    assert list(fit.fixef()["DF"]) == ref["fixef"]["df"]
+    assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=1e-2)
+    np.testing.assert_allclose(fit.correlation_intervals()["range"], ref["range_ci"], rtol=1e-2)
+    assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
+    assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-4)
+    assert fit.D[0, 0] == pytest.approx(ref["D"]["D"][0][0], rel=1e-3)
+
+
+def test_cli_correlation_json(tmp_path, chapter_data, reference):
+    from hierlmm.cli import main
+
+    chapter_data("aids")
+    out = tmp_path / "c.json"
+    assert main(["fit", "--data", "aids", "--formula", MODEL_I, "--correlation",
+                 "corExp(form = ~ obstime | patient)", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    corr = result["correlation"]
+    assert corr["type"] == "corExp" and corr["form"] == "~ obstime | patient"
+    assert corr["parameters"]["range"] == pytest.approx(reference("aids_corexp_ri")["range"], rel=1e-2)
+    assert len(corr["intervals"]["range"]) == 2
+
+
+@settings(deadline=None, max_examples=30, database=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from(TYPES), nugget=st.booleans())
+def test_profiled_likelihood_equals_the_dense_multivariate_normal(seed, kind, nugget):
+    nugget = nugget and kind in ("corExp", "corGaus")
+    structure = CorrelationStructure(kind, None if kind in ("corAR1", "corCompSymm") else "t", "id", nugget)
+    data = simulate(seed, n_subjects=8)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (1 | id)"), data)
+    batches = subject_batches(design, data, structure)
+    rng = np.random.default_rng(seed)
+    theta = np.concatenate([rng.normal(0, 0.5, 1), rng.normal(0, 0.7, structure.n_params)])
+    if kind == "corGaus":  # a Gaussian correlation with a long range is numerically singular for close times
+        theta[1] = rng.uniform(-2.0, -1.0)
+    loglik, beta, sigma2, _ = profile(design, batches, structure, theta, reml=False)
+    block = design.blocks[0]
+    delta = np.exp(theta[0]) ** 2
+    dense = 0.0
+    for level in range(block.n_levels):
+        rows = np.flatnonzero(block.group_index == level)
+        times = data["t"].to_numpy()[design.rows[rows]] if structure.time else np.arange(rows.size, dtype=float)
+        R = structure.matrix(theta[1:], times, batches.n_max)  # noqa: N806
+        V = sigma2 * (delta * np.ones((rows.size, rows.size)) + R)  # noqa: N806
+        dense += scipy.stats.multivariate_normal(design.X[rows] @ beta, V).logpdf(design.y[rows])
+    assert loglik == pytest.approx(dense, rel=1e-9)
+
+
+def test_structures_are_correlation_matrices():
+    times = np.array([0.0, 0.5, 2.0, 6.0])
+    for kind in TYPES:
+        R = CorrelationStructure(kind, "t", "id").matrix(np.array([0.3]), times, n_max=4)  # noqa: N806
+        np.testing.assert_allclose(np.diag(R), 1.0)
+        np.testing.assert_allclose(R, R.T)
+        assert np.linalg.eigvalsh(R)[0] > 0
+    exp = CorrelationStructure("corExp", "t", "id").matrix(np.array([np.log(2.0)]), times)
+    assert exp[0, 2] == pytest.approx(np.exp(-2.0 / 2.0))
+    gaus = CorrelationStructure("corGaus", "t", "id", nugget=True).matrix(np.array([np.log(2.0), 0.0]), times)
+    assert gaus[0, 1] == pytest.approx(0.5 * np.exp(-0.25 ** 2))  # nugget 0.5 at u = 0
+
+
+def test_parsing_nlme_syntax_and_its_errors():
+    s = parse_correlation("corExp(form = ~ obstime | patient)")
+    assert (s.kind, s.time, s.group, s.nugget) == ("corExp", "obstime", "patient", False)
+    assert parse_correlation("corGaus(form = ~ t | id, nugget = TRUE)").nugget
+    assert parse_correlation("corAR1(form = ~ 1 | id)").time is None
+    with pytest.raises(hierlmm.SpecError, match="Unknown correlation"):
+        parse_correlation("corSpher(form = ~ t | id)")
+    with pytest.raises(hierlmm.SpecError, match="grouping"):
+        parse_correlation("corExp(form = ~ t)")
+    with pytest.raises(hierlmm.SpecError, match="no nugget"):
+        parse_correlation("corAR1(form = ~ 1 | id, nugget = TRUE)")
+    with pytest.raises(hierlmm.SpecError, match="Cannot read"):
+        parse_correlation("exp(t)")
+
+
+def test_grouping_must_match_the_random_effects():
+    data = simulate(1, n_subjects=10)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
+    with pytest.raises(hierlmm.NotSupportedError, match="grouping"):
+        fit_correlated(design, data, "corExp(form = ~ t | g)")
