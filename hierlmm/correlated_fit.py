@@ -193,6 +193,13 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
                       "variance parameters are poorly determined, and no intervals are given. A Bayesian fit gives "
                       "their posterior instead.", ConvergenceWarning, stacklevel=2)
     grad = np.array([(objective(theta + 1e-5 * e) - objective(theta - 1e-5 * e)) / 2e-5 for e in np.eye(theta.size)])
+    converged = bool(result.success or np.max(np.abs(grad)) < 1e-2)
+    if not converged:
+        warnings.warn(f"The optimiser stopped before the maximum (largest gradient {np.max(np.abs(grad)):.3g} on the "
+                      f"unconstrained scale; {result.message}): the likelihood is flat in some variance parameters, "
+                      "as the chapter reports for richer random effects with serial correlation. Simplify the "
+                      "random effects or the correlation, or see their posterior in a Bayesian fit.",
+                      ConvergenceWarning, stacklevel=2)
     q = design.blocks[0].q
     Lam = np.zeros((q, q))  # noqa: N806
     Lam[np.tril_indices(q)] = theta[: q * (q + 1) // 2]
@@ -200,8 +207,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     N, p = design.n_obs, design.p  # noqa: N806
     scale = sigma2 * (1.0 if reml else N / (N - p))
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), sigma2 * Lam @ Lam.T,
-                         float(np.sqrt(sigma2)), loglik, theta, cov_theta, batches.n_max,
-                         bool(result.success or np.max(np.abs(grad)) < 1e-2))
+                         float(np.sqrt(sigma2)), loglik, theta, cov_theta, batches.n_max, converged)
 
 
 def _hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:

@@ -105,3 +105,11 @@ def test_grouping_must_match_the_random_effects():
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
     with pytest.raises(hierlmm.NotSupportedError, match="grouping"):
         fit_correlated(design, data, "corExp(form = ~ t | g)")
+
+
+def test_model_III_with_gaussian_correlation_says_it_did_not_converge(chapter_data):  # noqa: N802
+    """The chapter: with a Gaussian correlation Model III does not converge; hierlmm says so."""
+    formula = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (obstime + I(obstime^2) | patient)"
+    with pytest.warns(hierlmm.ConvergenceWarning, match="flat"):
+        fit = hierlmm.fit(formula, chapter_data("aids"), correlation="corGaus(form = ~ obstime | patient)")
+    assert not fit.converged
