@@ -58,6 +58,8 @@ def _fit_command(args: argparse.Namespace) -> int:
         args.method = args.method or model_file.run
         if args.sampler is None:
             args.sampler = model_file.sampler
+        if args.correlation is None:
+            args.correlation = model_file.correlation
         if args.centered is None and model_file.centered:
             args.centered = [model_file.centered] if isinstance(model_file.centered, str) else list(model_file.centered)
     else:

@@ -14,6 +14,7 @@ Format::
     # [model.random.patient]
     # structure = "pdDiag"
     # formula = "~ obstime"
+    # correlation = "corExp(form = ~ obstime | patient)"   # optional serially correlated errors (nlme syntax)
 
     [data]
     name = "aids"                     # a hierlmm.datasets name, or a CSV path relative to the file
@@ -50,7 +51,7 @@ from hierlmm.errors import SpecError
 from hierlmm.spec import ModelSpec, PdMat
 
 _ALLOWED = {
-    "model": {"name", "title", "formula", "fixed", "random"},
+    "model": {"name", "title", "formula", "fixed", "random", "correlation"},
     "data": {"name", "derive"},
     "fit": {"method", "sampler", "centered"},
     "reference": {"file"},
@@ -83,6 +84,7 @@ class ModelFile:
     run: str = "REML"
     sampler: str = "marginal"
     centered: tuple[str, ...] | str = ()
+    correlation: str | None = None
 
     def load_data(self) -> pd.DataFrame:
         """The data set (a :mod:`hierlmm.datasets` name or a CSV path), with derived columns added."""
@@ -180,5 +182,18 @@ def load_spec(path: str | Path) -> ModelFile:
     return ModelFile(
         model.get("name", path.stem), model.get("title", ""), spec, data["name"], tuple(derive),
         raw.get("reference", {}).get("file"), path, raw.get("priors") or None, run, sampler,
-        centered if isinstance(centered, str) else tuple(centered),
+        centered if isinstance(centered, str) else tuple(centered), _correlation(model.get("correlation")),
     )
+
+
+def _correlation(value: Any) -> str | None:
+    """``[model] correlation``: nlme's syntax, checked here so that a typo fails when the file is read."""
+    if value is None:
+        return None
+    from hierlmm.serial_correlation import parse_correlation
+
+    if not isinstance(value, str):
+        raise SpecError("[model] correlation must be a string in nlme's syntax.", given=value,
+                        fix='Write correlation = "corExp(form = ~ obstime | patient)".')
+    parse_correlation(value)
+    return value

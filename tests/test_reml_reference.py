@@ -120,5 +120,11 @@ def test_model_files_reproduce_their_references(reference, chapter_data):
     for path in models:
         model_file = hierlmm.load_spec(path)
         assert model_file.reference is not None, path
+        if model_file.correlation:  # serially correlated errors: hierlmm.correlated_fit
+            ref = reference(model_file.reference.removesuffix(".json"))
+            fit = hierlmm.fit(model_file.spec, model_file.load_data(), correlation=model_file.correlation)
+            np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], atol=1e-3)
+            assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
+            continue
         fit = hierlmm.fit_ml(hierlmm.build_design(model_file.spec, model_file.load_data()))
         check_against(fit, reference(model_file.reference.removesuffix(".json")))

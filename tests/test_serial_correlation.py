@@ -113,3 +113,22 @@ def test_model_III_with_gaussian_correlation_says_it_did_not_converge(chapter_da
     with pytest.warns(hierlmm.ConvergenceWarning, match="flat"):
         fit = hierlmm.fit(formula, chapter_data("aids"), correlation="corGaus(form = ~ obstime | patient)")
     assert not fit.converged
+
+
+def test_model_file_with_correlation(tmp_path, chapter_data, reference):
+    from pathlib import Path
+
+    from hierlmm.cli import main
+
+    chapter_data("aids")
+    path = Path(__file__).resolve().parent.parent / "models" / "aids_corexp_ri.toml"
+    assert hierlmm.load_spec(path).correlation == "corExp(form = ~ obstime | patient)"
+    out = tmp_path / "m.json"
+    assert main(["fit", str(path), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["loglik"] == pytest.approx(reference("aids_corexp_ri")["logLik"], abs=1e-3)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\nformula = "y ~ t + (1 | id)"\ncorrelation = "corFoo(form = ~ t | id)"\n'
+                   '[data]\nname = "x.csv"\n')
+    with pytest.raises(hierlmm.SpecError, match="Unknown correlation"):
+        hierlmm.load_spec(bad)

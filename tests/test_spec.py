@@ -229,6 +229,8 @@ def test_nlme_random_needs_a_bar() -> None:
 
 # ------------------------------------------------------------------------------------------ TOML files
 PYTHON_SPECS = {
+    "aids_corexp_ri": ModelSpec.from_nlme("CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug",
+                                          random="~ 1 | patient"),
     "aids_pddiag": ModelSpec.from_nlme(AIDS_FIXED, random={"patient": pdDiag("~ obstime")}),
     "aids_ri": ModelSpec.from_nlme(AIDS_FIXED, random="~ 1 | patient"),
     "aids_ri_rs": ModelSpec.from_nlme(AIDS_FIXED, random="~ obstime | patient"),
