@@ -32,6 +32,7 @@ MODELS = {  # name: (data set, lme4 formula, nlme fixed, nlme random, method)
     "pbc2_ns_reml": ("pbc2", "log(serBilir) ~ ns(year, 2) * sex + age + (ns(year, 2) | id)",
                      "log(serBilir) ~ ns(year, 2) * sex + age", "~ ns(year, 2) | id", "REML"),
     "glaucoma_nested_reml": ("glaucoma", "thres ~ years + (1 | id/eye)", None, None, "REML"),
+    "glaucoma_nested_rs_reml": ("glaucoma", "thres ~ years + (years | id) + (1 | id:eye)", None, None, "REML"),
 }
 
 R_SCRIPT = r"""
