@@ -33,6 +33,7 @@ MODELS = {  # name: (data set, lme4 formula, nlme fixed, nlme random, method)
                      "log(serBilir) ~ ns(year, 2) * sex + age", "~ ns(year, 2) | id", "REML"),
     "glaucoma_nested_reml": ("glaucoma", "thres ~ years + (1 | id/eye)", None, None, "REML"),
     "glaucoma_nested_rs_reml": ("glaucoma", "thres ~ years + (years | id) + (1 | id:eye)", None, None, "REML"),
+    "glaucoma_crossed_reml": ("glaucoma", "thres ~ years + (1 | id) + (1 | field)", None, None, "REML"),
 }
 
 R_SCRIPT = r"""

@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.correlated_fit import CorrelatedFit, fit_correlated
+from hierlmm.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.design import Design, build_design
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit, build_fit
 from hierlmm.marginal_model import MarginalFit, fit_marginal
 from hierlmm.reml import optimize_theta
 from hierlmm.spec import ModelSpec, PdMat
+from hierlmm.sufficient_stats import outermost_block
 
 
 def model_spec(
@@ -63,7 +65,7 @@ def fit(
     method: str | None = None,
     kind: str = "hierarchical",
     correlation: str | None = None,
-) -> MLFit | MarginalFit | CorrelatedFit:
+) -> MLFit | MarginalFit | CorrelatedFit | CrossedFit:
     """Fit a linear mixed model by REML (default) or ML.
 
     Parameters
@@ -103,6 +105,8 @@ def fit(
         return fit_correlated(design, data, correlation, method or spec.method)
     if kind == "marginal":
         return fit_marginal(design, method or spec.method)
+    if design.blocks and outermost_block(design) is None:  # crossed factors: lme4's dense PLS engine
+        return fit_crossed(design, method or spec.method)
     if kind != "hierarchical":
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
     result = fit_ml(design, method)

@@ -184,7 +184,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-6, "maxiter": 1000})
     theta = result.x
     loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml)  # noqa: N806
-    hessian = _hessian(objective, theta)
+    hessian = numerical_hessian(objective, theta)
     cov_theta = None
     if np.all(np.isfinite(hessian)) and np.linalg.eigvalsh(hessian)[0] > 0:
         cov_theta = np.linalg.inv(hessian)
@@ -210,7 +210,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
                          float(np.sqrt(sigma2)), loglik, theta, cov_theta, batches.n_max, converged)
 
 
-def _hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+def numerical_hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Central-difference Hessian (as nlme's fdHess does)."""
     n = x.size
     H = np.zeros((n, n))  # noqa: N806

@@ -91,20 +91,27 @@ def stack_factors(stats: SubjectStats, factors: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _outermost(design: Design) -> int:
-    """The block every other block nests in (fewest levels first)."""
+def outermost_block(design: Design) -> int | None:
+    """The block every other block nests in (fewest levels first); None when the factors are crossed."""
     order = sorted(range(len(design.blocks)), key=lambda k: design.blocks[k].n_levels)
     for top in order:
         g = design.blocks[top].group_index
         if all(_nests(design.blocks[k].group_index, g) for k in range(len(design.blocks)) if k != top):
             return top
+    return None
+
+
+def _outermost(design: Design) -> int:
+    top = outermost_block(design)
+    if top is not None:
+        return top
     names = ", ".join(b.factor for b in design.blocks)
     raise NotSupportedError(
         f"The grouping factors {names} are crossed, not nested: this engine integrates out random effects that "
         "nest within one subject factor.",
         given=design.spec.formula,
-        fix="Crossed random effects arrive with hierlmm's crossed-effects engine; meanwhile fit nested terms such as "
-        "(1 | id/eye), or a single grouping factor.",
+        fix="Fit it with hierlmm.fit (which uses hierlmm.crossed_fit for crossed factors) or "
+        "hierlmm.crossed_fit.fit_crossed; the Bayesian samplers need nested factors in this release.",
     )
 
 

@@ -154,8 +154,12 @@ def test_boundary_fit_is_reported():
     assert fit.sigma**2 == pytest.approx(resid @ resid / (len(data) - 2), rel=1e-6)
 
 
-def test_crossed_factors_are_refused_with_a_clear_error():
+def test_crossed_factors_go_to_the_dense_engine_and_the_nested_engine_says_where():
     data = simulate(1)
     data["site"] = np.where(np.arange(len(data)) % 3 == 0, "A", np.where(np.arange(len(data)) % 3 == 1, "B", "C"))
-    with pytest.raises(hierlmm.NotSupportedError, match="crossed"):
-        hierlmm.fit("y ~ t + (1 | id) + (1 | site)", data)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id) + (1 | site)"), data)
+    with pytest.raises(hierlmm.NotSupportedError, match=r"(?s)crossed.*hierlmm\.fit"):
+        hierlmm.fit_ml(design)
+    from hierlmm.crossed_fit import CrossedFit
+
+    assert isinstance(hierlmm.fit("y ~ t + (1 | id) + (1 | site)", data), CrossedFit)
