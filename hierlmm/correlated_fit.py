@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.optimize
 import scipy.stats
+from threadpoolctl import threadpool_limits
 
 from hierlmm.design import Design
 from hierlmm.errors import ConvergenceWarning, DataError, NotSupportedError
@@ -181,7 +182,8 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         except np.linalg.LinAlgError:
             return np.inf
 
-    result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-6, "maxiter": 1000})
+    with threadpool_limits(1, user_api="blas"):  # small batched factorisations: BLAS threads only add wake-ups
+        result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-6, "maxiter": 1000})
     theta = result.x
     loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml)  # noqa: N806
     hessian = numerical_hessian(objective, theta)
