@@ -26,6 +26,12 @@ _STRUCTURE = {
 }
 
 
+def fixef_dict(table: pd.DataFrame) -> dict[str, list]:
+    """An nlme-style fixed-effects table as the ``--json`` contract's ``fixef`` block."""
+    return {"names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
+            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist()}
+
+
 def to_dict(fit: MLFit) -> dict[str, Any]:
     """The fit as plain Python types (the ``--json`` contract)."""
     table = fit.fixef()
@@ -43,10 +49,7 @@ def to_dict(fit: MLFit) -> dict[str, Any]:
         "n_dropped": fit.design.missing.n_dropped,
         "dropped_by_column": dict(fit.design.missing.by_column),
         "groups": {b.factor: b.n_levels for b in fit.design.blocks},
-        "fixef": {
-            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
-            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
-        },
+        "fixef": fixef_dict(table),
         "random": random,
         "sigma": fit.sigma,
         "loglik": fit.loglik,
@@ -75,10 +78,7 @@ def marginal_to_dict(fit: MarginalFit) -> dict[str, Any]:
         "n_obs": fit.design.n_obs,
         "n_dropped": fit.design.missing.n_dropped,
         "groups": {block.factor: block.n_levels},
-        "fixef": {
-            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
-            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
-        },
+        "fixef": fixef_dict(table),
         "random": {block.factor: {"names": list(block.effect_names), "structure": "marginal", "cov": fit.D.tolist(),
                                   "variance": variance.tolist(), "sd": sd, "corr": corr}},
         "min_eigen_D": fit.min_eigen_D,
@@ -103,10 +103,7 @@ def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
         "n_obs": fit.design.n_obs,
         "n_dropped": fit.design.missing.n_dropped,
         "groups": {block.factor: block.n_levels},
-        "fixef": {
-            "names": list(table.index), "estimate": table["Value"].tolist(), "se": table["Std.Error"].tolist(),
-            "df": [int(x) for x in table["DF"]], "t": table["t-value"].tolist(), "p": table["p-value"].tolist(),
-        },
+        "fixef": fixef_dict(table),
         "random": {block.factor: {"names": list(block.effect_names), "structure": block.structure,
                                   "cov": fit.D.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}},
         "correlation": {"type": s.kind, "form": f"~ {s.time or 1} | {s.group}", "nugget": s.nugget,
