@@ -27,8 +27,10 @@ import scipy.optimize
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
+from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import ConvergenceWarning, DataError, NotSupportedError
+from hierlmm.finite_differences import central_gradient, central_hessian
 from hierlmm.inference import nlme_fixed_df, t_tests
 from hierlmm.serial_correlation import CorrelationStructure, parse_correlation
 
@@ -74,9 +76,7 @@ def profile(design: Design, batches: SubjectBatches, structure: CorrelationStruc
     """(log-likelihood, beta, sigma^2, X'W^-1X) at ``theta`` = (log-Cholesky of Lambda, correlation params)."""
     block = design.blocks[0]
     q = block.q
-    Lam = np.zeros((q, q))  # noqa: N806
-    Lam[np.tril_indices(q)] = theta[: q * (q + 1) // 2]
-    Lam[np.diag_indices(q)] = np.exp(np.diag(Lam))
+    Lam = _factor(theta, q)  # noqa: N806
     delta = Lam @ Lam.T
     u = theta[q * (q + 1) // 2:]
     p = design.p
@@ -186,7 +186,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-6, "maxiter": 1000})
     theta = result.x
     loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml)  # noqa: N806
-    hessian = numerical_hessian(objective, theta)
+    hessian = central_hessian(objective, theta)
     cov_theta = None
     if np.all(np.isfinite(hessian)) and np.linalg.eigvalsh(hessian)[0] > 0:
         cov_theta = np.linalg.inv(hessian)
@@ -194,7 +194,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         warnings.warn("The Hessian of the profiled log-likelihood is not positive definite at the optimum: the "
                       "variance parameters are poorly determined, and no intervals are given. A Bayesian fit gives "
                       "their posterior instead.", ConvergenceWarning, stacklevel=2)
-    grad = np.array([(objective(theta + 1e-5 * e) - objective(theta - 1e-5 * e)) / 2e-5 for e in np.eye(theta.size)])
+    grad = central_gradient(objective, theta)
     converged = bool(result.success or np.max(np.abs(grad)) < 1e-2)
     if not converged:
         warnings.warn(f"The optimiser stopped before the maximum (largest gradient {np.max(np.abs(grad)):.3g} on the "
@@ -202,25 +202,17 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
                       "as the chapter reports for richer random effects with serial correlation. Simplify the "
                       "random effects or the correlation, or see their posterior in a Bayesian fit.",
                       ConvergenceWarning, stacklevel=2)
-    q = design.blocks[0].q
-    Lam = np.zeros((q, q))  # noqa: N806
-    Lam[np.tril_indices(q)] = theta[: q * (q + 1) // 2]
-    Lam[np.diag_indices(q)] = np.exp(np.diag(Lam))
+    Lam = _factor(theta, design.blocks[0].q)  # noqa: N806
     N, p = design.n_obs, design.p  # noqa: N806
     scale = sigma2 * (1.0 if reml else N / (N - p))
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), sigma2 * Lam @ Lam.T,
                          float(np.sqrt(sigma2)), loglik, theta, cov_theta, batches.n_max, converged)
 
 
-def numerical_hessian(f, x: np.ndarray, h: float = 1e-4) -> np.ndarray:
-    """Central-difference Hessian (as nlme's fdHess does)."""
-    n = x.size
-    H = np.zeros((n, n))  # noqa: N806
-    for i in range(n):
-        for j in range(i, n):
-            ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
-            H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h * h)
-    return H
+def _factor(theta: np.ndarray, q: int) -> np.ndarray:
+    """``Lambda`` from the leading log-Cholesky part of ``theta``."""
+    layout = ThetaLayout.for_blocks(["pdSymm"], [q])
+    return layout.factors(theta[: layout.size])[0]
 
 
 def _start(design: Design, structure: CorrelationStructure, batches: SubjectBatches, method: str) -> np.ndarray:
@@ -232,8 +224,7 @@ def _start(design: Design, structure: CorrelationStructure, batches: SubjectBatc
             warnings.simplefilter("ignore")
             hier = fit_ml(design, method)
         L = np.linalg.cholesky(hier.D[0] / hier.sigma**2 + 1e-6 * np.eye(q))  # noqa: N806
-        L[np.diag_indices(q)] = np.log(np.diag(L))
-        first = L[np.tril_indices(q)]
+        first = ThetaLayout.for_blocks(["pdSymm"], [q]).from_factors([L])
     except Exception:  # noqa: BLE001 - any start will do
         first = np.zeros(q * (q + 1) // 2)
     span = np.concatenate([d.ravel() for d in batches.distances])

@@ -28,9 +28,10 @@ import scipy.optimize
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
-from hierlmm.correlated_fit import numerical_hessian
+from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import ConvergenceWarning
+from hierlmm.finite_differences import central_gradient, central_hessian
 from hierlmm.inference import t_tests
 
 
@@ -71,16 +72,14 @@ def _pad(m: scipy.sparse.csr_matrix, width: int) -> scipy.sparse.csr_matrix:
 
 def lambda_of(design: Design, theta: np.ndarray) -> np.ndarray:
     """The block-diagonal ``Lambda`` (Q_tot x Q_tot) from log-Cholesky ``theta``."""
-    blocks, start = [], 0
-    for block in design.blocks:
-        q = block.q
-        k = q * (q + 1) // 2
-        L = np.zeros((q, q))  # noqa: N806
-        L[np.tril_indices(q)] = theta[start:start + k]
-        L[np.diag_indices(q)] = np.exp(np.diag(L))
-        blocks.append(np.kron(np.eye(block.n_levels), L))
-        start += k
-    return scipy.linalg.block_diag(*blocks)
+    factors = _layout(design).factors(theta)
+    return scipy.linalg.block_diag(*[np.kron(np.eye(b.n_levels), L) for b, L in zip(design.blocks, factors,
+                                                                                     strict=True)])
+
+
+def _layout(design: Design) -> ThetaLayout:
+    """Every block's log-Cholesky parameters, one after the other."""
+    return ThetaLayout.for_blocks(["pdSymm"] * len(design.blocks), [b.q for b in design.blocks])
 
 
 def deviance(cp: CrossProducts, Lam: np.ndarray, n: int, reml: bool) -> tuple[float, np.ndarray, float, np.ndarray]:  # noqa: N803
@@ -136,7 +135,6 @@ def fit_crossed(design: Design, method: str = "REML") -> CrossedFit:
     reml = method == "REML"
     cp = cross_products(design)
     n = design.n_obs
-    sizes = [b.q * (b.q + 1) // 2 for b in design.blocks]
 
     def objective(theta: np.ndarray) -> float:
         try:
@@ -147,19 +145,14 @@ def fit_crossed(design: Design, method: str = "REML") -> CrossedFit:
     # One BLAS thread: waking OpenBLAS's threads for every small factorisation cost 10x (3.0 s against 0.3 s on
     # glaucoma's crossed model, measured here).
     with threadpool_limits(1, user_api="blas"):
-        result = scipy.optimize.minimize(objective, np.zeros(sum(sizes)), method="BFGS", options={"gtol": 1e-6})
+        result = scipy.optimize.minimize(objective, np.zeros(_layout(design).size), method="BFGS",
+                                         options={"gtol": 1e-6})
         theta, converged = _newton_polish(objective, result.x)
     if not converged:
         warnings.warn(f"The optimiser stopped before the maximum ({result.message}).", ConvergenceWarning,
                       stacklevel=2)
     dev, beta, sigma2, F = deviance(cp, lambda_of(design, theta), n, reml)  # noqa: N806
-    Ds, start = [], 0  # noqa: N806
-    for block, k in zip(design.blocks, sizes, strict=True):
-        L = np.zeros((block.q, block.q))  # noqa: N806
-        L[np.tril_indices(block.q)] = theta[start:start + k]
-        L[np.diag_indices(block.q)] = np.exp(np.diag(L))
-        Ds.append(sigma2 * L @ L.T)
-        start += k
+    Ds = [sigma2 * L @ L.T for L in _layout(design).factors(theta)]  # noqa: N806
     scale = sigma2 * (1.0 if reml else n / (n - design.p))
     return CrossedFit(design, method, beta, scale * np.linalg.inv(F), Ds, float(np.sqrt(sigma2)), -dev / 2,
                       theta, converged)
@@ -169,9 +162,8 @@ def _newton_polish(objective, theta: np.ndarray, steps: int = 5) -> tuple[np.nda
     """Newton steps on finite differences after BFGS (which often stops on "precision loss" just short of the
     optimum at 250,000 rows); converged when the scaled gradient ``H^-1 g`` (lme4's check) is below 1e-4."""
     for _ in range(steps):
-        grad = np.array([(objective(theta + 1e-5 * e) - objective(theta - 1e-5 * e)) / 2e-5
-                         for e in np.eye(theta.size)])
-        H = numerical_hessian(objective, theta)  # noqa: N806
+        grad = central_gradient(objective, theta)
+        H = central_hessian(objective, theta)  # noqa: N806
         if not np.all(np.isfinite(H)) or np.linalg.eigvalsh(H)[0] <= 0:
             return theta, False
         step = np.linalg.solve(H, grad)

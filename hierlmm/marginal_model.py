@@ -37,8 +37,10 @@ import numpy as np
 import pandas as pd
 import scipy.optimize
 
+from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import NotSupportedError, NumericalError, SpecError
+from hierlmm.finite_differences import central_gradient
 from hierlmm.sufficient_stats import SubjectStats, subject_stats
 
 
@@ -49,18 +51,14 @@ def kappa_of(stats: SubjectStats) -> float:
 
 def delta_of(theta: np.ndarray, q: int, kappa: float) -> np.ndarray:
     """``Delta = Lambda Lambda' - kappa I`` from log-Cholesky ``theta`` (diagonal entries on the log scale)."""
-    Lam = np.zeros((q, q))  # noqa: N806
-    Lam[np.tril_indices(q)] = theta
-    Lam[np.diag_indices(q)] = np.exp(np.diag(Lam))
+    (Lam,) = ThetaLayout.for_blocks(["pdSymm"], [q]).factors(theta)  # noqa: N806
     return Lam @ Lam.T - kappa * np.eye(q)
 
 
 def theta_of(delta: np.ndarray, kappa: float) -> np.ndarray:
     """The ``theta`` of a ``Delta`` in the parametrised set (inverse of :func:`delta_of`)."""
     q = delta.shape[0]
-    Lam = np.linalg.cholesky(delta + kappa * np.eye(q))  # noqa: N806
-    Lam[np.diag_indices(q)] = np.log(np.diag(Lam))
-    return Lam[np.tril_indices(q)]
+    return ThetaLayout.for_blocks(["pdSymm"], [q]).from_factors([np.linalg.cholesky(delta + kappa * np.eye(q))])
 
 
 @dataclass(frozen=True)
@@ -186,9 +184,8 @@ def fit_marginal(design: Design, method: str = "REML") -> MarginalFit:
             return np.inf
 
     result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-7, "maxiter": 2000})
-    step = 1e-5  # BFGS often ends on "precision loss" at the optimum: judge convergence by the gradient itself
-    grad = [(objective(result.x + step * e) - objective(result.x - step * e)) / (2 * step)
-            for e in np.eye(result.x.size)]
+    # BFGS often ends on "precision loss" at the optimum: judge convergence by the gradient itself
+    grad = central_gradient(objective, result.x)
     converged = bool(result.success or np.max(np.abs(grad)) < 1e-2)
     best = profile(stats, delta_of(result.x, q, kappa), reml)
     D = delta_of(result.x, q, kappa) * best.sigma2  # noqa: N806

@@ -1,0 +1,28 @@
+"""Central finite differences of a scalar function, for the engines whose likelihood has no analytic gradient
+(the marginal model, serial correlation, crossed factors): convergence checks, Newton polishing and nlme-style
+Hessian-based intervals.
+
+Written by hand: SciPy offers ``approx_fprime`` (one-sided) but no Hessian of function values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def central_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """``(f(x + h e_j) - f(x - h e_j)) / 2h`` for every coordinate ``j``."""
+    return np.array([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in np.eye(x.size)])
+
+
+def central_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Hessian by central differences of function values (as nlme's ``fdHess`` does)."""
+    n = x.size
+    H = np.zeros((n, n))  # noqa: N806
+    for i in range(n):
+        for j in range(i, n):
+            ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
+            H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h * h)
+    return H
