@@ -56,6 +56,10 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
             raise DataError(f"The correlation's time column {structure.time!r} is not in the data.",
                             given=structure.time, fix="Use a column of the data.")
         times = np.asarray(data[structure.time].to_numpy()[design.rows], dtype=float)
+        if not np.all(np.isfinite(times)):
+            raise DataError(f"The correlation's time column {structure.time!r} is missing or not finite in "
+                            f"{int((~np.isfinite(times)).sum())} rows the model uses.", given=structure.time,
+                            fix="Complete those times, or drop the rows.")
     order = np.argsort(block.group_index, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(block.group_index[order]) != 0])
     groups = np.split(order, starts[1:])

@@ -326,6 +326,10 @@ def _recode(value: Factor, levels: tuple[str, ...], name: str) -> Factor:
 def grouping_labels(data: pd.DataFrame, grouping: tuple[str, ...]) -> list[str]:
     """Each row's level label of a (possibly interaction) grouping factor, as ``RandomEffectsBlock.levels`` spells
     them (``"12"``, ``"12:1"``), for data the design was not built on."""
+    missing = [col for col in grouping if col not in data.columns]
+    if missing:
+        raise DataError(f"The new data lack the grouping column(s) {missing}.", given=list(data.columns),
+                        fix=f"Add {missing}: the rows' levels decide which random effects they share.")
     parts = []
     for col in grouping:
         value = column_as_value(data[col])

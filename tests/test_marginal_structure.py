@@ -100,3 +100,9 @@ def test_heatmap_and_variance_function_plots(aids_reml, tmp_path):
     np.testing.assert_allclose(line, implied.variance[0])
     fig.savefig(tmp_path / "var.png")
     assert (tmp_path / "heat.png").stat().st_size > 0
+
+
+def test_rows_without_the_grouping_column_get_a_clear_error(aids_reml):
+    grid = pd.DataFrame({"obstime": [0.0, 6.0], "drug": "ddC"})
+    with pytest.raises(hierlmm.DataError, match="grouping column"):
+        implied_covariance(aids_reml, rows=grid)

@@ -132,3 +132,11 @@ def test_model_file_with_correlation(tmp_path, chapter_data, reference):
                    '[data]\nname = "x.csv"\n')
     with pytest.raises(hierlmm.SpecError, match="Unknown correlation"):
         hierlmm.load_spec(bad)
+
+
+def test_missing_times_of_the_correlation_are_reported():
+    data = simulate(2, n_subjects=10)
+    data["when"] = data["t"]
+    data.loc[3, "when"] = np.nan
+    with pytest.raises(hierlmm.DataError, match="not finite"):
+        hierlmm.fit("y ~ t + (1 | id)", data, correlation="corExp(form = ~ when | id)")
