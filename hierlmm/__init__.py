@@ -36,7 +36,7 @@ from hierlmm.predictions import predict
 from hierlmm.priors import Priors, default_priors
 from hierlmm.reml import profiled_deviance
 from hierlmm.simulate import simulate
-from hierlmm.spec import ModelSpec, RandomTerm, pdDiag, pdSymm
+from hierlmm.spec import ModelSpec, RandomTerm, pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
 from hierlmm.spec_files import load_spec
 from hierlmm.summaries import summary, to_dict
 
@@ -48,7 +48,7 @@ __all__ = [
     "BoundaryWarning", "ConvergenceWarning", "DataError", "DatasetNotFoundError", "Design", "FormulaError",
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
-    "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdDiag", "pdSymm", "predict", "profiled_deviance",
-    "summary", "to_dict", "ImpliedCovariance", "icc", "implied_covariance", "MarginalFit",
-    "fit_marginal", "simulate",
+    "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdBlocked", "pdCompSymm", "pdDiag", "pdIdent",
+    "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
+    "implied_covariance", "MarginalFit", "fit_marginal", "simulate",
 ]

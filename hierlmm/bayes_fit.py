@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierlmm.bayes_covariance import correlated_pairs, set_initial_values
 from hierlmm.bayes_model import BayesModel, build_bayes_model, cor_label, sd_label, var_name
-from hierlmm.covariance import sd_corr
 from hierlmm.design import Design
 from hierlmm.errors import SpecError
 from hierlmm.posterior_draws import sample_posterior
@@ -51,15 +51,7 @@ def _initial_values(bm: BayesModel, reml: Any) -> None:
     model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
     model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
     for block, D in zip(design.blocks, reml.D, strict=True):  # noqa: N806
-        scales = np.array(bm.priors.sd_scale[block.factor])
-        sd = np.maximum(np.sqrt(np.clip(np.diag(D), 0, None)), 0.05 * scales)
-        if block.factor in bm.priors.lkj_eta:
-            corr = np.clip(sd_corr(D)[1], -0.9, 0.9)  # keep the start away from a singular D
-            np.fill_diagonal(corr, 1.0)
-            L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(block.q))  # noqa: N806
-            model.set_initval(model[var_name("chol", block.factor)], L[np.tril_indices(block.q)])
-        else:
-            model.set_initval(model[var_name("sd", block.factor)], sd)
+        set_initial_values(model, block, bm.priors, D)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,11 +93,11 @@ class BayesFit:
             sd = post[var_name("sd", block.factor)].values
             for j, name in enumerate(block.effect_names):
                 out[sd_label(block.factor, name)] = sd[..., j]
-            if var_name("cor", block.factor) in post:
+            pairs = correlated_pairs(block)
+            if pairs:
                 cor = post[var_name("cor", block.factor)].values
-                for j in range(block.q):
-                    for k in range(j):
-                        out[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = cor[..., j, k]
+                for j, k in pairs:
+                    out[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = cor[..., j, k]
         out["sigma"] = post["sigma"].values
         return out
 

@@ -32,7 +32,7 @@ import xarray as xr
 from hierlmm.design import Design
 from hierlmm.errors import NotSupportedError
 from hierlmm.marginal_loglik import MarginalStats
-from hierlmm.marginal_model import kappa_of
+from hierlmm.marginal_model import check_unstructured, kappa_of
 from hierlmm.priors import Priors, default_priors, with_overrides
 
 
@@ -110,6 +110,7 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
         raise NotSupportedError("The Bayesian marginal model supports one grouping factor (the subject).",
                                 given=[b.factor for b in design.blocks],
                                 fix="Use one random-effects term, e.g. (time | id), or the hierarchical model.")
+    check_unstructured(design)
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     block = design.blocks[0]

@@ -7,7 +7,8 @@ Notation
 --------
 ``y_i = X_i beta + sum_k Z_ki b_ki + e_i``, ``b_ki ~ N(0, D_k)``, ``e_i ~ N(0, sigma^2 I)``; priors in
 :mod:`hierlmm.priors`. Every block's ``D_k = L_k L_k'``: a full (pdSymm) block's ``L_k`` comes from PyMC's
-``LKJCholeskyCov`` (SDs and an LKJ correlation matrix, so D is positive definite), a diagonal one's from its SDs.
+``LKJCholeskyCov`` (SDs and an LKJ correlation matrix, so D is positive definite), a diagonal one's from its SDs;
+the other structures (pdIdent, pdCompSymm, pdBlocked) as :mod:`hierlmm.bayes_covariance` says.
 
 - ``sampler="joint"``: NUTS over everything. ``b_k`` is non-centred (``b_k = z_k L_k'``, ``z_k ~ N(0, I)``) unless
   ``centered`` asks for some of its effects centred (:mod:`hierlmm.parametrisation`).
@@ -16,8 +17,9 @@ Notation
   posterior draw (:mod:`hierlmm.conditional_effects`).
 
 Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
-``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), and (joint) ``z_<factor>`` or centred ``c_<factor>``. The model
-has no PyMC deterministics on purpose (nutpie would compile a second function for them, seconds per fit):
+``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), or as :mod:`hierlmm.bayes_covariance` says, and (joint)
+``z_<factor>`` or centred ``c_<factor>``. The model has no PyMC deterministics on purpose (nutpie would compile a
+second function for them, seconds per fit):
 ``beta``, ``sd_<factor>``, ``cor_<factor>`` and ``b_<factor>`` are computed from the draws afterwards
 (:func:`hierlmm.bayes_fit.fit_bayes`).
 """
@@ -30,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from hierlmm.bayes_covariance import block_factor
+from hierlmm.bayes_covariance import coords as block_coords
 from hierlmm.design import Design
 from hierlmm.errors import SpecError
 from hierlmm.marginal_loglik import MarginalStats, stacked_factor
@@ -153,6 +157,7 @@ def build_bayes_model(
         coords[f"{block.factor}__effect"] = list(block.effect_names)
         coords[f"{block.factor}__effect_bis"] = list(block.effect_names)
         coords[f"{block.factor}__level"] = list(block.levels)
+        coords.update(block_coords(block))
         n_centred = par.centred.get(block.factor, 0)
         if n_centred:
             coords[f"{block.factor}__centred"] = list(block.effect_names[:n_centred])
@@ -165,20 +170,7 @@ def build_bayes_model(
         if intercept is not None:  # uncentred intercept: alpha - sum_j beta_j mean(x_j)
             beta = beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
         sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
-        chols = []
-        for block in design.blocks:
-            f = block.factor
-            scales = np.array(priors.sd_scale[f])
-            if f in priors.lkj_eta:
-                chol, _, _ = pm.LKJCholeskyCov(
-                    var_name("chol", f), n=block.q, eta=priors.lkj_eta[f],
-                    sd_dist=pm.HalfStudentT.dist(nu=3, sigma=scales, shape=block.q), compute_corr=True,
-                    store_in_trace=False,
-                )
-            else:
-                sds = pm.HalfStudentT(var_name("sd", f), nu=3, sigma=scales, dims=f"{f}__effect")
-                chol = pt.diag(sds)
-            chols.append(chol)
+        chols = [block_factor(pm, pt, block, priors) for block in design.blocks]
         if sampler == "marginal":
             from hierlmm.marginal_op import marginal_loglik_op
 
@@ -187,7 +179,6 @@ def build_bayes_model(
         else:
             mu = pt.dot(pt.as_tensor(Xc), beta_c)
             for block, chol in zip(design.blocks, chols, strict=True):
-                f = block.factor
                 b = _block_effects(pm, pt, block, chol, beta, par)
                 mu = mu + (pt.as_tensor(block.Z) * b[block.group_index]).sum(axis=1)
             pm.Normal("y", mu=mu, sigma=sigma, observed=design.y, dims="obs")

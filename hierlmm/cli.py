@@ -28,11 +28,12 @@ DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_pl
 
 
 def _random_arg(text: str | None) -> str | PdMat | None:
-    """``"~ t | g"`` or ``"pdDiag(~ t | g)"``."""
+    """``"~ t | g"`` or ``"pdDiag(~ t | g)"`` (also pdSymm, pdIdent, pdCompSymm; pdBlocked is spelled in lme4
+    syntax, ``(1 | g) + (0 + t | g)``, or in a TOML spec)."""
     if text is None:
         return None
     stripped = text.strip()
-    for structure in ("pdDiag", "pdSymm"):
+    for structure in ("pdDiag", "pdSymm", "pdIdent", "pdCompSymm"):
         if stripped.startswith(structure + "(") and stripped.endswith(")"):
             return PdMat(structure, stripped[len(structure) + 1 : -1])
     return stripped
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("spec", nargs="?", help="a TOML model file (models/NAME.toml)")
     f.add_argument("--data", help="a data set name (hierlmm datasets) or a CSV file")
     f.add_argument("--formula", help='lme4-style formula, or nlme fixed formula with --random')
-    f.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)"')
+    f.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)" '
+                   "(pdSymm, pdDiag, pdIdent, pdCompSymm)")
     f.add_argument("--method", type=str.upper, choices=["REML", "ML", "NUTS", "BOTH"],
                    help="REML (default), ML, NUTS (Bayesian), or BOTH (REML and NUTS, compared)")
     f.add_argument("--kind", choices=["hierarchical", "marginal"], default="hierarchical",

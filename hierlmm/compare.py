@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from hierlmm.bayes_covariance import correlated_pairs
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.bayes_model import cor_label, sd_label
 from hierlmm.covariance import sd_corr
@@ -30,10 +31,8 @@ def ml_parameters(fit: MLFit) -> pd.DataFrame:
         sd, corr = sd_corr(D)
         for j, name in enumerate(block.effect_names):
             rows[sd_label(block.factor, name)] = (sd[j], np.nan)
-        if block.structure == "pdSymm":
-            for j in range(block.q):
-                for k in range(j):
-                    rows[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = (corr[j, k], np.nan)
+        for j, k in correlated_pairs(block):
+            rows[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = (corr[j, k], np.nan)
     rows["sigma"] = (fit.sigma, np.nan)
     return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "se"])
 

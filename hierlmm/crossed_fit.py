@@ -78,8 +78,10 @@ def lambda_of(design: Design, theta: np.ndarray) -> np.ndarray:
 
 
 def _layout(design: Design) -> ThetaLayout:
-    """Every block's log-Cholesky parameters, one after the other."""
-    return ThetaLayout.for_blocks(["pdSymm"] * len(design.blocks), [b.q for b in design.blocks])
+    """Every block's parameters (log-Cholesky, or as its structure says), one after the other."""
+    from hierlmm.reml import layout_for
+
+    return layout_for(design)
 
 
 def deviance(cp: CrossProducts, Lam: np.ndarray, n: int, reml: bool) -> tuple[float, np.ndarray, float, np.ndarray]:  # noqa: N803

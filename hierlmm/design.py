@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierlmm.errors import DataError, MissingDataWarning
+from hierlmm.errors import DataError, FormulaError, MissingDataWarning
 from hierlmm.evaluate import Evaluator, Factor, Numeric, Value, _r_string, column_as_value
 from hierlmm.expr import Expr, Name, deparse, names_in
 from hierlmm.formula import TermList
@@ -53,7 +53,8 @@ class RandomEffectsBlock:
     grouping
         Its columns (``("id", "eye")`` for ``id:eye``).
     structure
-        ``"pdSymm"`` or ``"pdDiag"``.
+        The structure of D (:mod:`hierlmm.covariance`): ``"pdSymm"``, ``"pdDiag"``, ``"pdIdent"``, ``"pdCompSymm"``
+        or ``"pdBlocked"``.
     levels
         Level labels (interactions as ``"1:2"``), in order.
     group_index
@@ -64,6 +65,8 @@ class RandomEffectsBlock:
         The q column names (``"(Intercept)"``, ``"obstime"``).
     effects
         The random-effects terms the columns come from.
+    parts
+        ``pdBlocked`` only: ``(structure, number of columns)`` of each diagonal block of D, in column order.
     """
 
     factor: str
@@ -74,6 +77,7 @@ class RandomEffectsBlock:
     Z: np.ndarray
     effect_names: tuple[str, ...]
     effects: TermList
+    parts: tuple[tuple[str, int], ...] = ()
 
     @property
     def q(self) -> int:
@@ -248,7 +252,16 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, warn: bool = True) -> D
     sub = data.iloc[rows].reset_index(drop=True)
     blocks = []
     for block in spec.random:
-        Z, znames, _ = model_matrix(block.effects, kept, rows.size, source)
+        if block.structure == "pdBlocked":  # each part's columns in turn (D is block diagonal over them)
+            pieces = [model_matrix(effects, kept, rows.size, source) for _, effects in block.parts]
+            Z, znames = np.hstack([p[0] for p in pieces]), tuple(n for p in pieces for n in p[1])
+            parts = tuple((st, p[0].shape[1]) for (st, _), p in zip(block.parts, pieces, strict=True))
+            if len(set(znames)) < len(znames):
+                raise FormulaError(f"The blocks of {block.factor!r} share a random effect.", given=source,
+                                   fix="Give each effect to one block only, e.g. (1 | g) + (0 + x | g).")
+        else:
+            Z, znames, _ = model_matrix(block.effects, kept, rows.size, source)
+            parts = ()
         index, labels = _grouping_factor(sub, block)
         if len(labels) < 2:
             raise DataError(
@@ -257,7 +270,8 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, warn: bool = True) -> D
                 fix="Random effects need a grouping factor with several levels; check the column and the rows dropped.",
             )
         blocks.append(
-            RandomEffectsBlock(block.factor, block.grouping, block.structure, labels, index, Z, znames, block.effects)
+            RandomEffectsBlock(block.factor, block.grouping, block.structure, labels, index, Z, tuple(znames),
+                               block.effects, parts)
         )
     levels = {deparse(v): x.levels for v, x in variables.items() if isinstance(x, Factor)}
     return Design(
@@ -306,7 +320,8 @@ def new_model_matrices(design: Design, data: pd.DataFrame) -> tuple[np.ndarray, 
                 )
             values[v] = value
     X, _, _ = model_matrix(spec.fixed, values, len(data))
-    Zs = [model_matrix(b.effects, values, len(data))[0] for b in spec.random]
+    Zs = [np.hstack([model_matrix(e, values, len(data))[0] for _, e in b.parts]) if b.structure == "pdBlocked"
+          else model_matrix(b.effects, values, len(data))[0] for b in spec.random]
     return X, Zs
 
 

@@ -44,6 +44,17 @@ from hierlmm.finite_differences import central_gradient
 from hierlmm.sufficient_stats import SubjectStats, subject_stats
 
 
+def check_unstructured(design: Design) -> None:
+    """The marginal model's ``D`` is any symmetric matrix that keeps every ``V_i`` positive definite: a structured
+    D (pdDiag, pdIdent, pdCompSymm, pdBlocked) is not offered there."""
+    block = design.blocks[0]
+    if block.structure != "pdSymm" and block.q > 1:
+        raise NotSupportedError("The marginal model takes an unstructured D (pdSymm) only.",
+                                given=f"{block.structure} for {block.factor}",
+                                fix="Use (x | g) / pdSymm with kind='marginal', or kind='hierarchical' for a "
+                                    "structured D.")
+
+
 def kappa_of(stats: SubjectStats) -> float:
     """``1 / max_i lambda_max(Z_i'Z_i)``: the shift that keeps every ``V_i`` positive definite."""
     return float(1.0 / np.linalg.eigvalsh(stats.ZtZ)[:, -1].max())
@@ -172,6 +183,7 @@ def fit_marginal(design: Design, method: str = "REML") -> MarginalFit:
         raise NotSupportedError("The marginal model supports one grouping factor (the subject).",
                                 given=[b.factor for b in design.blocks],
                                 fix="Use one random-effects term, e.g. (time | subject), or kind='hierarchical'.")
+    check_unstructured(design)
     stats = subject_stats(design)
     q, reml = design.blocks[0].q, method == "REML"
     kappa = kappa_of(stats)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from hierlmm.bayes_covariance import factor_draws
 from hierlmm.bayes_model import BayesModel, var_name
 from hierlmm.conditional_effects import DrawPieces, draw_effects
 from hierlmm.marginal_loglik import solve_lower
@@ -31,15 +32,7 @@ def packed_to_chol(packed: np.ndarray, q: int) -> np.ndarray:
 
 def block_factors(bm: BayesModel, post: xr.Dataset) -> list[np.ndarray]:
     """Every block's factor ``L_k`` per draw: (chain, draw, q, q)."""
-    out = []
-    for block in bm.design.blocks:
-        name = var_name("chol", block.factor)
-        if name in post:
-            out.append(packed_to_chol(post[name].values, block.q))
-        else:
-            sd = post[var_name("sd", block.factor)].values
-            out.append(sd[..., :, None] * np.eye(block.q))
-    return out
+    return [factor_draws(block, post, bm.priors) for block in bm.design.blocks]
 
 
 def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarray]) -> None:
@@ -49,7 +42,7 @@ def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarr
     post["beta"] = post["beta_centred"].copy(data=bm.from_centred(post["beta_centred"].values))
     for block, Lk in zip(design.blocks, factors, strict=True):  # noqa: N806
         f = block.factor
-        if var_name("chol", f) not in post:
+        if var_name("sd", f) in post:  # a diagonal block: its SDs are the free parameters
             continue
         cov = Lk @ np.swapaxes(Lk, -1, -2)
         sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))

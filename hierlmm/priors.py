@@ -13,7 +13,10 @@ With ``s_y`` the standard deviation of ``y``, ``ybar`` its mean, ``s_j`` the sta
 - random-effect SD ``sd_kj ~ HalfStudentT(nu=3, 2.5 s_y / r_kj)`` (so a slope's prior is on the scale of the
   variation it can cause in y);
 - correlations of a full (pdSymm) block: ``LKJ(eta = 1)``, uniform over correlation matrices; with the SDs this is
-  PyMC's ``LKJCholeskyCov``, which keeps D positive definite.
+  PyMC's ``LKJCholeskyCov``, which keeps D positive definite;
+- pdIdent and pdCompSymm blocks: one common SD ``s_k ~ HalfStudentT(3, mean_j 2.5 s_y / r_kj)``, and for pdCompSymm
+  the common correlation ``rho_k ~ Uniform(-1/(q-1), 1)``; pdBlocked blocks: each part as its own structure
+  (:mod:`hierlmm.bayes_covariance`).
 """
 
 from __future__ import annotations
@@ -57,11 +60,10 @@ class Priors:
             for n, m, s in zip(design.fixef_names, self.beta_mu, self.beta_sigma, strict=True)
         ]
         rows.append(("sigma", f"HalfStudentT(3, {self.sigma_scale:.4g})"))
+        from hierlmm.bayes_covariance import prior_rows
+
         for block in design.blocks:
-            for name, scale in zip(block.effect_names, self.sd_scale[block.factor], strict=True):
-                rows.append((f"sd[{block.factor}:{name}]", f"HalfStudentT(3, {scale:.4g})"))
-            if block.factor in self.lkj_eta:
-                rows.append((f"cor[{block.factor}]", f"LKJ(eta={self.lkj_eta[block.factor]:g})"))
+            rows.extend(prior_rows(block, self))
         return rows
 
 
@@ -82,7 +84,8 @@ def default_priors(design: Design) -> Priors:
     for block in design.blocks:
         rms = np.sqrt(np.mean(block.Z**2, axis=0))
         sd_scale[block.factor] = tuple(float(2.5 * s_y / r) if r > 0 else 2.5 * s_y for r in rms)
-        if block.structure == "pdSymm" and block.q > 1:
+        full = [(block.structure, block.q)] if block.structure != "pdBlocked" else list(block.parts)
+        if any(structure == "pdSymm" and q > 1 for structure, q in full):
             eta[block.factor] = 1.0
     return Priors(tuple(mu), tuple(sd), 2.5 * s_y, sd_scale, eta)
 

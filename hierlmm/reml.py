@@ -53,14 +53,17 @@ class ProfiledState:
 
 def layout_for(design: Design) -> ThetaLayout:
     """The ``theta`` layout of a design's blocks (in design order)."""
-    return ThetaLayout.for_blocks([b.structure for b in design.blocks], [b.q for b in design.blocks])
+    return ThetaLayout.for_blocks([b.structure for b in design.blocks], [b.q for b in design.blocks],
+                                  [b.parts for b in design.blocks])
 
 
 @dataclass(frozen=True, eq=False)
 class LambdaMap:
     """``theta`` -> the stacked ``Lambda`` by one scatter, and the gradient back by one gather.
 
-    ``Lambda.flat[target[j]] = theta[source[j]]`` (diagonal entries exponentiated on the log-Cholesky scale).
+    ``pdSymm``/``pdDiag`` layouts scatter ``theta`` itself: ``Lambda.flat[target[j]] = theta[source[j]]`` (scales
+    exponentiated on the log-Cholesky scale). Other structures (:mod:`hierlmm.covariance`) make each block's ``L_k``
+    first and scatter its lower triangle (``block_targets``); the gradient goes back through ``dL_k / d theta_k``.
     """
 
     Q: int
@@ -68,34 +71,58 @@ class LambdaMap:
     source: np.ndarray
     diag: np.ndarray
     size: int
+    layout: ThetaLayout | None = None
+    block_targets: tuple[np.ndarray, ...] = ()
 
     @classmethod
     def build(cls, layout: ThetaLayout, stats: SubjectStats) -> LambdaMap:
         """Precompute the scatter indices of a layout on a subject layout."""
         targets, sources = [], []
+        per_block: list[list[np.ndarray]] = [[] for _ in layout.blocks]
         for lay in stats.layouts:
             param = layout.blocks[lay.block]
-            rows, cols = param.positions()
+            rows, cols = np.tril_indices(param.q)
+            linear_rows, linear_cols = (rows, cols) if param.structure == "pdSymm" else (np.arange(param.q),) * 2
             for slot in range(lay.n_slots):
                 o = lay.offset + slot * lay.q
-                targets.append((o + rows) * stats.Q + (o + cols))
-                sources.append(param.start + np.arange(param.size))
-        return cls(stats.Q, np.concatenate(targets), np.concatenate(sources), layout.diagonal_mask(), layout.size)
+                per_block[lay.block].append((o + rows) * stats.Q + (o + cols))
+                if layout.is_linear():
+                    targets.append((o + linear_rows) * stats.Q + (o + linear_cols))
+                    sources.append(param.start + np.arange(param.size))
+        if layout.is_linear():
+            return cls(stats.Q, np.concatenate(targets), np.concatenate(sources), layout.diagonal_mask(), layout.size)
+        block_targets = tuple(np.stack(t) if t else np.zeros((0, 0), int) for t in per_block)
+        return cls(stats.Q, np.zeros(0, int), np.zeros(0, int), layout.diagonal_mask(), layout.size, layout,
+                   block_targets)
 
     def lam(self, theta: np.ndarray, log_diagonal: bool) -> np.ndarray:
         """The stacked relative factor at ``theta``."""
-        values = np.array(theta, dtype=float)
-        if log_diagonal:
-            values[self.diag] = np.exp(values[self.diag])
         out = np.zeros(self.Q * self.Q)
-        out[self.target] = values[self.source]
+        if self.layout is None:
+            values = np.array(theta, dtype=float)
+            if log_diagonal:
+                values[self.diag] = np.exp(values[self.diag])
+            out[self.target] = values[self.source]
+        else:
+            for L, targets in zip(self.layout.factors(theta, log_diagonal), self.block_targets, strict=True):  # noqa: N806
+                if targets.size:
+                    out[targets] = L[np.tril_indices(L.shape[0])][None, :]
         return out.reshape(self.Q, self.Q)
 
     def chain(self, grad_lambda: np.ndarray, theta: np.ndarray, log_diagonal: bool) -> np.ndarray:
         """Gradient with respect to ``theta`` from the gradient with respect to ``Lambda``."""
-        grad = np.bincount(self.source, weights=grad_lambda.ravel()[self.target], minlength=self.size)
-        if log_diagonal:
-            grad[self.diag] *= np.exp(theta[self.diag])
+        if self.layout is None:
+            grad = np.bincount(self.source, weights=grad_lambda.ravel()[self.target], minlength=self.size)
+            if log_diagonal:
+                grad[self.diag] *= np.exp(theta[self.diag])
+            return grad
+        grad = np.zeros(self.size)
+        flat = grad_lambda.ravel()
+        for param, (_, J), targets in zip(self.layout.blocks, self.layout.factors_and_jacobians(theta, log_diagonal),  # noqa: N806
+                                          self.block_targets, strict=True):
+            if targets.size:
+                rows, cols = np.tril_indices(param.q)
+                grad[param.start:param.start + param.size] = J[:, rows, cols] @ flat[targets].sum(axis=0)
         return grad
 
 

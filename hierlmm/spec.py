@@ -30,17 +30,21 @@ from hierlmm.formula import (
     random_term,
 )
 
-Structure = Literal["pdSymm", "pdDiag"]
+Structure = Literal["pdSymm", "pdDiag", "pdIdent", "pdCompSymm", "pdBlocked"]
 Method = Literal["REML", "ML"]
-STRUCTURES: tuple[str, ...] = ("pdSymm", "pdDiag")
+STRUCTURES: tuple[str, ...] = ("pdSymm", "pdDiag", "pdIdent", "pdCompSymm", "pdBlocked")
 
 
 @dataclass(frozen=True)
 class PdMat:
-    """An nlme positive-definite matrix class applied to a one-sided formula (``pdDiag("~ obstime")``)."""
+    """An nlme positive-definite matrix class applied to a one-sided formula (``pdDiag("~ obstime")``).
+
+    ``pdBlocked`` has no formula of its own: its ``parts`` are the pdMats of its diagonal blocks.
+    """
 
     structure: Structure
     formula: str
+    parts: tuple[PdMat, ...] = ()
 
 
 def pdSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
@@ -51,6 +55,27 @@ def pdSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
 def pdDiag(formula: str) -> PdMat:  # noqa: N802 - nlme's name
     """Diagonal D: uncorrelated random effects (nlme's ``pdDiag``; lme4's ``(x || g)``)."""
     return PdMat("pdDiag", formula)
+
+
+def pdIdent(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+    """A multiple of the identity: uncorrelated random effects with one common variance (nlme's ``pdIdent``)."""
+    return PdMat("pdIdent", formula)
+
+
+def pdCompSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+    """Compound symmetry: one common variance and one common correlation (nlme's ``pdCompSymm``)."""
+    return PdMat("pdCompSymm", formula)
+
+
+def pdBlocked(parts: list[PdMat] | tuple[PdMat, ...]) -> PdMat:  # noqa: N802 - nlme's name
+    """Block-diagonal D, each block with its own structure (nlme's ``pdBlocked(list(pdSymm(~ 1), ...))``; lme4's
+    ``(1 | g) + (0 + x | g)``): effects in different blocks are uncorrelated."""
+    parts = tuple(parts) if isinstance(parts, (list, tuple)) else ()
+    bad = [p for p in parts if not isinstance(p, PdMat) or p.structure == "pdBlocked"]
+    if len(parts) < 2 or bad:
+        raise SpecError("pdBlocked takes a list of two or more pdMats (not pdBlocked themselves).",
+                        given=repr(parts or bad), fix="Use pdBlocked([pdSymm('~ obstime'), pdDiag('~ 0 + x')]).")
+    return PdMat("pdBlocked", " + ".join(p.formula for p in parts), parts)
 
 
 @dataclass(frozen=True)
@@ -65,12 +90,16 @@ class RandomTerm:
         The grouping factor: one column, or an interaction of columns (``("id", "eye")`` is ``id:eye``, outer
         factor first; ``(1 | id/eye)`` gives ``("id",)`` and ``("id", "eye")``).
     structure
-        ``"pdSymm"`` (general D) or ``"pdDiag"`` (diagonal D).
+        ``"pdSymm"`` (general D), ``"pdDiag"`` (diagonal), ``"pdIdent"`` (``s^2 I``), ``"pdCompSymm"`` (compound
+        symmetry) or ``"pdBlocked"`` (block diagonal: see ``parts``); :mod:`hierlmm.covariance` has the maths.
+    parts
+        ``pdBlocked`` only: each diagonal block's structure and effects, in order (``effects`` is their union).
     """
 
     effects: TermList
     grouping: tuple[str, ...]
     structure: Structure = "pdSymm"
+    parts: tuple[tuple[Structure, TermList], ...] = ()
 
     @property
     def factor(self) -> str:
@@ -80,7 +109,11 @@ class RandomTerm:
 
     def deparse(self) -> str:
         """lme4 syntax for this block, e.g. ``"(obstime | patient)"``."""
+        if self.structure == "pdBlocked":
+            return " + ".join(RandomTerm(e, self.grouping, st).deparse() for st, e in self.parts)
         bar = "||" if self.structure == "pdDiag" else "|"
+        if self.structure in ("pdIdent", "pdCompSymm"):  # no lme4 spelling: nlme's, as the formulae would read it
+            return f"{self.structure}({self.effects.deparse()} | {self.factor})"
         return f"({self.effects.deparse()} {bar} {self.factor})"
 
 
@@ -125,7 +158,8 @@ class ModelSpec:
         for syntax in parsed.random:
             blocks.extend(_blocks(syntax, "pdDiag" if syntax.uncorrelated else "pdSymm"))
         assert parsed.response is not None
-        return cls(parsed.response, parsed.fixed, _check_blocks(tuple(blocks), formula), _method(method))
+        return cls(parsed.response, parsed.fixed, _check_blocks(_merge_blocks(blocks, formula), formula),
+                   _method(method))
 
     @classmethod
     def from_nlme(
@@ -150,6 +184,10 @@ class ModelSpec:
         blocks: list[RandomTerm] = []
         if isinstance(random, (str, PdMat)):
             pd = random if isinstance(random, PdMat) else PdMat("pdSymm", random)
+            if pd.structure == "pdBlocked":
+                raise SpecError("A pdBlocked random part needs its grouping factor as the key of a dict.",
+                                given=repr(pd), fix="Use random={'patient': pdBlocked([pdSymm('~ 1'), "
+                                "pdSymm('~ 0 + obstime')])}.")
             effects, grouping = parse_nlme_random(pd.formula)
             blocks.extend(_blocks(random_term(effects, grouping, False, pd.formula), _structure(pd.structure)))
         elif isinstance(random, Mapping):
@@ -162,9 +200,14 @@ class ModelSpec:
                         fix="Use random={'patient': pdDiag('~ obstime')}.",
                     )
                 pd = value if isinstance(value, PdMat) else PdMat("pdSymm", value)
-                rhs = parse_rhs(pd.formula)
                 grouping = outer + tuple(factor.split(":"))
-                blocks.append(RandomTerm(expand_terms(rhs, pd.formula), grouping, _structure(pd.structure)))
+                if pd.structure == "pdBlocked":
+                    parts = tuple((_structure(p.structure), expand_terms(parse_rhs(p.formula), p.formula))
+                                  for p in pd.parts)
+                    blocks.append(_blocked(grouping, parts))
+                else:
+                    rhs = parse_rhs(pd.formula)
+                    blocks.append(RandomTerm(expand_terms(rhs, pd.formula), grouping, _structure(pd.structure)))
                 outer = grouping
         elif random is not None:
             raise SpecError(
@@ -185,12 +228,34 @@ def _blocks(syntax: RandomTermSyntax, structure: Structure) -> list[RandomTerm]:
 
 def _structure(name: str) -> Structure:
     if name not in STRUCTURES:
-        raise SpecError(
-            f"Unknown covariance structure {name!r}.",
-            given=name,
-            fix=f"Use one of {', '.join(STRUCTURES)} (more structures arrive with hierlmm's D-structures work).",
-        )
+        raise SpecError(f"Unknown covariance structure {name!r}.", given=name,
+                        fix=f"Use one of {', '.join(STRUCTURES)}.")
     return name  # type: ignore[return-value]
+
+
+def _blocked(grouping: tuple[str, ...], parts: tuple[tuple[Structure, TermList], ...]) -> RandomTerm:
+    """One pdBlocked block from its parts; ``effects`` is the union of the parts' terms, in order."""
+    terms = tuple(t for _, e in parts for t in e.terms)
+    intercept = any(e.intercept for _, e in parts)
+    return RandomTerm(TermList(intercept, terms), grouping, "pdBlocked", parts)
+
+
+def _merge_blocks(blocks: list[RandomTerm], source: str) -> tuple[RandomTerm, ...]:
+    """lme4 style: terms on the same grouping factor, ``(1 | g) + (0 + x | g)``, are uncorrelated blocks of one
+    pdBlocked D (lme4 keeps them as separate ``reTrms`` blocks: the same model)."""
+    out: list[RandomTerm] = []
+    for block in blocks:
+        k = next((i for i, b in enumerate(out) if b.grouping == block.grouping), None)
+        if k is None:
+            out.append(block)
+            continue
+        first = out[k]
+        parts = first.parts if first.structure == "pdBlocked" else ((first.structure, first.effects),)
+        if block.effects.intercept and any(e.intercept for _, e in parts):
+            raise FormulaError(f"The grouping factor {block.factor!r} has a random intercept in two terms.",
+                               given=source, fix="Drop the intercept from one of them: (1 | g) + (0 + x | g).")
+        out[k] = _blocked(first.grouping, (*parts, (block.structure, block.effects)))
+    return tuple(out)
 
 
 def _method(method: str) -> Method:
@@ -207,7 +272,7 @@ def _check_blocks(blocks: tuple[RandomTerm, ...], source: str) -> tuple[RandomTe
             raise FormulaError(
                 f"The grouping factor {block.factor!r} appears in two random-effects terms.",
                 given=source,
-                fix="Put all of its random effects in one term, e.g. (1 + x | g), or use (x || g) for a diagonal D.",
+                fix="Put all of its random effects in one term, e.g. {'g': pdSymm('~ x')}.",
             )
         if not block.effects.intercept and not block.effects.terms:
             raise FormulaError(

@@ -48,7 +48,7 @@ from typing import Any
 import pandas as pd
 
 from hierlmm.errors import SpecError
-from hierlmm.spec import ModelSpec, PdMat
+from hierlmm.spec import ModelSpec, PdMat, pdBlocked
 
 _ALLOWED = {
     "model": {"name", "title", "formula", "fixed", "random", "correlation"},
@@ -117,11 +117,16 @@ def _random(value: Any, path: Path) -> str | dict[str, PdMat] | None:
                 out[factor] = PdMat("pdSymm", entry)
             elif isinstance(entry, dict) and set(entry) <= {"structure", "formula"} and "formula" in entry:
                 out[factor] = PdMat(entry.get("structure", "pdSymm"), entry["formula"])
+            elif isinstance(entry, dict) and entry.get("structure") == "pdBlocked" and set(entry) == {
+                    "structure", "blocks"} and isinstance(entry["blocks"], list):
+                out[factor] = pdBlocked([_random({factor: b}, path)[factor] for b in entry["blocks"]])  # type: ignore[index]
             else:
                 raise SpecError(
-                    f"[model.random.{factor}] needs 'formula' (and optionally 'structure').",
+                    f"[model.random.{factor}] needs 'formula' (and optionally 'structure'), or structure = "
+                    "\"pdBlocked\" with 'blocks'.",
                     given=str(entry),
-                    fix='Write e.g. structure = "pdDiag", formula = "~ obstime".',
+                    fix='Write e.g. structure = "pdDiag", formula = "~ obstime"; or structure = "pdBlocked", '
+                        'blocks = [{ formula = "~ 1" }, { structure = "pdDiag", formula = "~ 0 + obstime" }].',
                 )
         return out
     raise SpecError("[model] random must be a string or a table.", given=repr(value), fix="See docs/specs.md.")

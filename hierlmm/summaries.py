@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierlmm.bayes_covariance import correlated_pairs
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.covariance import sd_corr
@@ -23,7 +24,20 @@ from hierlmm.marginal_model import MarginalFit
 _STRUCTURE = {
     "pdSymm": "General positive-definite, Log-Cholesky parametrization",
     "pdDiag": "Diagonal",
+    "pdIdent": "Multiple of an Identity",
+    "pdCompSymm": "Compound Symmetry",
 }
+
+
+def structure_label(block) -> str:  # noqa: ANN001 - a design block
+    """nlme's name of a block's structure (``Structure:`` line of ``print.lme``)."""
+    if block.structure != "pdBlocked":
+        return _STRUCTURE.get(block.structure, block.structure)
+    parts, first = [], 0
+    for structure, q in block.parts:
+        parts.append(f"{_STRUCTURE.get(structure, structure)} for {', '.join(block.effect_names[first:first + q])}")
+        first += q
+    return "Blocked: " + "; ".join(parts)
 
 
 def fixef_dict(table: pd.DataFrame) -> dict[str, list]:
@@ -145,9 +159,9 @@ def summary(fit: MLFit, data_name: str | None = None) -> str:
     for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
         sd, corr = sd_corr(D)
         lines.append(f" Formula: ~{block.effects.deparse()} | {block.factor}")
-        lines.append(f" Structure: {_STRUCTURE.get(block.structure, block.structure)}")
+        lines.append(f" Structure: {structure_label(block)}")
         width = max(11, *(len(n) for n in block.effect_names))
-        corr_head = "Corr" if block.q > 1 and block.structure == "pdSymm" else ""
+        corr_head = "Corr" if correlated_pairs(block) else ""
         lines.append(f" {'':<{width}} {'StdDev':>10}  {corr_head}")
         for j, name in enumerate(block.effect_names):
             cells = ""
