@@ -56,6 +56,12 @@ def to_dict(fit: MLFit) -> dict[str, Any]:
             "names": list(block.effect_names), "structure": block.structure, "cov": D.tolist(),
             "sd": sd.tolist(), "corr": corr.tolist(),
         }
+        if block.parts:  # pdBlocked: each diagonal block's structure and effects
+            first, parts = 0, []
+            for structure, q in block.parts:
+                parts.append({"structure": structure, "names": list(block.effect_names[first:first + q])})
+                first += q
+            random[block.factor]["blocks"] = parts
     return {
         "model": fit.design.spec.formula,
         "method": fit.method,

@@ -194,6 +194,17 @@ def test_cli_takes_pdident(tmp_path, chapter_data):
     assert result["random"]["patient"]["structure"] == "pdIdent"
 
 
+def test_json_lists_the_blocks_of_a_pdblocked_d(tmp_path, chapter_data):
+    out = tmp_path / "fit.json"
+    formula = "log(serBilir) ~ year + sex + (year | id) + (0 + I(year^2) | id)"
+    assert main(["fit", "--data", "pbc2", "--formula", formula, "--json", str(out)]) == 0
+    random = json.loads(out.read_text())["random"]["id"]
+    assert random["structure"] == "pdBlocked"
+    assert random["blocks"] == [{"structure": "pdSymm", "names": ["(Intercept)", "year"]},
+                                {"structure": "pdSymm", "names": ["I(year^2)"]}]
+    assert random["cov"][2][0] == 0.0
+
+
 def test_the_marginal_model_refuses_a_structured_d(chapter_data):
     with pytest.raises(NotSupportedError, match="unstructured D"):
         hierlmm.fit("CD4 ~ obstime", chapter_data("aids"), random={"patient": pdIdent("~ obstime")},
