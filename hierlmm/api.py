@@ -7,6 +7,7 @@ Every stage stays public (:func:`hierlmm.spec.ModelSpec`, :func:`hierlmm.design.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -55,6 +56,17 @@ def fit_ml(design: Design, method: str | None = None, *, start: np.ndarray | Non
     t0 = time.perf_counter()
     theta, layout, stats, report = optimize_theta(design, method, start)
     return build_fit(design, method, layout, stats, theta, report, time.perf_counter() - t0)
+
+
+def starting_fit(design: Design, method: str = "REML") -> MLFit | None:
+    """A quiet ML/REML fit to start another engine from (marginal model, serial correlation, NUTS chains), or
+    ``None`` when it fails: a start is a convenience, and boundary or convergence warnings are expected there."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_ml(design, method)
+    except Exception:  # noqa: BLE001 - the caller falls back to its default start
+        return None
 
 
 def fit(

@@ -32,14 +32,9 @@ from hierlmm.posterior_tree import complete_tree
 
 def _reml_start(design: Design) -> Any:
     """The REML fit that starts the chains (and that ``centered="auto"`` reads); ``None`` if it fails."""
-    from hierlmm.api import fit_ml
+    from hierlmm.api import starting_fit
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fit_ml(design, "REML")
-    except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
-        return None
+    return starting_fit(design, "REML")
 
 
 def _initial_values(bm: BayesModel, reml: Any) -> None:

@@ -30,7 +30,6 @@ Only one grouping factor (the subject) is supported: the chapter's marginal mode
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,13 +209,9 @@ def fit_marginal(design: Design, method: str = "REML") -> MarginalFit:
 
 def _start(design: Design, method: str, kappa: float, q: int) -> np.ndarray:
     """Start at the hierarchical fit's D (a point of the marginal model's parameter set)."""
-    from hierlmm.api import fit_ml
+    from hierlmm.api import starting_fit
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a boundary fit is an expected start here
-            hier = fit_ml(design, method)
-        delta = hier.D[0] / hier.sigma**2
-        return theta_of(delta + 1e-6 * np.eye(q), kappa)
-    except Exception:  # noqa: BLE001 - any start will do; this one is usually close
+    hier = starting_fit(design, method)
+    if hier is None:
         return np.zeros(q * (q + 1) // 2)
+    return theta_of(hier.D[0] / hier.sigma**2 + 1e-6 * np.eye(q), kappa)
