@@ -221,6 +221,17 @@ class ThetaLayout:
             return np.zeros(0)
         return np.concatenate([b.from_factor(L, log_diagonal) for b, L in zip(self.blocks, factors, strict=True)])
 
+    def edge_mask(self, theta: np.ndarray, limit: float = 12.0) -> np.ndarray:
+        """True for compound-symmetry correlation parameters so far out (``|t| > limit``: ``rho`` within ~1e-5 of
+        ``1`` or of ``-1/(q-1)``) that the correlation sits at the end of its range."""
+        mask = np.zeros(self.size, bool)
+        for b in self.blocks:
+            for sub, offset in ((s, b.start + s.start) for s in b.sub_blocks()) if b.structure == "pdBlocked" \
+                    else ((b, b.start),):
+                if sub.structure == "pdCompSymm" and sub.q > 1:
+                    mask[offset + 1] = abs(theta[offset + 1]) > limit
+        return mask
+
     def is_linear(self) -> bool:
         """True when every ``L_k`` is a scatter of ``theta`` (``pdSymm``/``pdDiag`` only)."""
         return all(b.structure in ("pdSymm", "pdDiag") for b in self.blocks)

@@ -320,7 +320,10 @@ def optimize_theta(
         natural[diag & (natural < 1e-6)] = 0.0  # L-BFGS-B stops within its tolerance of the bound
         boundary = _boundary_names(design, layout, natural)
     # Convergence check, polishing with Newton steps while they still move theta (theta is short: cheap).
-    free = ~(diag & (natural <= 1e-8))
+    edge = layout.edge_mask(natural)  # a compound-symmetry correlation at +1 or -1/(q-1): t runs off to +-inf
+    if edge.any():
+        boundary = (*boundary, *_edge_names(design, layout, edge))
+    free = ~(diag & (natural <= 1e-8)) & ~edge
     current, hess_pd, scaled, step, gfree = _newton_check(ndev, natural, free)
     evals += 2 + 2 * int(free.sum())
     for _ in range(5):
@@ -366,6 +369,15 @@ def _boundary_names(design: Design, layout: ThetaLayout, theta: np.ndarray) -> t
         out.extend(zero_sd)
         if not zero_sd and np.any(np.diag(L) == 0):
             out.append(f"D({block.factor}) singular (a correlation of +-1)")
+    return tuple(out)
+
+
+def _edge_names(design: Design, layout: ThetaLayout, edge: np.ndarray) -> tuple[str, ...]:
+    """Names of the compound-symmetry correlations that reached an end of their range (a singular D)."""
+    out = []
+    for block, param in zip(design.blocks, layout.blocks, strict=True):
+        if edge[param.start:param.start + param.size].any():
+            out.append(f"cor({block.factor}) at the end of its range (D singular)")
     return tuple(out)
 
 

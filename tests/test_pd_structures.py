@@ -19,7 +19,7 @@ import hierlmm
 from hierlmm import pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
 from hierlmm.bayes_covariance import correlated_pairs, factor_draws
 from hierlmm.cli import main
-from hierlmm.covariance import ThetaLayout
+from hierlmm.covariance import ThetaLayout, sd_corr
 from hierlmm.errors import FormulaError, NotSupportedError, SpecError
 from hierlmm.finite_differences import central_gradient
 from hierlmm.reml import profiled_deviance
@@ -159,6 +159,16 @@ def test_structured_fits_agree_with_nlme(name, method, chapter_data):
         lme4 = hierlmm.fit("log(serBilir) ~ year + sex + (year | id) + (0 + I(year^2) | id)", data, method=method)
         assert lme4.loglik == pytest.approx(fit.loglik, abs=1e-6)
         assert fit.loglik >= ref["lme4_logLik"] - 1e-4
+
+
+def test_a_compound_symmetry_correlation_at_its_end_is_a_boundary_fit(chapter_data):
+    """Intercept and slope with equal variances: the correlation runs to +1. nlme (optim) stops short of it."""
+    with pytest.warns(hierlmm.BoundaryWarning, match="cor\\(patient\\) at the end of its range"):
+        fit = hierlmm.fit("CD4 ~ obstime", chapter_data("aids"), random={"patient": pdCompSymm("~ obstime")})
+    assert fit.optimizer.converged
+    sd, corr = sd_corr(fit.D[0])
+    assert corr[0, 1] > 0.9999 and sd[0] == pytest.approx(sd[1])
+    assert fit.loglik >= REFERENCE["REML"]["aids_cs_edge"]["logLik"] - 1e-6
 
 
 def test_structured_ml_loglik_is_the_dense_multivariate_normal(chapter_data):
