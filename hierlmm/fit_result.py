@@ -158,6 +158,13 @@ class MLFit:
             index=pd.Index(self.design.fixef_names, name="term"),
         )
 
+    def varcorr_intervals(self, level: float = 0.95) -> pd.DataFrame:
+        """Approximate intervals of the random-effect SDs, correlations and sigma, as nlme's
+        ``intervals(fit, which = "var-cov")`` (:mod:`hierlmm.variance_intervals`)."""
+        from hierlmm.variance_intervals import varcorr_intervals
+
+        return varcorr_intervals(self, level)
+
     def varcorr(self) -> dict[str, pd.DataFrame]:
         """Per grouping factor: the SDs and correlations of the random effects; ``"Residual"``: sigma."""
         out: dict[str, pd.DataFrame] = {}

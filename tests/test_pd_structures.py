@@ -169,6 +169,40 @@ def test_a_compound_symmetry_correlation_at_its_end_is_a_boundary_fit(chapter_da
     sd, corr = sd_corr(fit.D[0])
     assert corr[0, 1] > 0.9999 and sd[0] == pytest.approx(sd[1])
     assert fit.loglik >= REFERENCE["REML"]["aids_cs_edge"]["logLik"] - 1e-6
+    with pytest.raises(hierlmm.errors.NumericalError, match="not positive definite"):
+        fit.varcorr_intervals()  # a flat direction: nlme's "Non-positive definite approximate variance-covariance"
+
+
+@pytest.mark.parametrize("method", ["REML", "ML"])
+@pytest.mark.parametrize("name", ["aids_ident", "pbc2_blocked"])
+def test_variance_component_intervals_agree_with_nlme(name, method, chapter_data):
+    fixed, random, data = _models(chapter_data)[name]
+    ref = REFERENCE[method][name]["intervals"]
+    table = hierlmm.fit(fixed, data, random=random, method=method).varcorr_intervals()
+    ours = table.drop(index="sigma")
+    assert len(ours) == len(np.atleast_1d(ref["est"]))
+    for column, key in (("lower", "lower"), ("est.", "est"), ("upper", "upper")):
+        np.testing.assert_allclose(ours[column], np.atleast_1d(ref[key]), rtol=1e-2)
+    assert table.loc["sigma", "lower"] < table.loc["sigma", "est."] < table.loc["sigma", "upper"]
+
+
+def test_intervals_of_compound_symmetry_do_not_depend_on_the_difference_step(chapter_data):
+    """nlme's fdHess (relative step 6e-6) is not reliable at this log-likelihood (-1.9e5): its intervals of the
+    glaucoma model are wider than the curvature. Ours are stable over two orders of magnitude of the step."""
+    from hierlmm.finite_differences import central_hessian
+    from hierlmm.variance_intervals import _matrices, _natural, log_likelihood
+
+    fixed, random, data = _models(chapter_data)["glaucoma_cs"]
+    fit = hierlmm.fit(fixed, data, random=random)
+    eta, sizes, _ = _natural(fit)
+
+    def f(x):
+        return -log_likelihood(fit, _matrices(fit, sizes, x[:-1]), float(np.exp(x[-1])))
+
+    se = [np.sqrt(np.diag(np.linalg.inv(central_hessian(f, eta, h)))) for h in (1e-2, 1e-3, 1e-4)]
+    np.testing.assert_allclose(se[0], se[2], rtol=1e-3)
+    rho = fit.varcorr_intervals().loc["cor(id:eye1,eye2)", "est."]
+    assert rho == pytest.approx(REFERENCE["REML"]["glaucoma_cs"]["intervals"]["est"][1], rel=1e-4)
 
 
 def test_structured_ml_loglik_is_the_dense_multivariate_normal(chapter_data):
