@@ -152,10 +152,15 @@ class CorrelatedFit:
         return self.structure.parameters(self._part("correlation"), self.n_max)
 
     @property
+    def omega(self) -> np.ndarray:
+        """The variance function's unconstrained parameters (``log s = M omega``; empty without one)."""
+        return self._part("variance")
+
+    @property
     def variance_parameters(self) -> dict[str, float]:
         """The variance function's parameters as nlme reports them (varIdent's SD ratios of strata 2..K, varPower's
         ``power``, varExp's ``expon``; empty without one)."""
-        return {} if self.variance is None else self.variance.parameters(self._part("variance"))
+        return {} if self.variance is None else self.variance.parameters(self.omega)
 
     def correlation_intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """nlme-style intervals of the correlation parameters (empty where the Hessian is not positive definite)."""

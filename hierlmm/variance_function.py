@@ -184,7 +184,7 @@ def describe(function: VarianceFunction, bound: BoundVarianceFunction, omega: np
     params = bound.parameters(omega)
     if isinstance(bound, BoundVarIdent):
         params = {bound.reference: 1.0, **params}
-    table = pd.DataFrame([params]).to_string(index=False, float_format=lambda v: f"{v:.6g}")
+    table = pd.DataFrame([params]).to_string(index=False, float_format=lambda v: f"{v:.6f}")
     return "\n".join(["Variance function:", f" Structure: {function.structure}", f" Formula: {function.form}",
                       " Parameter estimates:", *(" " + line for line in table.splitlines())])
 
