@@ -112,7 +112,7 @@ class VarianceFunction:
             x = np.log(x)
         if not labels:
             return BoundVarianceFunction(x[:, None], (_PARAMETER[self.kind],), np.zeros(1))
-        M = x[:, None] * (strata[:, None] == np.arange(len(labels))[None, :])  # noqa: N806
+        M = np.where(strata[:, None] == np.arange(len(labels))[None, :], x[:, None], 0.0)  # noqa: N806
         return BoundVarianceFunction(M, tuple(labels), np.zeros(len(labels)))
 
     def _strata(self, design: Design, data: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
