@@ -35,8 +35,9 @@ from threadpoolctl import threadpool_limits
 from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import ConvergenceWarning, DataError, NotSupportedError, SpecError
-from hierlmm.finite_differences import central_gradient, central_hessian
+from hierlmm.finite_differences import central_hessian
 from hierlmm.inference import nlme_fixed_df, t_tests
+from hierlmm.profile_gradient import profile_and_gradient
 from hierlmm.serial_correlation import CorrelationStructure, parse_correlation
 from hierlmm.variance_function import BoundVarianceFunction, VarianceFunction, parse_weights
 
@@ -249,21 +250,32 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         except np.linalg.LinAlgError:
             return np.inf
 
+    def objective_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        try:
+            value, gradient = profile_and_gradient(design, batches, structure, theta, reml, centred)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(theta)
+        return -value, -gradient
+
     with threadpool_limits(1, user_api="blas"):  # small batched factorisations: BLAS threads only add wake-ups
-        result = scipy.optimize.minimize(objective, start, method="BFGS", options={"gtol": 1e-6, "maxiter": 1000})
+        result = scipy.optimize.minimize(objective_and_gradient, start, jac=True, method="BFGS",
+                                         options={"gtol": 1e-6, "maxiter": 1000})
         theta = result.x
         loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml, centred)  # noqa: N806
         hessian = central_hessian(objective, theta)
-        grad = central_gradient(objective, theta)
+        grad = objective_and_gradient(theta)[1]
     cov_theta = None
     if np.all(np.isfinite(hessian)) and np.linalg.eigvalsh(hessian)[0] > 0:
         cov_theta = np.linalg.inv(hessian)
     else:
         warnings.warn("The Hessian of the profiled log-likelihood is not positive definite at the optimum: the "
-                      "variance parameters are poorly determined, and no intervals are given. A Bayesian fit gives "
-                      "their posterior instead.", ConvergenceWarning, stacklevel=2)
-    converged = bool(result.success or np.max(np.abs(grad)) < 1e-2)
-    if not converged:
+                      "likelihood is flat in some variance parameters (for instance a random-effects variance "
+                      "going to 0), they are poorly determined, and no intervals are given. Simplify the random "
+                      "effects or the correlation, or see their posterior in a Bayesian fit.",
+                      ConvergenceWarning, stacklevel=2)
+    optimum = bool(result.success or np.max(np.abs(grad)) < 1e-2)
+    converged = optimum and cov_theta is not None  # a stationary point with a singular Hessian is no clear maximum
+    if not optimum:
         warnings.warn(f"The optimiser stopped before the maximum (largest gradient {np.max(np.abs(grad)):.3g} on the "
                       f"unconstrained scale; {result.message}): the likelihood is flat in some variance parameters, "
                       "as the chapter reports for richer random effects with serial correlation. Simplify the "

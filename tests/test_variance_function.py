@@ -257,3 +257,29 @@ def test_cli_and_model_file_weights(tmp_path, chapter_data):
         hierlmm.load_spec(model)
     assert main(["fit", "--data", "aids", "--formula", "CD4 ~ obstime + (1 | patient)", "--method", "nuts",
                  "--weights", "varIdent(form = ~ 1 | drug)"]) == 2
+
+
+@settings(deadline=None, max_examples=25, database=None)
+@given(seed=st.integers(0, 10_000), kind=st.sampled_from([None, "varIdent", "varPower", "varExp"]),
+       correlation=st.sampled_from([None, "corExp", "corGaus", "corAR1", "corCompSymm"]), nugget=st.booleans(),
+       reml=st.booleans())
+def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nugget, reml):
+    from hierlmm.finite_differences import central_gradient
+    from hierlmm.profile_gradient import profile_and_gradient
+
+    data = simulate(seed, n_subjects=10)
+    data["w"] = np.random.default_rng(seed).uniform(0.2, 3.0, len(data))
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)
+    structure = None if correlation is None else CorrelationStructure(
+        correlation, "t" if correlation in ("corExp", "corGaus") else None, "id",
+        nugget and correlation in ("corExp", "corGaus"))
+    bound = None if kind is None else VarianceFunction(kind, None if kind == "varIdent" else "w", ("g",)).bind(
+        design, data)
+    batches = subject_batches(design, data, structure)
+    rng = np.random.default_rng(seed)
+    theta = np.concatenate([rng.normal(0, 0.5, 3), rng.normal(-0.5, 0.4, structure.n_params if structure else 0),
+                            rng.normal(0, 0.4, len(bound.names) if bound else 0)])
+    value, gradient = profile_and_gradient(design, batches, structure, theta, reml, bound)
+    assert value == pytest.approx(profile(design, batches, structure, theta, reml, bound)[0], rel=1e-12)
+    numeric = central_gradient(lambda t: profile(design, batches, structure, t, reml, bound)[0], theta, 1e-5)
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5 * (1 + np.max(np.abs(numeric))))
