@@ -283,3 +283,10 @@ def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nu
     assert value == pytest.approx(profile(design, batches, structure, theta, reml, bound)[0], rel=1e-12)
     numeric = central_gradient(lambda t: profile(design, batches, structure, t, reml, bound)[0], theta, 1e-5)
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5 * (1 + np.max(np.abs(numeric))))
+
+
+def test_implied_covariance_of_a_dense_fit_is_a_clear_error():
+    data = simulate(4, n_subjects=12)
+    fit = hierlmm.fit("y ~ t + (1 | id)", data, weights="varIdent(form = ~ 1 | g)")
+    with pytest.raises(hierlmm.NotSupportedError, match="variance function"):
+        hierlmm.implied_covariance(fit, subject="s1")
