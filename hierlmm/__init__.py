@@ -39,6 +39,7 @@ from hierlmm.simulate import simulate
 from hierlmm.spec import ModelSpec, RandomTerm, pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
 from hierlmm.spec_files import load_spec
 from hierlmm.summaries import summary, to_dict
+from hierlmm.variance_function import VarianceFunction, parse_weights, varExp, varIdent, varPower
 
 __version__ = "0.1.0"
 
@@ -50,5 +51,6 @@ __all__ = [
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdBlocked", "pdCompSymm", "pdDiag", "pdIdent",
     "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
-    "implied_covariance", "MarginalFit", "fit_marginal", "simulate",
+    "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
+    "varIdent", "varPower",
 ]

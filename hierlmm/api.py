@@ -22,6 +22,7 @@ from hierlmm.marginal_model import MarginalFit, fit_marginal
 from hierlmm.reml import optimize_theta
 from hierlmm.spec import ModelSpec, PdMat
 from hierlmm.sufficient_stats import outermost_block
+from hierlmm.variance_function import VarianceFunction
 
 
 def model_spec(
@@ -77,6 +78,7 @@ def fit(
     method: str | None = None,
     kind: str = "hierarchical",
     correlation: str | None = None,
+    weights: str | VarianceFunction | None = None,
 ) -> MLFit | MarginalFit | CorrelatedFit | CrossedFit:
     """Fit a linear mixed model by REML (default) or ML.
 
@@ -98,6 +100,9 @@ def fit(
     correlation
         Serially correlated errors in nlme's syntax, e.g. ``"corExp(form = ~ obstime | patient)"``
         (:func:`hierlmm.correlated_fit.fit_correlated`).
+    weights
+        A variance function (heteroscedastic errors) in nlme's syntax, e.g. ``"varIdent(form = ~ 1 | drug)"``, or
+        ``hierlmm.varPower("~ x")`` (:mod:`hierlmm.variance_function`); with or without ``correlation``.
 
     Examples
     --------
@@ -110,11 +115,13 @@ def fit(
     spec = model if isinstance(model, ModelSpec) else model_spec(model, random=random)
     t0 = time.perf_counter()
     design = build_design(spec, data)
-    if correlation is not None:
+    if correlation is not None or weights is not None:
         if kind != "hierarchical":
-            raise SpecError("Serial correlation is fitted with the hierarchical model's random effects only.",
-                            given={"kind": kind, "correlation": correlation}, fix="Drop kind= or correlation=.")
-        return fit_correlated(design, data, correlation, method or spec.method)
+            raise SpecError("Serial correlation and variance functions are fitted with the hierarchical model's "
+                            "random effects only.", given={"kind": kind, "correlation": correlation,
+                                                           "weights": weights},
+                            fix="Drop kind=, or correlation= and weights=.")
+        return fit_correlated(design, data, correlation, method or spec.method, weights=weights)
     if kind == "marginal":
         return fit_marginal(design, method or spec.method)
     if design.blocks and outermost_block(design) is None:  # crossed factors: lme4's dense PLS engine

@@ -61,6 +61,8 @@ def _fit_command(args: argparse.Namespace) -> int:
             args.sampler = model_file.sampler
         if args.correlation is None:
             args.correlation = model_file.correlation
+        if args.weights is None:
+            args.weights = model_file.weights
         if args.centered is None and model_file.centered:
             args.centered = [model_file.centered] if isinstance(model_file.centered, str) else list(model_file.centered)
     else:
@@ -77,18 +79,24 @@ def _fit_command(args: argparse.Namespace) -> int:
         design = build_design(spec, data)
         out: dict = {}
         ml = None
-        if args.correlation:
+        if args.correlation or args.weights:
             if method not in ("REML", "ML"):
-                raise NotSupportedError("--correlation is fitted by REML or ML in this release.", given=method,
-                                        fix="Use --method reml or --method ml with --correlation.")
+                raise NotSupportedError("--correlation and --weights are fitted by REML or ML in this release.",
+                                        given=method, fix="Use --method reml or --method ml with them.")
             from hierlmm.correlated_fit import fit_correlated
             from hierlmm.summaries import correlated_to_dict
+            from hierlmm.variance_function import describe
 
-            correlated = fit_correlated(design, data, args.correlation, method)
+            correlated = fit_correlated(design, data, args.correlation, method, weights=args.weights)
             out = correlated_to_dict(correlated)
             print(correlated.fixef().to_string(float_format=lambda x: f"{x:.5g}"))
-            print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
-                  f"95% intervals {out['correlation']['intervals']}; logLik {correlated.loglik:.3f}")
+            if correlated.structure is not None:
+                print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
+                      f"95% intervals {out['correlation']['intervals']}")
+            if correlated.weights is not None:
+                print(describe(correlated.weights, correlated.variance, correlated.omega))
+                print(f" 95% intervals: {out['variance_function']['intervals']}")
+            print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
         elif args.kind == "marginal":
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
@@ -111,7 +119,7 @@ def _fit_command(args: argparse.Namespace) -> int:
             ml = fit_ml(design, "REML" if method == "BOTH" else method)
             print(summary(ml, data_name))
             out = to_dict(ml)
-        if args.kind != "marginal" and not args.correlation and method in ("NUTS", "BOTH"):
+        if args.kind != "marginal" and not (args.correlation or args.weights) and method in ("NUTS", "BOTH"):
             bayes = _nuts(design, args)
             print(bayes_summary(bayes, data_name))
             nuts = bayes_to_dict(bayes)
@@ -183,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "positive definite)")
     f.add_argument("--correlation", help='serially correlated errors, nlme syntax: "corExp(form = ~ obstime | patient)"'
                    " (corExp, corGaus, corAR1, corCAR1, corCompSymm; nugget = TRUE)")
+    f.add_argument("--weights", help='heteroscedastic errors, nlme syntax: "varIdent(form = ~ 1 | drug)" (varIdent, '
+                   "varPower, varExp; REML/ML)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
                    help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
     f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",

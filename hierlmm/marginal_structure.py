@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.design import Design, grouping_labels, new_model_matrices
-from hierlmm.errors import DataError
+from hierlmm.errors import DataError, NotSupportedError
 
 
 def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
@@ -108,6 +109,11 @@ def implied_covariance(fit: Any, subject: str | None = None, rows: pd.DataFrame 
         a level sharing its random effects.
     """
     design: Design = fit.design
+    if isinstance(fit, CorrelatedFit):  # V_i has S_i R_i S_i, which this function does not build
+        raise NotSupportedError("implied_covariance does not yet include serial correlation or a variance function.",
+                                given=type(fit).__name__,
+                                fix="Refit without correlation= and weights= for V_i = Z_i D Z_i' + sigma^2 I; "
+                                    "a CorrelatedFit has D, sigma and its correlation and variance parameters.")
     Ds, sigma = covariance_draws(fit)  # noqa: N806
     if (subject is None) == (rows is None):
         raise DataError("Give either subject= or rows=.", given={"subject": subject, "rows": rows is not None},

@@ -15,6 +15,7 @@ Format::
     # structure = "pdDiag"
     # formula = "~ obstime"
     # correlation = "corExp(form = ~ obstime | patient)"   # optional serially correlated errors (nlme syntax)
+    # weights = "varIdent(form = ~ 1 | drug)"              # optional variance function (nlme syntax)
 
     [data]
     name = "aids"                     # a hierlmm.datasets name, or a CSV path relative to the file
@@ -51,7 +52,7 @@ from hierlmm.errors import SpecError
 from hierlmm.spec import ModelSpec, PdMat, pdBlocked
 
 _ALLOWED = {
-    "model": {"name", "title", "formula", "fixed", "random", "correlation"},
+    "model": {"name", "title", "formula", "fixed", "random", "correlation", "weights"},
     "data": {"name", "derive"},
     "fit": {"method", "sampler", "centered"},
     "reference": {"file"},
@@ -85,6 +86,7 @@ class ModelFile:
     sampler: str = "marginal"
     centered: tuple[str, ...] | str = ()
     correlation: str | None = None
+    weights: str | None = None
 
     def load_data(self) -> pd.DataFrame:
         """The data set (a :mod:`hierlmm.datasets` name or a CSV path), with derived columns added."""
@@ -188,6 +190,7 @@ def load_spec(path: str | Path) -> ModelFile:
         model.get("name", path.stem), model.get("title", ""), spec, data["name"], tuple(derive),
         raw.get("reference", {}).get("file"), path, raw.get("priors") or None, run, sampler,
         centered if isinstance(centered, str) else tuple(centered), _correlation(model.get("correlation")),
+        _weights(model.get("weights")),
     )
 
 
@@ -201,4 +204,17 @@ def _correlation(value: Any) -> str | None:
         raise SpecError("[model] correlation must be a string in nlme's syntax.", given=value,
                         fix='Write correlation = "corExp(form = ~ obstime | patient)".')
     parse_correlation(value)
+    return value
+
+
+def _weights(value: Any) -> str | None:
+    """``[model] weights``: a variance function in nlme's syntax, checked when the file is read."""
+    if value is None:
+        return None
+    from hierlmm.variance_function import parse_weights
+
+    if not isinstance(value, str):
+        raise SpecError("[model] weights must be a string in nlme's syntax.", given=value,
+                        fix='Write weights = "varIdent(form = ~ 1 | drug)".')
+    parse_weights(value)
     return value

@@ -111,8 +111,8 @@ def marginal_to_dict(fit: MarginalFit) -> dict[str, Any]:
 
 
 def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
-    """A fit with serially correlated errors as plain Python types: the ``--json`` contract plus ``correlation``
-    {type, form, parameters, intervals}."""
+    """A fit with serially correlated and/or heteroscedastic errors as plain Python types: the ``--json`` contract
+    plus ``correlation`` and ``variance_function``, each {type, form, parameters, intervals} or None."""
     table = fit.fixef()
     block = fit.design.blocks[0]
     sd, corr = sd_corr(fit.D)
@@ -126,9 +126,13 @@ def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
         "fixef": fixef_dict(table),
         "random": {block.factor: {"names": list(block.effect_names), "structure": block.structure,
                                   "cov": fit.D.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}},
-        "correlation": {"type": s.kind, "form": f"~ {s.time or 1} | {s.group}", "nugget": s.nugget,
-                        "parameters": fit.correlation_parameters,
-                        "intervals": {k: list(v) for k, v in fit.correlation_intervals().items()}},
+        "correlation": None if s is None else {
+            "type": s.kind, "form": f"~ {s.time or 1} | {s.group}", "nugget": s.nugget,
+            "parameters": fit.correlation_parameters,
+            "intervals": {k: list(v) for k, v in fit.correlation_intervals().items()}},
+        "variance_function": None if fit.weights is None else {
+            "type": fit.weights.kind, "form": fit.weights.form, "parameters": fit.variance_parameters,
+            "intervals": {k: list(v) for k, v in fit.variance_intervals().items()}},
         "sigma": fit.sigma,
         "loglik": fit.loglik,
         "converged": fit.converged,

@@ -205,6 +205,18 @@ def test_intervals_of_compound_symmetry_do_not_depend_on_the_difference_step(cha
     assert rho == pytest.approx(REFERENCE["REML"]["glaucoma_cs"]["intervals"]["est"][1], rel=1e-4)
 
 
+@pytest.mark.parametrize("method", ["REML", "ML"])
+def test_a_structured_d_with_serial_correlation_agrees_with_nlme(method, chapter_data):
+    ref = REFERENCE[method]["aids_pddiag_corexp"]
+    fit = hierlmm.fit("CD4 ~ obstime + obstime:drug", chapter_data("aids"), random={"patient": pdDiag("~ obstime")},
+                      correlation="corExp(form = ~ obstime | patient)", method=method)
+    assert fit.D[0, 1] == 0.0  # the dense engine keeps the block's structure
+    assert fit.loglik >= ref["logLik"] - 1e-4  # nlme (optim) stops a little short of the maximum here
+    assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
+    np.testing.assert_allclose(np.diag(fit.D), np.diag(np.array(ref["D"])), rtol=2e-2)
+    np.testing.assert_allclose(fit.beta, ref["beta"], rtol=2e-3)
+
+
 def test_structured_ml_loglik_is_the_dense_multivariate_normal(chapter_data):
     fixed, random, data = _models(chapter_data)["aids_ident"]
     fit = hierlmm.fit(fixed, data, random=random, method="ML")
