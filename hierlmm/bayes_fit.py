@@ -33,10 +33,14 @@ from hierlmm.posterior_tree import complete_tree
 def _reml_start(design: Design) -> Any:
     """The REML fit that starts the chains (and that ``centered="auto"`` reads); ``None`` if it fails."""
     from hierlmm.api import fit_ml
+    from hierlmm.crossed_fit import fit_crossed
+    from hierlmm.sufficient_stats import outermost_block
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if design.blocks and outermost_block(design) is None:  # crossed factors: lme4's engine
+                return fit_crossed(design, "REML")
             return fit_ml(design, "REML")
     except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
         return None

@@ -13,7 +13,8 @@ Notation
   ``centered`` asks for some of its effects centred (:mod:`hierlmm.parametrisation`).
 - ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginal likelihood
   (:mod:`hierlmm.marginal_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)`` for every
-  posterior draw (:mod:`hierlmm.conditional_effects`).
+  posterior draw (:mod:`hierlmm.conditional_effects`). Crossed factors are all integrated out too, through the global
+  cross-products (:mod:`hierlmm.crossed_marginal`).
 
 Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
 ``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), and (joint) ``z_<factor>`` or centred ``c_<factor>``. The model
@@ -30,11 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from hierlmm.crossed_marginal import CrossedStats, crossed_loglik
 from hierlmm.design import Design
 from hierlmm.errors import SpecError
 from hierlmm.marginal_loglik import MarginalStats, stacked_factor
 from hierlmm.parametrisation import Parametrisation, parametrisation
 from hierlmm.priors import Priors, default_priors, with_overrides
+from hierlmm.sufficient_stats import outermost_block
 
 SAMPLERS = ("marginal", "joint")
 
@@ -71,7 +74,8 @@ class BayesModel:
     x_mean
         Column means used to centre X (0 for the intercept column).
     stats
-        Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods).
+        Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods); for crossed factors the
+        global cross-products (:class:`~hierlmm.crossed_marginal.CrossedStats`).
     intercept
         Column of X holding the intercept (``None`` without one): the only coefficient centring changes.
     parametrisation
@@ -84,7 +88,7 @@ class BayesModel:
     centered: tuple[str, ...]
     model: Any
     x_mean: np.ndarray
-    stats: MarginalStats
+    stats: MarginalStats | CrossedStats
     intercept: int | None = None
     parametrisation: Parametrisation = field(default_factory=Parametrisation)
 
@@ -146,7 +150,8 @@ def build_bayes_model(
     par = parametrisation(design, centered, reml) if sampler == "joint" else Parametrisation()
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
-    stats = MarginalStats.of(design)
+    crossed = bool(design.blocks) and outermost_block(design) is None
+    stats = CrossedStats.of(design) if crossed else MarginalStats.of(design)
     Xc, x_mean, intercept = _centring(design)  # noqa: N806
     coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
     for block in design.blocks:
@@ -179,7 +184,9 @@ def build_bayes_model(
                 sds = pm.HalfStudentT(var_name("sd", f), nu=3, sigma=scales, dims=f"{f}__effect")
                 chol = pt.diag(sds)
             chols.append(chol)
-        if sampler == "marginal":
+        if sampler == "marginal" and crossed:  # every random effect integrated out (hierlmm.crossed_marginal)
+            pm.Potential("marginal_loglik", crossed_loglik(stats, beta, chols, sigma))
+        elif sampler == "marginal":
             from hierlmm.marginal_op import marginal_loglik_op
 
             loglik = marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma)
