@@ -32,6 +32,7 @@ nothing is gained by writing the gradient by hand (see ``docs/bayes.md``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -91,6 +92,16 @@ class CrossedStats:
                    cp.ZtZ[np.ix_(cols_r, cols_r)], cp.Zty[cols_e].reshape(M, q), cp.ZtX[cols_e].reshape(M, q, -1),
                    cp.Zty[cols_r], cp.ZtX[cols_r], cp.XtX, cp.Xty, cp.yty, design.n_obs)
 
+    @cached_property
+    def gram_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """With one effect per eliminated level: the distinct ``n_l = Z_el'Z_el`` (G,) and, per distinct value, the
+        sum of ``s_l s_l'`` over its levels (G, Q_r, Q_r), ``s_l = Z_el'Z_r`` (see :func:`crossed_loglik`)."""
+        n_values, group = np.unique(self.S_ee[:, 0, 0], return_inverse=True)
+        rows = self.S_er[:, 0, :]
+        grams = np.zeros((n_values.size, self.Q_r, self.Q_r))
+        np.add.at(grams, group, rows[:, :, None] * rows[:, None, :])
+        return n_values, grams
+
     @property
     def Q_r(self) -> int:  # noqa: N802
         """Number of random effects outside the eliminated block."""
@@ -106,45 +117,64 @@ class CrossedStats:
         return out
 
 
-def _rest_factor(cs: CrossedStats, factors: list, lib) -> object:
-    """``Lambda_r`` (Q_r x Q_r): every non-eliminated block's factor repeated per level, block diagonal."""
-    pieces = [lib.kron(np.eye(cs.levels[k]), factors[k]) for k in cs.rest]
-    if lib is np:
-        import scipy.linalg
-
-        return scipy.linalg.block_diag(*pieces)
+def _rest_factor(cs: CrossedStats, factors: list) -> object:
+    """``Lambda_r`` (Q_r x Q_r, PyTensor): every non-eliminated block's factor repeated per level, block diagonal."""
+    import pytensor.tensor as pt
     from pytensor.tensor.linalg import block_diag
 
+    pieces = [pt.linalg.kron(np.eye(cs.levels[k]), pt.as_tensor(factors[k])) for k in cs.rest]
     return pieces[0] if len(pieces) == 1 else block_diag(*pieces)
+
+
+def _rest_scale(cs: CrossedStats, factors: list, pt) -> tuple[object, bool]:
+    """``Lambda_r`` as its diagonal (Q_r,) when every other block has one effect per level, else as the matrix."""
+    if all(cs.qs[k] == 1 for k in cs.rest):
+        return pt.concatenate([pt.ones(cs.levels[k]) * pt.as_tensor(factors[k])[0, 0] for k in cs.rest]), True
+    return _rest_factor(cs, factors), False
 
 
 def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma):  # noqa: N803
     """The marginal log-likelihood (module notation) as a PyTensor scalar of ``beta`` (p,), every block's factor
-    ``L_k`` (q_k, q_k) and ``sigma``; differentiable by PyTensor."""
+    ``L_k`` (q_k, q_k) and ``sigma``; differentiable by PyTensor.
+
+    With one effect per level of the eliminated block (``(1 | id)``), ``A_ee`` is a vector ``a_l = 1 + l_e^2 n_l /
+    s2`` (``n_l = Z_el'Z_el``) and ``sum_l W_l'W_l = Lambda_r' (sum_l omega_l s_l s_l') Lambda_r`` with ``s_l`` the
+    row ``Z_el'Z_r`` and ``omega_l = l_e^2 / (s2^2 a_l)``: the weights depend on the level only through ``n_l``, so
+    levels with equal ``n_l`` share one precomputed ``sum s_l s_l'`` (:attr:`CrossedStats.gram_groups`; glaucoma:
+    18 groups for 139 patients).
+    """
     import pytensor.tensor as pt
     from pytensor.tensor import linalg
 
     s2 = sigma**2
     Le = pt.as_tensor(factors[cs.eliminated])  # noqa: N806
-    Lr = _rest_factor(cs, [pt.as_tensor(f) for f in factors], pt.linalg)  # noqa: N806
     q = cs.S_ee.shape[1]
     c_e = pt.as_tensor(cs.Zy_e) - pt.dot(pt.as_tensor(cs.ZX_e), beta)  # (M, q)
     c_r = pt.as_tensor(cs.Zy_r) - pt.dot(pt.as_tensor(cs.ZX_r), beta)  # (Q_r,)
     rr = cs.yty - 2 * pt.dot(pt.as_tensor(cs.Xty), beta) + pt.dot(beta, pt.dot(pt.as_tensor(cs.XtX), beta))
-    u_e = pt.dot(c_e, Le)  # rows: (L_e' c_e,l)'
-    u_r = pt.dot(Lr.T, c_r)
-    SL = pt.dot(pt.as_tensor(cs.S_er), Lr)  # (M, q, Q_r): Z_el'Z_r Lambda_r  # noqa: N806
-    A_er = pt.tensordot(Le, SL, axes=[[0], [1]]).dimshuffle(1, 0, 2) / s2  # (M, q, Q_r)  # noqa: N806
-    A_rr = pt.eye(cs.Q_r) + pt.dot(Lr.T, pt.dot(pt.as_tensor(cs.S_rr), Lr)) / s2  # noqa: N806
-    if q == 1:  # one effect per level (glaucoma's (1 | id)): A_ee is a vector
-        a = 1 + Le[0, 0] ** 2 * pt.as_tensor(cs.S_ee[:, 0, 0]) / s2
-        W = A_er[:, 0, :] / pt.sqrt(a)[:, None]  # noqa: N806
-        v = u_e[:, 0] / pt.sqrt(a)
+    if q == 1:  # one effect per level (glaucoma's (1 | id)): see the docstring
+        n_values, grams = cs.gram_groups
+        t_e = Le[0, 0] ** 2 / s2
+        a = 1 + t_e * pt.as_tensor(cs.S_ee[:, 0, 0])
+        omega = t_e / s2 / (1 + t_e * pt.as_tensor(n_values))
+        inner = pt.as_tensor(cs.S_rr) / s2 - pt.tensordot(omega, pt.as_tensor(grams), axes=1)
+        t0 = c_r - t_e * pt.dot(pt.as_tensor(cs.S_er[:, 0, :]).T, c_e[:, 0] / a)
         logdet_e = pt.log(a).sum()
-        C = A_rr - pt.dot(W.T, W)  # noqa: N806
-        t = u_r - pt.dot(W.T, v)
-        vv = (v**2).sum()
+        vv = Le[0, 0] ** 2 * (c_e[:, 0] ** 2 / a).sum()
+        lam, diagonal = _rest_scale(cs, factors, pt)
+        if diagonal:
+            C = pt.eye(cs.Q_r) + lam[:, None] * inner * lam[None, :]  # noqa: N806
+            t = lam * t0
+        else:
+            C = pt.eye(cs.Q_r) + pt.dot(lam.T, pt.dot(inner, lam))  # noqa: N806
+            t = pt.dot(lam.T, t0)
     else:  # batched Cholesky of the q x q blocks, written out entry by entry (vectorised over levels)
+        Lr = _rest_factor(cs, factors)  # noqa: N806
+        u_e = pt.dot(c_e, Le)  # rows: (L_e' c_e,l)'
+        u_r = pt.dot(Lr.T, c_r)
+        SL = pt.dot(pt.as_tensor(cs.S_er), Lr)  # (M, q, Q_r): Z_el'Z_r Lambda_r  # noqa: N806
+        A_er = pt.tensordot(Le, SL, axes=[[0], [1]]).dimshuffle(1, 0, 2) / s2  # (M, q, Q_r)  # noqa: N806
+        A_rr = pt.eye(cs.Q_r) + pt.dot(Lr.T, pt.dot(pt.as_tensor(cs.S_rr), Lr)) / s2  # noqa: N806
         S_ee = pt.as_tensor(cs.S_ee)  # noqa: N806
         A_ee = pt.tensordot(pt.tensordot(S_ee, Le, axes=[[2], [0]]), Le, axes=[[1], [0]]) / s2 + pt.eye(q)  # noqa: N806
         rows, logdet_e = _unrolled_batched_solve(A_ee, pt.concatenate([A_er, u_e[:, :, None]], axis=2), q)
@@ -199,14 +229,17 @@ class CrossedPieces:
         """For draws ``beta`` (S, p), every block's factors (S, q_k, q_k) and ``sigma`` (S,)."""
         s2 = (sigma**2)[:, None, None]
         Le = factors[cs.eliminated]  # noqa: N806
-        Lr = np.stack([_rest_factor(cs, [f[s] for f in factors], np) for s in range(beta.shape[0])])  # noqa: N806
+        Lr = np.zeros((beta.shape[0], cs.Q_r, cs.Q_r))  # noqa: N806
+        for k, cols in cs.rest_slices():  # every level's block on the diagonal
+            n, q = cs.levels[k], cs.qs[k]
+            Lr[:, cols, cols] = np.einsum("ij,sab->siajb", np.eye(n), factors[k]).reshape(-1, n * q, n * q)
         c_e = cs.Zy_e[None] - np.einsum("mqp,sp->smq", cs.ZX_e, beta)
         c_r = cs.Zy_r[None] - beta @ cs.ZX_r.T
         rr = cs.yty - 2 * beta @ cs.Xty + np.einsum("sp,pk,sk->s", beta, cs.XtX, beta)
         u_e = np.einsum("smq,sqa->sma", c_e, Le)
         u_r = np.einsum("sr,sra->sa", c_r, Lr)
-        A_ee = np.einsum("sba,mbc,scd->smad", Le, cs.S_ee, Le) / s2[..., None] + np.eye(Le.shape[-1])  # noqa: N806
-        A_er = np.einsum("sba,mbr,srk->smak", Le, cs.S_er, Lr) / s2[..., None]  # noqa: N806
+        A_ee = np.einsum("sba,mbc,scd->smad", Le, cs.S_ee, Le, optimize=True) / s2[..., None] + np.eye(Le.shape[-1])  # noqa: N806
+        A_er = np.einsum("sba,mbr,srk->smak", Le, cs.S_er, Lr, optimize=True) / s2[..., None]  # noqa: N806
         A_rr = np.eye(cs.Q_r) + Lr.transpose(0, 2, 1) @ cs.S_rr @ Lr / s2  # noqa: N806
         R = cholesky_lower(A_ee)  # noqa: N806
         W = np.swapaxes(solve_lower(R[:, :, None], np.swapaxes(A_er, -1, -2)), -1, -2)  # noqa: N806
