@@ -239,12 +239,15 @@ class CrossedPieces:
         u_e = np.einsum("smq,sqa->sma", c_e, Le)
         u_r = np.einsum("sr,sra->sa", c_r, Lr)
         A_ee = np.einsum("sba,mbc,scd->smad", Le, cs.S_ee, Le, optimize=True) / s2[..., None] + np.eye(Le.shape[-1])  # noqa: N806
-        A_er = np.einsum("sba,mbr,srk->smak", Le, cs.S_er, Lr, optimize=True) / s2[..., None]  # noqa: N806
+        M, q = cs.S_er.shape[:2]  # noqa: N806
+        SL = (cs.S_er.reshape(M * q, -1)[None] @ Lr).reshape(-1, M, q, cs.Q_r)  # batched BLAS  # noqa: N806
+        A_er = np.einsum("sba,smbk->smak", Le, SL) / s2[..., None]  # noqa: N806
         A_rr = np.eye(cs.Q_r) + Lr.transpose(0, 2, 1) @ cs.S_rr @ Lr / s2  # noqa: N806
         R = cholesky_lower(A_ee)  # noqa: N806
         W = np.swapaxes(solve_lower(R[:, :, None], np.swapaxes(A_er, -1, -2)), -1, -2)  # noqa: N806
         v = solve_lower(R, u_e)
-        Rc = np.linalg.cholesky(A_rr - np.einsum("smak,smaj->skj", W, W))  # noqa: N806
+        Wf = W.reshape(W.shape[0], M * q, cs.Q_r)  # noqa: N806
+        Rc = np.linalg.cholesky(A_rr - np.swapaxes(Wf, 1, 2) @ Wf)  # noqa: N806
         z = solve_lower(Rc, u_r - np.einsum("smak,sma->sk", W, v))
         return cls(Le, Lr, R, W, v, Rc, z, rr)
 
