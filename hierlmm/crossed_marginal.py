@@ -133,9 +133,13 @@ def _rest_scale(cs: CrossedStats, factors: list, pt) -> tuple[object, bool]:
     return _rest_factor(cs, factors), False
 
 
-def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma):  # noqa: N803
+def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = True):  # noqa: N803
     """The marginal log-likelihood (module notation) as a PyTensor scalar of ``beta`` (p,), every block's factor
     ``L_k`` (q_k, q_k) and ``sigma``; differentiable by PyTensor.
+
+    When every block has one effect per level and ``kernel`` is true, the compiled kernel of
+    :mod:`hierlmm.crossed_op` computes it with its analytic gradient; otherwise (and as that kernel's reference in the
+    tests) this PyTensor expression, differentiated automatically.
 
     With one effect per level of the eliminated block (``(1 | id)``), ``A_ee`` is a vector ``a_l = 1 + l_e^2 n_l /
     s2`` (``n_l = Z_el'Z_el``) and ``sum_l W_l'W_l = Lambda_r' (sum_l omega_l s_l s_l') Lambda_r`` with ``s_l`` the
@@ -146,6 +150,11 @@ def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma):  # noqa: N803
     import pytensor.tensor as pt
     from pytensor.tensor import linalg
 
+    if kernel and all(q == 1 for q in cs.qs):
+        from hierlmm.crossed_op import crossed_loglik_op
+
+        lam_r, _ = _rest_scale(cs, factors, pt)
+        return crossed_loglik_op(cs, beta, pt.as_tensor(factors[cs.eliminated])[0, 0], lam_r, sigma)
     s2 = sigma**2
     Le = pt.as_tensor(factors[cs.eliminated])  # noqa: N806
     q = cs.S_ee.shape[1]

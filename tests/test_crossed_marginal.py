@@ -72,14 +72,17 @@ def test_crossed_marginal_loglik_equals_dense_mvn(kind):
     V, _, _ = dense_moments(design, factors, beta, sigma)  # noqa: N806
     dense = scipy.stats.multivariate_normal(design.X @ beta, V).logpdf(design.y)
     cs = CrossedStats.of(design)
-    value = crossed_loglik(cs, pt.as_tensor(beta), [pt.as_tensor(f) for f in factors], pt.as_tensor(sigma)).eval()
-    assert value == pytest.approx(dense, rel=1e-10)
+    for kernel in (True, False):  # the kernel serves scalar effects only; the expression serves every design
+        value = crossed_loglik(cs, pt.as_tensor(beta), [pt.as_tensor(f) for f in factors], pt.as_tensor(sigma),
+                               kernel=kernel).eval()
+        assert value == pytest.approx(dense, rel=1e-10)
     pieces = CrossedPieces.of(cs, beta[None], [f[None] for f in factors], np.array([sigma]))
     assert pieces.loglik(cs, np.array([sigma]))[0] == pytest.approx(dense, rel=1e-10)
 
 
 def test_crossed_gradient_equals_finite_differences_of_the_dense_likelihood():
-    """PyTensor's gradient of the grouped (1 | id) path against central differences of the dense MVN."""
+    """PyTensor's gradient of the expression's grouped (1 | id) path against central differences of the dense
+    MVN (the kernel is checked against this gradient below)."""
     import pytensor
     import pytensor.tensor as pt
 
@@ -87,7 +90,8 @@ def test_crossed_gradient_equals_finite_differences_of_the_dense_likelihood():
     rng = np.random.default_rng(1)
     x0 = np.r_[rng.normal(0, 1, design.p), 0.8, 1.3, 0.7]  # beta, l_id, l_item, sigma
     x = pt.dvector()
-    value = crossed_loglik(CrossedStats.of(design), x[:2], [x[2].reshape((1, 1)), x[3].reshape((1, 1))], x[4])
+    value = crossed_loglik(CrossedStats.of(design), x[:2], [x[2].reshape((1, 1)), x[3].reshape((1, 1))], x[4],
+                           kernel=False)
     grad = pytensor.function([x], pt.grad(value, x), mode="FAST_COMPILE")(x0)
 
     def dense(v):
@@ -96,6 +100,26 @@ def test_crossed_gradient_equals_finite_differences_of_the_dense_likelihood():
 
     numeric = [(dense(x0 + h) - dense(x0 - h)) / 2e-6 for h in 1e-6 * np.eye(x0.size)]
     np.testing.assert_allclose(grad, numeric, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+@pytest.mark.parametrize("formula", [CROSSED["scalar"], "y ~ t + (1 | item) + (1 | id) + (1 | site)"])
+def test_crossed_kernel_value_and_gradient_equal_autodiff_of_the_expression(formula, mode):
+    """hierlmm.crossed_op's analytic gradient against PyTensor's gradient of the expression it replaces, in the
+    Python and the Numba backend."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    design = hierlmm.build_design(hierlmm.model_spec(formula), crossed_data(6))
+    cs = CrossedStats.of(design)
+    K = len(design.blocks)  # noqa: N806
+    x = pt.dvector()
+    args = (x[:2], [x[2 + k].reshape((1, 1)) for k in range(K)], x[2 + K])
+    x0 = np.r_[np.random.default_rng(K).normal(0, 1, 2), np.linspace(0.4, 1.6, K), 0.75]
+    got, want = [pytensor.function([x], [v, pt.grad(v, x)], mode=mode)(x0)
+                 for v in (crossed_loglik(cs, *args, kernel=True), crossed_loglik(cs, *args, kernel=False))]
+    assert got[0] == pytest.approx(want[0], rel=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-9)
 
 
 def fixed_posterior(bm, factors, beta, sigma, S):  # noqa: N803
