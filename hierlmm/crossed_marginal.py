@@ -24,9 +24,10 @@ factor ``L_e`` repeated per level and ``Lambda_r`` every other block's ``L_k`` r
 a draw is ``x = R'^-1 (R^-1 u / s2 + e)``, ``e ~ N(0, I)``: ``x_r = R_c'^-1 (z / s2 + e_r)``,
 ``x_e,l = R_l'^-1 (v_l / s2 + e_l - W_l x_r)``.
 
-NUTS runs on the PyTensor expression of the log-likelihood (:func:`crossed_loglik`, gradient by automatic
-differentiation, compiled by PyTensor's Numba backend); on glaucoma one value and gradient take about 0.1 ms, so
-nothing is gained by writing the gradient by hand (see ``docs/bayes.md``).
+NUTS runs on :func:`crossed_loglik`: with one effect per level of every factor, the Numba kernel of
+:mod:`hierlmm.crossed_op` (analytic gradient); otherwise a PyTensor expression differentiated automatically. On
+glaucoma both take about 0.1 ms per value and gradient; the kernel compiles in a third of the time
+(``bench/crossed_gradient.py``, ``docs/bayes.md``).
 """
 
 from __future__ import annotations
