@@ -34,14 +34,10 @@ from hierlmm.posterior_tree import complete_tree
 def _reml_start(design: Design) -> Any:
     """The REML fit that starts the chains (and that ``centered="auto"`` reads); ``None`` if it fails."""
     from hierlmm.api import fit_ml
-    from hierlmm.crossed_fit import fit_crossed
-    from hierlmm.sufficient_stats import outermost_block
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if design.blocks and outermost_block(design) is None:  # crossed factors: lme4's engine
-                return fit_crossed(design, "REML")
             return fit_ml(design, "REML")
     except Exception:  # noqa: BLE001 - the REML start is a convenience; PyMC's defaults remain
         return None
@@ -274,7 +270,9 @@ def fit_bayes(
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
 
     t0 = time.perf_counter()
-    reml = _reml_start(design)
+    from hierlmm.crossed_marginal import crossed_start, is_crossed  # here: keeps the import block as it was
+
+    reml = crossed_start(design) if is_crossed(design) else _reml_start(design)
     bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
     _initial_values(bm, reml)
     nuts: dict[str, Any] = {} if target_accept is None else {"target_accept": target_accept}

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hierlmm.crossed_marginal import CrossedStats, crossed_loglik
 from hierlmm.design import Design
 from hierlmm.errors import SpecError
 from hierlmm.marginal_loglik import MarginalStats, stacked_factor
 from hierlmm.parametrisation import Parametrisation, parametrisation
 from hierlmm.priors import Priors, default_priors, with_overrides
-from hierlmm.sufficient_stats import outermost_block
+
+if TYPE_CHECKING:
+    from hierlmm.crossed_marginal import CrossedStats
 
 SAMPLERS = ("marginal", "joint")
 
@@ -150,7 +151,9 @@ def build_bayes_model(
     par = parametrisation(design, centered, reml) if sampler == "joint" else Parametrisation()
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
-    crossed = bool(design.blocks) and outermost_block(design) is None
+    from hierlmm.crossed_marginal import CrossedStats, crossed_loglik, is_crossed  # as marginal_op, imported here
+
+    crossed = is_crossed(design)
     stats = CrossedStats.of(design) if crossed else MarginalStats.of(design)
     Xc, x_mean, intercept = _centring(design)  # noqa: N806
     coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
@@ -184,12 +187,11 @@ def build_bayes_model(
                 sds = pm.HalfStudentT(var_name("sd", f), nu=3, sigma=scales, dims=f"{f}__effect")
                 chol = pt.diag(sds)
             chols.append(chol)
-        if sampler == "marginal" and crossed:  # every random effect integrated out (hierlmm.crossed_marginal)
-            pm.Potential("marginal_loglik", crossed_loglik(stats, beta, chols, sigma))
-        elif sampler == "marginal":
+        if sampler == "marginal":
             from hierlmm.marginal_op import marginal_loglik_op
 
-            loglik = marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma)
+            loglik = (crossed_loglik(stats, beta, chols, sigma) if crossed  # all integrated out: crossed_marginal
+                      else marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma))
             pm.Potential("marginal_loglik", loglik)
         else:
             mu = pt.dot(pt.as_tensor(Xc), beta_c)
