@@ -26,8 +26,8 @@ a draw is ``x = R'^-1 (R^-1 u / s2 + e)``, ``e ~ N(0, I)``: ``x_r = R_c'^-1 (z /
 
 NUTS runs on :func:`crossed_loglik`: with one effect per level of every factor, the Numba kernel of
 :mod:`hierlmm.crossed_op` (analytic gradient); otherwise a PyTensor expression differentiated automatically. On
-glaucoma both take about 0.1 ms per value and gradient; the kernel compiles in a third of the time
-(``bench/crossed_gradient.py``, ``docs/bayes.md``).
+glaucoma both take about 0.1 ms per value and gradient; the kernel compiles in less than half the time, and the
+whole fit is about 2 s shorter with it (``bench/crossed_gradient.py``, ``docs/bayes.md``).
 """
 
 from __future__ import annotations
