@@ -7,7 +7,8 @@ Parameters are reported with the command line's names: ``beta[NAME]`` (R's colum
 ``sd_<factor>``, ``cor_<factor>``, ``b_<factor>`` with dims ``(<factor>__level, <factor>__effect)``),
 ``sample_stats``, ``observed_data`` and ``log_likelihood`` with two variables: ``y`` (per observation, conditional
 on ``b``: ``log N(y_ij | x_ij'beta + z_ij'b_i, sigma^2)``) and ``y_subject`` (per subject of the outermost factor,
-marginal: ``log N(y_i | X_i beta, V_i)``), for LOO by observation or by subject.
+marginal: ``log N(y_i | X_i beta, V_i)``), for LOO by observation or by subject. Crossed grouping factors have no
+subjects, hence no ``y_subject`` (:mod:`hierlmm.crossed_marginal`).
 """
 
 from __future__ import annotations
@@ -256,7 +257,9 @@ def fit_bayes(
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
 
     t0 = time.perf_counter()
-    reml = _reml_start(design)
+    from hierlmm.crossed_marginal import crossed_start, is_crossed  # here: keeps the import block as it was
+
+    reml = crossed_start(design) if is_crossed(design) else _reml_start(design)
     bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
     _initial_values(bm, reml)
     nuts: dict[str, Any] = {} if target_accept is None else {"target_accept": target_accept}

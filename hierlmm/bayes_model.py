@@ -14,7 +14,8 @@ the other structures (pdIdent, pdCompSymm, pdBlocked) as :mod:`hierlmm.bayes_cov
   ``centered`` asks for some of its effects centred (:mod:`hierlmm.parametrisation`).
 - ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginal likelihood
   (:mod:`hierlmm.marginal_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)`` for every
-  posterior draw (:mod:`hierlmm.conditional_effects`).
+  posterior draw (:mod:`hierlmm.conditional_effects`). Crossed factors are all integrated out too, through the global
+  cross-products (:mod:`hierlmm.crossed_marginal`).
 
 Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
 ``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), or as :mod:`hierlmm.bayes_covariance` says, and (joint)
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from hierlmm.errors import SpecError
 from hierlmm.marginal_loglik import MarginalStats, stacked_factor
 from hierlmm.parametrisation import Parametrisation, parametrisation
 from hierlmm.priors import Priors, default_priors, with_overrides
+
+if TYPE_CHECKING:
+    from hierlmm.crossed_marginal import CrossedStats
 
 SAMPLERS = ("marginal", "joint")
 
@@ -75,7 +79,8 @@ class BayesModel:
     x_mean
         Column means used to centre X (0 for the intercept column).
     stats
-        Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods).
+        Per-subject statistics (marginal sampler; also used for pointwise log-likelihoods); for crossed factors the
+        global cross-products (:class:`~hierlmm.crossed_marginal.CrossedStats`).
     intercept
         Column of X holding the intercept (``None`` without one): the only coefficient centring changes.
     parametrisation
@@ -88,7 +93,7 @@ class BayesModel:
     centered: tuple[str, ...]
     model: Any
     x_mean: np.ndarray
-    stats: MarginalStats
+    stats: MarginalStats | CrossedStats
     intercept: int | None = None
     parametrisation: Parametrisation = field(default_factory=Parametrisation)
 
@@ -150,7 +155,10 @@ def build_bayes_model(
     par = parametrisation(design, centered, reml) if sampler == "joint" else Parametrisation()
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
-    stats = MarginalStats.of(design)
+    from hierlmm.crossed_marginal import CrossedStats, crossed_loglik, is_crossed  # as marginal_op, imported here
+
+    crossed = is_crossed(design)
+    stats = CrossedStats.of(design) if crossed else MarginalStats.of(design)
     Xc, x_mean, intercept = _centring(design)  # noqa: N806
     coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
     for block in design.blocks:
@@ -174,7 +182,8 @@ def build_bayes_model(
         if sampler == "marginal":
             from hierlmm.marginal_op import marginal_loglik_op
 
-            loglik = marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma)
+            loglik = (crossed_loglik(stats, beta, chols, sigma) if crossed  # all integrated out: crossed_marginal
+                      else marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma))
             pm.Potential("marginal_loglik", loglik)
         else:
             mu = pt.dot(pt.as_tensor(Xc), beta_c)

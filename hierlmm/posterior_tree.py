@@ -16,6 +16,7 @@ import xarray as xr
 from hierlmm.bayes_covariance import factor_draws
 from hierlmm.bayes_model import BayesModel, var_name
 from hierlmm.conditional_effects import DrawPieces, draw_effects
+from hierlmm.crossed_marginal import CrossedPieces, CrossedStats
 from hierlmm.marginal_loglik import solve_lower
 from hierlmm.sufficient_stats import stack_factors
 
@@ -72,16 +73,19 @@ def _joint_effects(bm: BayesModel, post: xr.Dataset, block: Any, Lk: np.ndarray)
                         coords={f"{f}__level": list(block.levels), f"{f}__effect": list(block.effect_names)})
 
 
-def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise: bool | None) -> None:
-    """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
+def _effects_array(block: Any, b: np.ndarray) -> xr.DataArray:
+    """A block's ``b`` draws (chain, draw, levels, q) as a labelled array."""
+    f = block.factor
+    return xr.DataArray(b, dims=("chain", "draw", f"{f}__level", f"{f}__effect"),
+                        coords={f"{f}__level": list(block.levels), f"{f}__effect": list(block.effect_names)})
+
+
+def _nested_effects(bm: BayesModel, post: xr.Dataset, beta: np.ndarray, factors: list[np.ndarray],
+                    sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per-subject marginal log-likelihoods (draws, subjects) and, for the marginal sampler, exact ``b`` draws
+    added to ``post`` (nested factors: :mod:`hierlmm.conditional_effects`)."""
     design, ms = bm.design, bm.stats
-    post = tree["posterior"].to_dataset()
     C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
-    per_draw = block_factors(bm, post)  # (chain, draw, q, q) per block
-    _derived_parameters(bm, post, per_draw)
-    beta = post["beta"].values.reshape(C * D, -1)
-    sigma = post["sigma"].values.reshape(C * D)
-    factors = [f.reshape(C * D, *f.shape[2:]) for f in per_draw]
     L = stack_factors(ms.subject, factors)  # noqa: N806
     chunks = [slice(i, i + 500) for i in range(0, C * D, 500)]
     pieces = [DrawPieces.of(ms, beta[c], L[c], sigma[c]) for c in chunks]
@@ -96,19 +100,46 @@ def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise
                 subjects = np.flatnonzero(lay.slot_level[:, slot] >= 0)
                 o = lay.offset + slot * lay.q
                 b[:, lay.slot_level[subjects, slot], :] = stacked[:, subjects, o:o + lay.q]
-            f = block.factor
-            post[var_name("b", f)] = xr.DataArray(b.reshape(C, D, block.n_levels, block.q),
-                                                  dims=("chain", "draw", f"{f}__level", f"{f}__effect"),
-                                                  coords={f"{f}__level": list(block.levels),
-                                                          f"{f}__effect": list(block.effect_names)})
+            post[var_name("b", block.factor)] = _effects_array(block, b.reshape(C, D, block.n_levels, block.q))
+    return ll_subject
+
+
+def _crossed_effects(cs: CrossedStats, beta: np.ndarray, factors: list[np.ndarray], sigma: np.ndarray,
+                     rng: np.random.Generator) -> list[np.ndarray]:
+    """Exact draws of every block's ``b`` (draws, levels, q) with crossed factors, 100 draws at a time
+    (:class:`~hierlmm.crossed_marginal.CrossedPieces`)."""
+    chunks = [slice(i, i + 100) for i in range(0, len(sigma), 100)]
+    draws = [CrossedPieces.of(cs, beta[c], [f[c] for f in factors], sigma[c]).draw(cs, sigma[c], rng) for c in chunks]
+    return [np.concatenate(per_block) for per_block in zip(*draws, strict=True)]
+
+
+def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise: bool | None) -> None:
+    """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
+    design, ms = bm.design, bm.stats
+    post = tree["posterior"].to_dataset()
+    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    per_draw = block_factors(bm, post)  # (chain, draw, q, q) per block
+    _derived_parameters(bm, post, per_draw)
+    beta = post["beta"].values.reshape(C * D, -1)
+    sigma = post["sigma"].values.reshape(C * D)
+    factors = [f.reshape(C * D, *f.shape[2:]) for f in per_draw]
+    if isinstance(ms, CrossedStats):  # crossed factors: no subjects, hence no per-subject log-likelihood
+        ll_subject = None
+        if bm.sampler == "marginal":
+            for block, b in zip(design.blocks, _crossed_effects(ms, beta, factors, sigma, rng), strict=True):
+                post[var_name("b", block.factor)] = _effects_array(block, b.reshape(C, D, block.n_levels, block.q))
     else:
+        ll_subject = _nested_effects(bm, post, beta, factors, sigma, rng)
+    if bm.sampler == "joint":
         for block, Lk in zip(design.blocks, per_draw, strict=True):  # noqa: N806
             post[var_name("b", block.factor)] = _joint_effects(bm, post, block, Lk)
     tree["posterior"] = xr.DataTree(post)
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}
-    subjects = design.blocks[ms.subject.subject_block]
-    ll = xr.Dataset({"y_subject": xr.DataArray(ll_subject.reshape(C, D, -1), dims=("chain", "draw", "subject"),
-                                               coords={**coords, "subject": list(subjects.levels)})})
+    ll = xr.Dataset()
+    if ll_subject is not None:
+        subjects = design.blocks[ms.subject.subject_block]
+        ll["y_subject"] = xr.DataArray(ll_subject.reshape(C, D, -1), dims=("chain", "draw", "subject"),
+                                       coords={**coords, "subject": list(subjects.levels)})
     if pointwise or (pointwise is None and C * D * design.n_obs <= MAX_POINTWISE):
         mu = beta @ design.X.T
         for block in design.blocks:

@@ -110,8 +110,8 @@ def _outermost(design: Design) -> int:
         f"The grouping factors {names} are crossed, not nested: this engine integrates out random effects that "
         "nest within one subject factor.",
         given=design.spec.formula,
-        fix="Fit it with hierlmm.fit (which uses hierlmm.crossed_fit for crossed factors) or "
-        "hierlmm.crossed_fit.fit_crossed; the Bayesian samplers need nested factors in this release.",
+        fix="Fit it with hierlmm.fit (which uses hierlmm.crossed_fit for crossed factors) or with hierlmm.fit_bayes "
+        "(hierlmm.crossed_marginal); the marginal model (kind='marginal') needs nested factors in this release.",
     )
 
 
