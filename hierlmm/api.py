@@ -59,12 +59,16 @@ def fit_ml(design: Design, method: str | None = None, *, start: np.ndarray | Non
     return build_fit(design, method, layout, stats, theta, report, time.perf_counter() - t0)
 
 
-def starting_fit(design: Design, method: str = "REML") -> MLFit | None:
+def starting_fit(design: Design, method: str = "REML") -> MLFit | CrossedFit | None:
     """A quiet ML/REML fit to start another engine from (marginal model, serial correlation, NUTS chains), or
-    ``None`` when it fails: a start is a convenience, and boundary or convergence warnings are expected there."""
+    ``None`` when it fails: a start is a convenience, and boundary or convergence warnings are expected there.
+    Crossed designs get lme4's engine (:func:`hierlmm.crossed_fit.fit_crossed`); both results have ``beta``,
+    ``sigma`` and ``D``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if design.blocks and outermost_block(design) is None:
+                return fit_crossed(design, method)
             return fit_ml(design, method)
     except Exception:  # noqa: BLE001 - the caller falls back to its default start
         return None

@@ -257,9 +257,7 @@ def fit_bayes(
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
 
     t0 = time.perf_counter()
-    from hierlmm.crossed_marginal import crossed_start, is_crossed  # here: keeps the import block as it was
-
-    reml = crossed_start(design) if is_crossed(design) else _reml_start(design)
+    reml = _reml_start(design)
     bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
     _initial_values(bm, reml)
     nuts: dict[str, Any] = {} if target_accept is None else {"target_accept": target_accept}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from hierlmm import datasets
 from hierlmm.api import fit_ml, model_spec
+from hierlmm.crossed_marginal import is_crossed
 from hierlmm.design import build_design
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.marginal_model import fit_marginal
@@ -115,6 +116,13 @@ def _fit_command(args: argparse.Namespace) -> int:
                 marginal = fit_marginal(design, method)
                 print(marginal_summary(marginal, data_name))
                 out = marginal_to_dict(marginal)
+        elif method in ("REML", "ML", "BOTH") and is_crossed(design):  # lme4's engine (hierlmm.crossed_fit)
+            from hierlmm.crossed_fit import fit_crossed
+            from hierlmm.summaries import crossed_summary, crossed_to_dict
+
+            ml = fit_crossed(design, "REML" if method == "BOTH" else method)
+            print(crossed_summary(ml, data_name))
+            out = crossed_to_dict(ml)
         elif method in ("REML", "ML", "BOTH"):
             ml = fit_ml(design, "REML" if method == "BOTH" else method)
             print(summary(ml, data_name))

@@ -49,20 +49,6 @@ def is_crossed(design: Design) -> bool:
     return bool(design.blocks) and outermost_block(design) is None
 
 
-def crossed_start(design: Design):
-    """The quiet REML fit (:func:`hierlmm.crossed_fit.fit_crossed`) that starts the NUTS chains, or ``None``."""
-    import warnings
-
-    from hierlmm.crossed_fit import fit_crossed
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fit_crossed(design, "REML")
-    except Exception:  # noqa: BLE001 - the start is a convenience; PyMC's defaults remain
-        return None
-
-
 @dataclass(frozen=True, eq=False)
 class CrossedStats:
     """The cross-products, split into the eliminated block ``e`` and the rest ``r`` (module notation).

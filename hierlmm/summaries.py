@@ -17,6 +17,7 @@ from hierlmm.bayes_covariance import correlated_pairs
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.covariance import sd_corr
+from hierlmm.crossed_fit import CrossedFit
 from hierlmm.errors import SpecError
 from hierlmm.fit_result import MLFit
 from hierlmm.marginal_model import MarginalFit
@@ -137,6 +138,36 @@ def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
         "loglik": fit.loglik,
         "converged": fit.converged,
     }
+
+
+def crossed_to_dict(fit: CrossedFit) -> dict[str, Any]:
+    """A fit with crossed factors (lme4's engine) as plain Python types: the ``--json`` contract's keys that apply."""
+    random = {}
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+        sd, corr = sd_corr(D)
+        random[block.factor] = {"names": list(block.effect_names), "structure": block.structure, "cov": D.tolist(),
+                                "sd": sd.tolist(), "corr": corr.tolist()}
+    return {"model": fit.design.spec.formula, "method": fit.method, "n_obs": fit.design.n_obs,
+            "n_dropped": fit.design.missing.n_dropped, "groups": {b.factor: b.n_levels for b in fit.design.blocks},
+            "fixef": fixef_dict(fit.fixef()), "random": random, "sigma": fit.sigma, "loglik": fit.loglik,
+            "converged": fit.converged}
+
+
+def crossed_summary(fit: CrossedFit, data_name: str | None = None) -> str:
+    """A printout of a fit with crossed factors, laid out as lme4's ``summary(lmer(...))``."""
+    lines = [f"Linear mixed model fit by {fit.method} (crossed random effects, lme4's engine)"]
+    if data_name:
+        lines.append(f"  Data: {data_name}")
+    lines += [f"  logLik {fit.loglik:.3f}" + ("" if fit.converged else "  (NOT converged: see the warning)"), "",
+              "Random effects:", f" {'Groups':<12} {'Name':<14} {'Std.Dev.':>10}"]
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+        for j, name in enumerate(block.effect_names):
+            lines.append(f" {block.factor if j == 0 else '':<12} {name:<14} {np.sqrt(D[j, j]):10.5f}")
+    lines += [f" {'Residual':<12} {'':<14} {fit.sigma:10.5f}", "", f"Fixed effects:  {fit.design.spec.fixed_formula}",
+              fit.fixef().to_string(float_format=lambda x: f"{x:.5g}"), "",
+              f"Number of obs: {fit.design.n_obs}, groups: "
+              + ", ".join(f"{b.factor} {b.n_levels}" for b in fit.design.blocks)]
+    return "\n".join(lines)
 
 
 def marginal_summary(fit: MarginalFit, data_name: str | None = None) -> str:

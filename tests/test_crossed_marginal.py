@@ -193,3 +193,25 @@ def test_short_nuts_fit_centres_on_reml(formula):
         assert bayes.tree["posterior"][var_name("b", block.factor)].shape == (2, 300, block.n_levels, block.q)
     if "item" in formula:  # no subjects: no per-subject log-likelihood; the per-observation one is there
         assert set(bayes.tree["log_likelihood"].data_vars) == {"y"}
+
+
+def test_cli_fits_crossed_factors_by_reml_with_lme4s_engine(tmp_path):
+    import json
+
+    from hierlmm.cli import main
+    from hierlmm.crossed_fit import fit_crossed
+
+    rng = np.random.default_rng(5)
+    subject, field = np.repeat(np.arange(10), 12), np.tile(np.arange(6), 20)
+    t = rng.uniform(0, 3, subject.size)
+    y = 1 + 0.5 * t + rng.normal(size=10)[subject] + 0.5 * rng.normal(size=6)[field] + 0.7 * rng.normal(size=t.size)
+    data = pd.DataFrame({"y": y, "t": t, "subject": [f"s{s}" for s in subject], "field": [f"f{f}" for f in field]})
+    data.to_csv(tmp_path / "crossed.csv", index=False)
+    formula = "y ~ t + (1 | subject) + (1 | field)"
+    assert main(["fit", "--data", str(tmp_path / "crossed.csv"), "--formula", formula, "--json",
+                 str(tmp_path / "fit.json")]) == 0
+    out = json.loads((tmp_path / "fit.json").read_text())
+    direct = fit_crossed(hierlmm.build_design(hierlmm.model_spec(formula), hierlmm.datasets.read_csv(
+        str(tmp_path / "crossed.csv"))))
+    assert out["loglik"] == pytest.approx(direct.loglik, abs=1e-8)
+    assert out["groups"] == {"subject": 10, "field": 6}
