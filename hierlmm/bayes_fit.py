@@ -182,11 +182,14 @@ def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi
     max_rhat, min_bulk, min_tail = (float(table["r_hat"].max()), float(table["ess_bulk"].min()),
                                     float(table["ess_tail"].min()))
     problems = []
+    joint = getattr(fit, "sampler", "marginal") == "joint"
     if divergences:
         problems.append(
             f"{divergences} divergent transitions: NUTS met geometry it cannot follow (typically the funnel of "
-            "sampled random effects). Use sampler='marginal' (random effects integrated out), or raise "
-            "target_accept (e.g. 0.95), or let hierlmm choose which effects to centre (centered='auto')."
+            "sampled random effects). " + ("Use sampler='marginal' (random effects integrated out), or raise "
+            "target_accept (e.g. 0.95), or let hierlmm choose which effects to centre (centered='auto')." if joint
+            else "Raise target_accept (e.g. 0.95), or look for a variance or correlation the data barely inform "
+            "(a tighter prior there).")
         )
     if max_rhat > rhat_max:
         worst = table["r_hat"].idxmax()
@@ -197,10 +200,11 @@ def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi
     if min_bulk < ess_min or min_tail < ess_min:
         worst = table["ess_bulk"].idxmin()
         problems.append(f"Effective sample size below {ess_min:.0f} (bulk {min_bulk:.0f}, tail {min_tail:.0f}; "
-                        f"{worst}): increase draws, or use sampler='marginal'.")
+                        f"{worst}): increase draws" + (", or use sampler='marginal'." if joint else "."))
     if bfmi < bfmi_min:
         problems.append(f"E-BFMI {bfmi:.2f} < {bfmi_min}: the energy distribution is poorly explored (heavy tails or "
-                        "a funnel). Reparameterise: sampler='marginal', or non-centred random effects.")
+                        "a funnel). " + ("Reparameterise: sampler='marginal', or non-centred random effects." if joint
+                                         else "Look for a parameter the data barely inform (a tighter prior)."))
     return Diagnostics(divergences, max_rhat, min_bulk, min_tail, bfmi, tuple(problems))
 
 
