@@ -16,7 +16,9 @@ Notation
     dl/dV_i  = 1/2 ( a_i a_i' - V_i^-1 )
     dl/dr_i  = -a_i
 
-A ``V_i`` that is not positive definite gives ``l = -inf`` (the sampler rejects the proposal) and zero gradients.
+Only the lower triangle of ``V_i`` is read, and ``dl/dV_i`` is the symmetric gradient: ``V_i`` must be
+built symmetric (as it is), so that the chain rule through both triangles gives the right total. A ``V_i`` that
+is not positive definite gives ``l = -inf`` (the sampler rejects the proposal) and zero gradients.
 """
 
 from __future__ import annotations
