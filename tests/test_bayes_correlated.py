@@ -192,3 +192,21 @@ def test_model_II_converges_with_nuts(chapter_data):  # noqa: N802
     assert diag.max_rhat <= 1.01, str(diag)
     assert min(diag.min_ess_bulk, diag.min_ess_tail) >= 400, str(diag)
     assert "range" in fit.correlation().index
+
+
+def test_cli_nuts_with_correlation(tmp_path):
+    import json
+
+    from hierlmm.cli import main
+
+    csv = tmp_path / "sim.csv"
+    simulate(4, n_subjects=15).to_csv(csv, index=False)
+    out = tmp_path / "nuts.json"
+    assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
+                 "corExp(form = ~ t | id)", "--method", "nuts", "--chains", "2", "--draws", "60", "--tune", "60",
+                 "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "nuts"
+    assert "range" in result["posterior"]["parameter"]
+    assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
+                 "corExp(form = ~ t | id)", "--method", "nuts", "--sampler", "joint", "--quiet"]) == 2
