@@ -146,7 +146,9 @@ class CorrelatedBayesModel:
 
 def median_gap(batches: tuple[SizeBatch, ...]) -> float:
     """Median gap between a subject's consecutive distinct times (positions for ``~ 1 | g``); 1 if there is none."""
-    gaps = [np.diff(np.unique(d[0])) for b in batches for d in b.distances]
+    # distances from an extreme time (the row reaching the span) are the sorted times shifted: their gaps are the
+    # gaps between consecutive times
+    gaps = [np.diff(np.unique(d[np.argmax(d.max(axis=1))])) for b in batches for d in b.distances]
     flat = np.concatenate(gaps) if gaps else np.zeros(0)
     flat = flat[flat > 0]
     return float(np.median(flat)) if flat.size else 1.0

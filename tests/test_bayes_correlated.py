@@ -210,3 +210,41 @@ def test_cli_nuts_with_correlation(tmp_path):
     assert "range" in result["posterior"]["parameter"]
     assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
                  "corExp(form = ~ t | id)", "--method", "nuts", "--sampler", "joint", "--quiet"]) == 2
+
+
+def test_random_effects_draws_follow_their_gaussian_conditional():
+    """b_i | y_i ~ N(D Z_i' V_i^-1 r_i, D - D Z_i' V_i^-1 Z_i D), written out densely, against many exact draws."""
+    data = simulate(7, n_subjects=5)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)
+    text, free = "corExp(form = ~ t | id)", {"range": 1.5}
+    bm = build_correlated_bayes_model(design, data, text)
+    _, beta, L = _point(bm, free, None)  # noqa: N806
+    S = 20_000  # noqa: N806
+    _, b = subject_terms(bm, np.tile(beta, (S, 1)), np.tile(L, (S, 1, 1)), np.full(S, 0.9),
+                         {"range": np.full(S, 1.5)}, None, np.random.default_rng(1))
+    block = design.blocks[0]
+    D = L @ L.T  # noqa: N806
+    for level in range(block.n_levels):
+        rows = np.flatnonzero(block.group_index == level)
+        times = data["t"].to_numpy()[design.rows[rows]]
+        Z = block.Z[rows]  # noqa: N806
+        V = Z @ D @ Z.T + 0.81 * _dense_r(text, free, times, bm.n_max)  # noqa: N806
+        K = D @ Z.T @ np.linalg.inv(V)  # noqa: N806
+        mean, cov = K @ (design.y[rows] - design.X[rows] @ beta), D - K @ Z @ D
+        se = np.sqrt(np.diag(cov) / S)
+        assert np.all(np.abs(b[:, level].mean(axis=0) - mean) < 5 * se)
+        np.testing.assert_allclose(np.cov(b[:, level].T), cov, rtol=0.06, atol=1e-3 * np.abs(cov).max())
+
+
+def test_range_prior_is_centred_on_the_median_gap_between_visits():
+    import pandas as pd
+
+    from hierlmm.bayes_correlated import median_gap, stack_batches
+
+    # visits out of time order; gaps 2, 4 | 1, 1, 1 | 5 -> median 1.5 (no gap for a single visit)
+    data = pd.DataFrame({"id": list("aaabbbbcdd"), "t": [6, 0, 2, 3, 1, 0, 2, 7, 5, 10],
+                         "y": np.arange(10.0)})
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
+    batches, n_max = stack_batches(design, data, parse_correlation("corExp(form = ~ t | id)"), None)
+    assert n_max == 4
+    assert median_gap(batches) == pytest.approx(1.5)
