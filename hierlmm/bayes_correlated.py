@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -200,13 +200,11 @@ def correlation_priors(structure: CorrelationStructure, batches: tuple[SizeBatch
     overrides = dict(overrides or {})
     if "range" in overrides:
         median, log_sd = _pair(overrides["range"], "range")
-        out = CorrelationPriors(_positive(median, "range"), log_sd, out.nugget, out.rho, out.omega_sd)
+        out = replace(out, range_median=_positive(median, "range"), range_log_sd=log_sd)
     for key in ("nugget", "rho"):
         if key in overrides:
             a, b = _pair(overrides[key], key)
-            out = CorrelationPriors(out.range_median, out.range_log_sd,
-                                    (_positive(a, key), b) if key == "nugget" else out.nugget,
-                                    (_positive(a, key), b) if key == "rho" else out.rho, out.omega_sd)
+            out = replace(out, **{key: (_positive(a, key), b)})
     return out
 
 

@@ -145,6 +145,10 @@ def test_input_errors_are_hierlmm_errors():
         build_correlated_bayes_model(design, data, "corExp(form = ~ t | id)", priors={"range": (-1, 1)})
     with pytest.raises(hierlmm.SpecError, match="Unknown prior"):
         build_correlated_bayes_model(design, data, "corExp(form = ~ t | id)", priors={"phi": 1})
+    bm = build_correlated_bayes_model(design, data, "corExp(form = ~ t | id, nugget = TRUE)",
+                                      priors={"range": (3.0, 0.5), "nugget": (1, 4), "sigma": 2.0})
+    cp = bm.correlation_priors
+    assert (cp.range_median, cp.range_log_sd, cp.nugget, bm.priors.sigma_scale) == (3.0, 0.5, (1.0, 4.0), 2.0)
 
 
 def test_model_I_posterior_agrees_with_reml(chapter_data, reference):  # noqa: N802
