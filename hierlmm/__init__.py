@@ -12,6 +12,7 @@ or in one call: ``hierlmm.fit(formula, data)``.
 
 from hierlmm import datasets, plots
 from hierlmm.api import fit, fit_ml, model_spec
+from hierlmm.bayes_correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
 from hierlmm.bayes_fit import BayesFit, Diagnostics, fit_bayes
 from hierlmm.bayes_model import BayesModel, build_bayes_model
 from hierlmm.bayes_predictions import add_posterior_predictive, prior_predictive, trajectories
@@ -52,5 +53,5 @@ __all__ = [
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdBlocked", "pdCompSymm", "pdDiag", "pdIdent",
     "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
     "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
-    "varIdent", "varPower",
+    "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated",
 ]

@@ -223,6 +223,10 @@ def fit_bayes(
     progressbar: bool = True,
     pointwise: bool | None = None,
     kind: str = "hierarchical",
+    correlation: Any = None,
+    data: pd.DataFrame | None = None,
+    log_sd_design: Any = None,
+    weights: str | None = None,
 ) -> BayesFit:
     """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie).
 
@@ -248,7 +252,32 @@ def fit_bayes(
     kind
         ``"hierarchical"`` (default) or ``"marginal"``: the marginal model, D free to be indefinite
         (:func:`hierlmm.bayes_marginal.fit_bayes_marginal`, which returns a ``MarginalBayesFit``).
+    correlation, data, log_sd_design
+        Serially correlated (and heteroscedastic) errors: nlme's syntax (``"corExp(form = ~ obstime | patient)"``),
+        the data the design was built from, and optionally ``(M, names)`` with log SD ratio = ``M omega``
+        (:func:`hierlmm.bayes_correlated_fit.fit_bayes_correlated`, which returns a ``CorrelatedBayesFit``).
+    weights
+        A variance function in nlme's syntax (``"varIdent(form = ~ 1 | drug)"``), the same as ``log_sd_design``
+        bound from it (:mod:`hierlmm.variance_function`); with a ``correlation`` in this release.
     """
+    if weights is not None:
+        from hierlmm.variance_function import parse_weights
+
+        if data is None or log_sd_design is not None:
+            raise SpecError("weights= needs the data, and replaces log_sd_design=.", given={"weights": weights},
+                            fix="Pass data= and one of weights= or log_sd_design=.")
+        log_sd_design = parse_weights(weights).bind(design, data)
+    if correlation is not None or log_sd_design is not None:
+        from hierlmm.bayes_correlated_fit import fit_bayes_correlated
+
+        if data is None or correlation is None or sampler != "marginal" or centered or kind != "hierarchical":
+            raise SpecError("Correlated errors are sampled with the marginal sampler of the hierarchical model, from "
+                            "a correlation structure and the data.", given={"correlation": correlation,
+                            "data": None if data is None else "given", "sampler": sampler, "kind": kind},
+                            fix="Pass correlation= and data=, and drop sampler=, centered= and kind=.")
+        return fit_bayes_correlated(design, data, correlation, log_sd_design=log_sd_design, chains=chains,
+                                    draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
+                                    target_accept=target_accept, progressbar=progressbar)
     if kind == "marginal":
         from hierlmm.bayes_marginal import fit_bayes_marginal
 

@@ -81,23 +81,36 @@ def _fit_command(args: argparse.Namespace) -> int:
         out: dict = {}
         ml = None
         if args.correlation or args.weights:
-            if method not in ("REML", "ML"):
-                raise NotSupportedError("--correlation and --weights are fitted by REML or ML in this release.",
-                                        given=method, fix="Use --method reml or --method ml with them.")
+            if method in ("NUTS", "BOTH") and not args.correlation:
+                raise NotSupportedError("--weights by NUTS needs a --correlation in this release (REML/ML fit it "
+                                        "alone).", given=method, fix="Use --method reml or ml, or add --correlation.")
             from hierlmm.correlated_fit import fit_correlated
             from hierlmm.summaries import correlated_to_dict
             from hierlmm.variance_function import describe
 
-            correlated = fit_correlated(design, data, args.correlation, method, weights=args.weights)
-            out = correlated_to_dict(correlated)
-            print(correlated.fixef().to_string(float_format=lambda x: f"{x:.5g}"))
-            if correlated.structure is not None:
-                print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
-                      f"95% intervals {out['correlation']['intervals']}")
-            if correlated.weights is not None:
-                print(describe(correlated.weights, correlated.variance, correlated.omega))
-                print(f" 95% intervals: {out['variance_function']['intervals']}")
-            print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
+            if method != "NUTS":
+                correlated = fit_correlated(design, data, args.correlation, "REML" if method == "BOTH" else method,
+                                            weights=args.weights)
+                out = correlated_to_dict(correlated)
+                print(correlated.fixef().to_string(float_format=lambda x: f"{x:.5g}"))
+                if correlated.structure is not None:
+                    print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
+                          f"95% intervals {out['correlation']['intervals']}")
+                if correlated.weights is not None:
+                    print(describe(correlated.weights, correlated.variance, correlated.omega))
+                    print(f" 95% intervals: {out['variance_function']['intervals']}")
+                print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
+            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (hierlmm.bayes_correlated_fit)
+                extra = {}
+                if args.weights:
+                    from hierlmm.variance_function import parse_weights
+
+                    extra["log_sd_design"] = parse_weights(args.weights).bind(design, data)
+                bayes = _nuts(design, args, correlation=args.correlation, data=data, **extra)
+                print(bayes_summary(bayes, data_name))
+                nuts = bayes_to_dict(bayes)
+                out = nuts if method == "NUTS" else {**out, "method": "both", "reml": dict(out),
+                                                     **{k: nuts[k] for k in ("posterior", "diagnostics")}}
         elif args.kind == "marginal":
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
@@ -152,12 +165,13 @@ def _fit_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nuts(design, args: argparse.Namespace):
+def _nuts(design, args: argparse.Namespace, **extra):
     from hierlmm.bayes_fit import fit_bayes
 
     return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
                      tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
-                     priors=getattr(args, "priors", None), centered=_centered(getattr(args, "centered", None)))
+                     priors=getattr(args, "priors", None), centered=_centered(getattr(args, "centered", None)),
+                     **extra)
 
 
 def _centered(values: list[str] | None) -> list[str] | str:
