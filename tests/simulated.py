@@ -21,3 +21,13 @@ def simulate(seed: int, n_subjects: int = 30, nested: bool = False) -> pd.DataFr
                 y = 1 + 0.5 * t - 0.3 * x + b0 + b1 * t + c + rng.normal(0, 0.8)
                 rows.append({"id": f"s{i}", "eye": eye, "t": t, "x": x, "g": "ab"[i % 2], "y": y})
     return pd.DataFrame(rows)
+
+
+def random_factors(design, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random lower-triangular factor L per block of a design (positive diagonal), for likelihood checks."""
+    out = []
+    for block in design.blocks:
+        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))  # noqa: N806
+        L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
+        out.append(L)
+    return out

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import scipy.stats
 import xarray as xr
-from simulated import simulate
+from simulated import random_factors, simulate
 
 import hierlmm
 from hierlmm.bayes_model import build_bayes_model, var_name
@@ -37,14 +37,6 @@ def crossed_data(seed: int, n_subjects: int = 14, n_items: int = 6) -> pd.DataFr
                              "y": 1 + 0.5 * t + b[i] + c[j] * (1 + 0.3 * t) + d[s] + rng.normal(0, 0.7)})
     return pd.DataFrame(rows)
 
-
-def random_factors(design, rng):
-    out = []
-    for block in design.blocks:
-        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))  # noqa: N806
-        L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
-        out.append(L)
-    return out
 
 
 def dense_moments(design, factors, beta, sigma):

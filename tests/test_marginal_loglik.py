@@ -7,7 +7,7 @@ import pytest
 import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from simulated import simulate
+from simulated import random_factors, simulate
 
 import hierlmm
 from hierlmm.conditional_effects import conditional_moments, draw_effects
@@ -43,14 +43,6 @@ def dense_subject_loglik(design, factors, beta, sigma):
         out.append(scipy.stats.multivariate_normal(design.X[rows] @ beta, V[np.ix_(rows, rows)]).logpdf(design.y[rows]))
     return np.array(out)
 
-
-def random_factors(design, rng):
-    out = []
-    for block in design.blocks:
-        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))  # noqa: N806
-        L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
-        out.append(L)
-    return out
 
 
 @settings(deadline=None, max_examples=20, database=None)
