@@ -194,27 +194,27 @@ def load_spec(path: str | Path) -> ModelFile:
     )
 
 
-def _correlation(value: Any) -> str | None:
-    """``[model] correlation``: nlme's syntax, checked here so that a typo fails when the file is read."""
+def _nlme_string(value: Any, key: str, parse: Any, example: str) -> str | None:
+    """A ``[model]`` entry in nlme's syntax (``correlation``, ``weights``), parsed here so that a typo fails when the
+    file is read."""
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise SpecError(f"[model] {key} must be a string in nlme's syntax.", given=value,
+                        fix=f'Write {key} = "{example}".')
+    parse(value)
+    return value
+
+
+def _correlation(value: Any) -> str | None:
+    """``[model] correlation``: a correlation structure (:func:`hierlmm.serial_correlation.parse_correlation`)."""
     from hierlmm.serial_correlation import parse_correlation
 
-    if not isinstance(value, str):
-        raise SpecError("[model] correlation must be a string in nlme's syntax.", given=value,
-                        fix='Write correlation = "corExp(form = ~ obstime | patient)".')
-    parse_correlation(value)
-    return value
+    return _nlme_string(value, "correlation", parse_correlation, "corExp(form = ~ obstime | patient)")
 
 
 def _weights(value: Any) -> str | None:
-    """``[model] weights``: a variance function in nlme's syntax, checked when the file is read."""
-    if value is None:
-        return None
+    """``[model] weights``: a variance function (:func:`hierlmm.variance_function.parse_weights`)."""
     from hierlmm.variance_function import parse_weights
 
-    if not isinstance(value, str):
-        raise SpecError("[model] weights must be a string in nlme's syntax.", given=value,
-                        fix='Write weights = "varIdent(form = ~ 1 | drug)".')
-    parse_weights(value)
-    return value
+    return _nlme_string(value, "weights", parse_weights, "varIdent(form = ~ 1 | drug)")
