@@ -1,6 +1,7 @@
-"""The hierarchical model with serially correlated (and optionally heteroscedastic) errors, marginalised, in PyMC.
+"""The hierarchical model with serially correlated and/or heteroscedastic errors, marginalised, in PyMC.
 
-Stage 3 of the Bayesian pipeline for ``correlation=``: ``Design + data + structure -> CorrelatedBayesModel``.
+Stage 3 of the Bayesian pipeline for ``correlation=`` and ``weights=``: ``Design + data + structure ->
+CorrelatedBayesModel``.
 The per-subject sufficient statistics of :mod:`hierlmm.marginal_op` do not survive a non-identity ``R_i``, so, as
 in the REML engine (:mod:`hierlmm.correlated_fit`), every ``V_i`` is built and factorised densely: subjects of equal
 size ``n`` are stacked into (k, n, n) tensors and one batched Cholesky factorisation and triangular solve per size
@@ -9,13 +10,15 @@ serve them all (AIDS: 467 patients of 1-5 visits in five batches).
 Notation
 --------
 ``y_i ~ N(X_i beta, V_i)``, ``V_i = Z_i D Z_i' + sigma^2 S_i R_i(phi) S_i`` (chapter section 3.6 with nlme's
-variance functions), with ``R_i`` from :mod:`hierlmm.serial_correlation` and ``S_i`` diagonal,
-``log S_i = M_i omega`` (``M``: n_obs x k rows of a log-SD design, ``omega`` its k parameters; no ``M``: ``S = I``).
+variance functions), with ``R_i`` from :mod:`hierlmm.serial_correlation` (``R_i = I`` without a correlation
+structure) and ``S_i`` diagonal, ``log S_i = M_i omega`` (``M``: n_obs x k rows of a log-SD design, ``omega`` its
+k parameters; no ``M``: ``S = I``).
 With ``C_i = chol(V_i)``, ``w_i = C_i^-1 (y_i - X_i beta)``::
 
     log p(y_i) = -1/2 [ n_i log(2 pi) + 2 sum_j log C_i[j, j] + w_i'w_i ].
 
-Priors (defaults; ``beta``, ``sigma``, the SDs and LKJ of ``D`` as in :mod:`hierlmm.priors`):
+Priors (defaults; ``beta``, ``sigma`` as in :mod:`hierlmm.priors`, ``D`` per structure as in
+:mod:`hierlmm.bayes_covariance`):
 
 - range ``phi`` of corExp, corGaus and corCAR1 (corCAR1's ``phi^d`` is ``exp(-d / range)``, its ``phi`` reported as
   ``exp(-1 / range)``): ``LogNormal(log g, 1.5)``, ``g`` the median gap between a subject's consecutive distinct
@@ -44,7 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierlmm.bayes_model import _centring, var_name
+from hierlmm.bayes_covariance import block_factor
+from hierlmm.bayes_covariance import coords as block_coords
+from hierlmm.bayes_model import _centring
 from hierlmm.correlated_fit import subject_batches
 from hierlmm.dense_gaussian_op import dense_gaussian_loglik
 from hierlmm.design import Design
@@ -79,16 +84,18 @@ class CorrelationPriors:
     rho: tuple[float, float] = (2.0, 2.0)
     omega_sd: float = 1.0
 
-    def table(self, structure: CorrelationStructure, log_sd_names: tuple[str, ...]) -> list[tuple[str, str]]:
+    def table(self, structure: CorrelationStructure | None, log_sd_names: tuple[str, ...]) -> list[tuple[str, str]]:
         """(parameter, prior) rows, for printing."""
         rows = []
-        if structure.kind in RANGE_KINDS:
+        if structure is None:
+            pass
+        elif structure.kind in RANGE_KINDS:
             rows.append(("range", f"LogNormal(log {self.range_median:.4g}, {self.range_log_sd:g})"))
         elif structure.kind == "corAR1":
             rows.append(("phi", f"(phi + 1) / 2 ~ Beta{self.rho}"))
         else:
             rows.append(("rho", f"Beta{self.rho} scaled to (-1/(n_max - 1), 1)"))
-        if structure.nugget:
+        if structure is not None and structure.nugget:
             rows.append(("nugget", f"Beta{self.nugget}"))
         rows += [(f"omega[{n}]", f"Normal(0, {self.omega_sd:g})") for n in log_sd_names]
         return rows
@@ -117,7 +124,7 @@ class CorrelatedBayesModel:
     """
 
     design: Design
-    structure: CorrelationStructure
+    structure: CorrelationStructure | None
     priors: Priors
     correlation_priors: CorrelationPriors
     log_sd_names: tuple[str, ...]
@@ -128,6 +135,7 @@ class CorrelatedBayesModel:
     intercept: int | None
     sampler: str = "marginal"
     centered: tuple[str, ...] = ()
+    variance: Any = None  # the bound variance function (hierlmm.variance_function), if one was given
 
     def from_centred(self, beta_centred: np.ndarray) -> np.ndarray:
         """Fixed effects of the centred design -> the reported ones: ``beta_0 = alpha - beta'mean(x)``."""
@@ -181,7 +189,7 @@ def log_sd_matrix(log_sd_design: Any, design: Design) -> tuple[np.ndarray | None
     return M, names
 
 
-def stack_batches(design: Design, data: pd.DataFrame, structure: CorrelationStructure,
+def stack_batches(design: Design, data: pd.DataFrame, structure: CorrelationStructure | None,
                   M: np.ndarray | None) -> tuple[tuple[SizeBatch, ...], int]:  # noqa: N803
     """The design's subjects stacked by size (see :class:`SizeBatch`), and the largest size."""
     block = design.blocks[0]
@@ -193,7 +201,7 @@ def stack_batches(design: Design, data: pd.DataFrame, structure: CorrelationStru
     return tuple(out), sb.n_max
 
 
-def correlation_priors(structure: CorrelationStructure, batches: tuple[SizeBatch, ...],
+def correlation_priors(structure: CorrelationStructure | None, batches: tuple[SizeBatch, ...],
                        overrides: Mapping[str, Any] | None) -> CorrelationPriors:
     """The default correlation priors for these data, with user overrides (keys ``range``, ``nugget``, ``rho``)."""
     out = CorrelationPriors(range_median=median_gap(batches))
@@ -208,9 +216,12 @@ def correlation_priors(structure: CorrelationStructure, batches: tuple[SizeBatch
     return out
 
 
-def correlation_values(structure: CorrelationStructure, free: Mapping[str, Any], n_max: int, lib: Any) -> dict:
+def correlation_values(structure: CorrelationStructure | None, free: Mapping[str, Any], n_max: int, lib: Any) -> dict:
     """The reported correlation parameters (nlme's names: ``range``, ``phi``, ``rho``, ``nugget``) from the free
-    variables (``range``, ``phi01``, ``rho01``, ``nugget``), for PyTensor or NumPy (``lib``)."""
+    variables (``range``, ``phi01``, ``rho01``, ``nugget``), for PyTensor or NumPy (``lib``); none without a
+    structure."""
+    if structure is None:
+        return {}
     if structure.kind in ("corExp", "corGaus"):
         out = {"range": free["range"]}
     elif structure.kind == "corCAR1":
@@ -225,9 +236,12 @@ def correlation_values(structure: CorrelationStructure, free: Mapping[str, Any],
     return out
 
 
-def correlation_matrix(structure: CorrelationStructure, free: Mapping[str, Any], d: Any, n: int, n_max: int,
+def correlation_matrix(structure: CorrelationStructure | None, free: Mapping[str, Any], d: Any, n: int, n_max: int,
                        lib: Any) -> Any:
-    """``R`` for stacked distances ``d`` (..., n, n) (:mod:`hierlmm.serial_correlation`), PyTensor or NumPy."""
+    """``R`` for stacked distances ``d`` (..., n, n) (:mod:`hierlmm.serial_correlation`), PyTensor or NumPy; the
+    (n, n) identity without a structure."""
+    if structure is None:
+        return np.eye(n)
     off = 1.0 - np.eye(n)  # distinct rows, even at equal times
     if structure.kind == "corCompSymm":
         rho = correlation_values(structure, free, n_max, lib)["rho"]
@@ -243,7 +257,7 @@ def correlation_matrix(structure: CorrelationStructure, free: Mapping[str, Any],
     return R
 
 
-def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure, beta: Any, chol: Any, sigma: Any,
+def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure | None, beta: Any, chol: Any, sigma: Any,
                   free: Mapping[str, Any], omega: Any, n_max: int) -> Any:
     """Sum of ``log p(y_i)`` over one size batch (module notation), as a PyTensor graph; the Gaussian log-density
     and its gradient are :mod:`hierlmm.dense_gaussian_op`'s kernel."""
@@ -263,12 +277,13 @@ def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure, be
 def build_correlated_bayes_model(
     design: Design,
     data: pd.DataFrame,
-    correlation: CorrelationStructure | str,
+    correlation: CorrelationStructure | str | None,
     *,
     priors: Mapping[str, Any] | None = None,
     log_sd_design: Any = None,
 ) -> CorrelatedBayesModel:
-    """Compile the marginalised model with serially correlated errors to PyMC (see the module notation).
+    """Compile the marginalised model with serially correlated and/or heteroscedastic errors to PyMC (see the
+    module notation).
 
     Parameters
     ----------
@@ -277,7 +292,8 @@ def build_correlated_bayes_model(
     data
         The data the design was built from (for the correlation's time column).
     correlation
-        A :class:`~hierlmm.serial_correlation.CorrelationStructure` or nlme's syntax.
+        A :class:`~hierlmm.serial_correlation.CorrelationStructure`, nlme's syntax, or None (``R_i = I``: then a
+        ``log_sd_design`` is what makes this model differ from :func:`hierlmm.bayes_model.build_bayes_model`'s).
     priors
         Overrides: the keys of :func:`hierlmm.priors.with_overrides` and ``range``, ``nugget``, ``rho``.
     log_sd_design
@@ -287,10 +303,12 @@ def build_correlated_bayes_model(
     import pymc as pm
     import pytensor.tensor as pt
 
-    structure = correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation)
+    structure = correlation if correlation is None or isinstance(correlation, CorrelationStructure) \
+        else parse_correlation(correlation)
     if len(design.blocks) != 1:
-        raise NotSupportedError("Serial correlation is supported with one random-effects grouping factor.",
-                                given=[b.factor for b in design.blocks], fix="Use one random-effects term.")
+        raise NotSupportedError("Serial correlation and variance functions are supported with one random-effects "
+                                "grouping factor.", given=[b.factor for b in design.blocks],
+                                fix="Use one random-effects term.")
     overrides = dict(priors or {})
     corr_overrides = {k: overrides.pop(k) for k in CORRELATION_PRIOR_KEYS if k in overrides}
     base = with_overrides(default_priors(design), design, overrides)
@@ -299,31 +317,29 @@ def build_correlated_bayes_model(
     cp = correlation_priors(structure, batches, corr_overrides)
     _, x_mean, intercept = _centring(design)
     block = design.blocks[0]
-    coords = {"fixef": list(design.fixef_names), f"{block.factor}__effect": list(block.effect_names)}
+    coords = {"fixef": list(design.fixef_names), f"{block.factor}__effect": list(block.effect_names),
+              **block_coords(block)}
     if names:
         coords["log_sd"] = list(names)
     with pm.Model(coords=coords) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(base.beta_mu), sigma=np.array(base.beta_sigma), dims="fixef")
         beta = beta_c if intercept is None else beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
         sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
-        scales = np.array(base.sd_scale[block.factor])
-        if block.factor in base.lkj_eta:
-            chol, _, _ = pm.LKJCholeskyCov(var_name("chol", block.factor), n=block.q, eta=base.lkj_eta[block.factor],
-                                           sd_dist=pm.HalfStudentT.dist(nu=3, sigma=scales, shape=block.q),
-                                           compute_corr=True, store_in_trace=False)
-        else:
-            chol = pt.diag(pm.HalfStudentT(var_name("sd", block.factor), nu=3, sigma=scales,
-                                           dims=f"{block.factor}__effect"))
+        chol = block_factor(pm, pt, block, base)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
         free: dict[str, Any] = {}
-        if structure.kind in RANGE_KINDS:
+        if structure is None:
+            pass
+        elif structure.kind in RANGE_KINDS:
             free["range"] = pm.LogNormal("range", mu=math.log(cp.range_median), sigma=cp.range_log_sd)
         elif structure.kind == "corAR1":
             free["phi01"] = pm.Beta("phi01", alpha=cp.rho[0], beta=cp.rho[1])
         else:
             free["rho01"] = pm.Beta("rho01", alpha=cp.rho[0], beta=cp.rho[1])
-        if structure.nugget:
+        if structure is not None and structure.nugget:
             free["nugget"] = pm.Beta("nugget", alpha=cp.nugget[0], beta=cp.nugget[1])
         omega = pm.Normal("omega", 0.0, cp.omega_sd, dims="log_sd") if names else None
         loglik = sum(_batch_loglik(pt, b, structure, beta, chol, sigma, free, omega, n_max) for b in batches)
         pm.Potential("marginal_loglik", loglik)
-    return CorrelatedBayesModel(design, structure, base, cp, names, batches, n_max, model, x_mean, intercept)
+    variance = log_sd_design if hasattr(log_sd_design, "M") else None
+    return CorrelatedBayesModel(design, structure, base, cp, names, batches, n_max, model, x_mean, intercept,
+                                variance=variance)

@@ -1,6 +1,8 @@
-"""Bayesian fits with serially correlated errors: NUTS on the marginalised model, then exact draws of ``b``.
+"""Bayesian fits with serially correlated and/or heteroscedastic errors: NUTS on the marginalised model, then exact
+draws of ``b``.
 
-Stage 4 for ``correlation=``: ``CorrelatedBayesModel -> CorrelatedBayesFit`` (:mod:`hierlmm.bayes_correlated`).
+Stage 4 for ``correlation=`` and ``weights=``: ``CorrelatedBayesModel -> CorrelatedBayesFit``
+(:mod:`hierlmm.bayes_correlated`).
 
 Notation
 --------
@@ -12,7 +14,9 @@ Per posterior draw and subject, with ``C_i = chol(V_i)``, ``r_i = y_i - X_i beta
 drawn exactly for every draw, as the marginal sampler of :mod:`hierlmm.posterior_tree` does with iid errors.
 The DataTree's ``posterior`` holds ``beta``, ``sigma``, ``sd_<factor>`` (and ``cor_<factor>``), ``b_<factor>``, the
 correlation parameters under nlme's names (``range``, ``phi``, ``rho``, ``nugget``) and ``omega`` (log SD
-ratios); ``log_likelihood/y_subject`` is ``log N(y_i | X_i beta, V_i)`` per subject (for LOO by subject).
+ratios, ``log s = M omega``); summaries report the variance function's parameters as nlme does (varIdent's
+``sd_ratio[<stratum>]`` = ``exp(omega)``, varPower's ``power``, varExp's ``expon``). ``log_likelihood/y_subject``
+is ``log N(y_i | X_i beta, V_i)`` per subject (for LOO by subject).
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ from hierlmm.bayes_correlated import (
     correlation_matrix,
     correlation_values,
 )
+from hierlmm.bayes_covariance import set_initial_values
 from hierlmm.bayes_fit import BayesFit
 from hierlmm.bayes_model import var_name
 from hierlmm.design import Design
+from hierlmm.errors import SpecError
 from hierlmm.posterior_draws import sample_posterior
 from hierlmm.posterior_tree import _derived_parameters, block_factors
 from hierlmm.serial_correlation import CorrelationStructure
+from hierlmm.variance_function import parse_weights
 
 CHUNK = 250  # draws per vectorised chunk of the post-processing
 
@@ -90,20 +97,10 @@ def initial_values(bm: CorrelatedBayesModel, reml: Any) -> None:
     """Start the chains at the REML estimates (jittered by the sampler); any REML failure leaves PyMC's defaults."""
     if reml is None:
         return
-    from hierlmm.covariance import sd_corr
-
     model, block = bm.model, bm.design.blocks[0]
     model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
     model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
-    scales = np.array(bm.priors.sd_scale[block.factor])
-    sd = np.maximum(np.sqrt(np.clip(np.diag(reml.D), 0, None)), 0.05 * scales)
-    if block.factor in bm.priors.lkj_eta:
-        corr = np.clip(sd_corr(reml.D)[1], -0.9, 0.9)
-        np.fill_diagonal(corr, 1.0)
-        L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(block.q))  # noqa: N806
-        model.set_initval(model[var_name("chol", block.factor)], L[np.tril_indices(block.q)])
-    else:
-        model.set_initval(model[var_name("sd", block.factor)], sd)
+    set_initial_values(model, block, bm.priors, reml.D)
     params = reml.correlation_parameters
     if "range" in model.named_vars:  # bounded away from the flat tails, where REML may stop
         rng_value = params["range"] if "range" in params else -1.0 / np.log(np.clip(params["phi"], 1e-3, 0.999))
@@ -111,29 +108,33 @@ def initial_values(bm: CorrelatedBayesModel, reml: Any) -> None:
         model.set_initval(model["range"], float(np.clip(rng_value, lo, hi)))
     if "nugget" in model.named_vars:
         model.set_initval(model["nugget"], float(np.clip(params["nugget"], 0.05, 0.95)))
+    if "omega" in model.named_vars and reml.omega.size == len(bm.log_sd_names):
+        model.set_initval(model["omega"], np.clip(reml.omega, -3.0, 3.0))
 
 
-def _reml(bm: CorrelatedBayesModel, data: pd.DataFrame) -> Any:
+def _reml(bm: CorrelatedBayesModel, data: pd.DataFrame, weights: Any) -> Any:
+    """The REML fit the chains start from (with the variance function, when it is known), or None."""
     from hierlmm.correlated_fit import fit_correlated
 
-    if bm.log_sd_names:  # the REML engine has no variance functions: PyMC's default start
+    if bm.log_sd_names and weights is None:  # a bare log-SD design: REML knows only variance functions
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return fit_correlated(bm.design, data, bm.structure, "REML")
+            return fit_correlated(bm.design, data, bm.structure, "REML", weights=weights)
     except Exception:  # noqa: BLE001 - the REML start is a convenience
         return None
 
 
 @dataclass(frozen=True, eq=False)
 class CorrelatedBayesFit(BayesFit):
-    """A Bayesian fit with serially correlated errors: :class:`~hierlmm.bayes_fit.BayesFit`'s methods, with the
-    correlation parameters (nlme's names) and ``omega[...]`` added to ``summary()``."""
+    """A Bayesian fit with serially correlated and/or heteroscedastic errors: :class:`~hierlmm.bayes_fit.BayesFit`'s
+    methods, with the correlation parameters and the variance function's (nlme's names; ``omega[...]`` for a bare
+    log-SD design) added to ``summary()``."""
 
     @property
-    def structure(self) -> CorrelationStructure:
-        """The correlation structure."""
+    def structure(self) -> CorrelationStructure | None:
+        """The correlation structure (None: independent errors)."""
         return self.bayes_model.structure
 
     def parameter_draws(self) -> dict[str, np.ndarray]:
@@ -144,21 +145,32 @@ class CorrelatedBayesFit(BayesFit):
             if name in post:
                 out[name] = post[name].values
         if "omega" in post:
-            for j, name in enumerate(self.bayes_model.log_sd_names):
-                out[f"omega[{name}]"] = post["omega"].values[..., j]
+            variance = self.bayes_model.variance
+            omega = post["omega"].values
+            labels = [f"omega[{n}]" for n in self.bayes_model.log_sd_names] if variance is None else variance.labels
+            values = omega if variance is None else variance.natural(omega)
+            for j, label in enumerate(labels):
+                out[label] = values[..., j]
         return out
 
+    def variance_labels(self) -> list[str]:
+        """The summary rows of the variance function's parameters (empty without one)."""
+        variance, names = self.bayes_model.variance, self.bayes_model.log_sd_names
+        return list(variance.labels) if variance is not None else [f"omega[{n}]" for n in names]
+
     def correlation(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Posterior summaries of the correlation parameters (and omega)."""
+        """Posterior summaries of the correlation parameters and the variance function's."""
         table = self.summary(ci_prob)
-        return table.loc[[i for i in table.index if i in ("range", "phi", "rho", "nugget") or i.startswith("omega")]]
+        keep = set(self.variance_labels()) | {"range", "phi", "rho", "nugget"}
+        return table.loc[[i for i in table.index if i in keep]]
 
 
 def fit_bayes_correlated(
     design: Design,
     data: pd.DataFrame,
-    correlation: CorrelationStructure | str,
+    correlation: CorrelationStructure | str | None,
     *,
+    weights: Any = None,
     log_sd_design: Any = None,
     chains: int = 4,
     draws: int = 1000,
@@ -170,15 +182,19 @@ def fit_bayes_correlated(
     progressbar: bool = True,
     **nuts: Any,
 ) -> CorrelatedBayesFit:
-    """Sample the posterior of ``design`` with serially correlated errors by NUTS (nutpie), ``b`` integrated out.
+    """Sample the posterior of ``design`` with serially correlated and/or heteroscedastic errors by NUTS (nutpie),
+    ``b`` integrated out.
 
     Parameters
     ----------
     design, data
         The design (one random-effects grouping factor) and the data it was built from.
     correlation
-        nlme's syntax (``"corExp(form = ~ obstime | patient)"``) or a
-        :class:`~hierlmm.serial_correlation.CorrelationStructure`.
+        nlme's syntax (``"corExp(form = ~ obstime | patient)"``), a
+        :class:`~hierlmm.serial_correlation.CorrelationStructure`, or None (independent errors).
+    weights
+        A variance function (:mod:`hierlmm.variance_function`) or nlme's syntax (``"varIdent(form = ~ 1 | drug)"``);
+        its parameters are reported under nlme's names, and the chains start from the REML fit with it.
     log_sd_design
         Heteroscedastic errors: ``(M, names)`` with log SD ratio = ``M omega`` (see
         :func:`hierlmm.bayes_correlated.build_correlated_bayes_model`); ``None``: homoscedastic.
@@ -191,8 +207,19 @@ def fit_bayes_correlated(
         Further settings for ``nutpie.sample`` (e.g. ``adaptation="low_rank"``).
     """
     t0 = time.perf_counter()
+    function = None
+    if weights is not None:
+        if log_sd_design is not None:
+            raise SpecError("weights= and log_sd_design= both set the error SDs.", given={"weights": str(weights)},
+                            fix="Pass one of them.")
+        function = parse_weights(weights)
+        log_sd_design = function.bind(design, data)
+    if correlation is None and log_sd_design is None:
+        raise SpecError("Neither a correlation structure nor a variance function was given: this is the plain "
+                        "hierarchical model.", given={"correlation": None, "weights": None},
+                        fix="Use hierlmm.fit_bayes(design), or pass correlation= or weights=.")
     bm = build_correlated_bayes_model(design, data, correlation, priors=priors, log_sd_design=log_sd_design)
-    initial_values(bm, _reml(bm, data))
+    initial_values(bm, _reml(bm, data, function))
     # nutpie's low-rank mass matrix and a higher target acceptance, measured on the chapter's Model III (corExp,
     # 4 x (1000 + 1000)): 178 s, R-hat 1.006, min bulk ESS 1247, no divergence, against 373 s, R-hat 1.012 and
     # ESS 934 with the diagonal default (which also left one divergence in Model II); docs/serial_correlation.md

@@ -258,25 +258,20 @@ def fit_bayes(
         (:func:`hierlmm.bayes_correlated_fit.fit_bayes_correlated`, which returns a ``CorrelatedBayesFit``).
     weights
         A variance function in nlme's syntax (``"varIdent(form = ~ 1 | drug)"``), the same as ``log_sd_design``
-        bound from it (:mod:`hierlmm.variance_function`); with a ``correlation`` in this release.
+        bound from it (:mod:`hierlmm.variance_function`), with or without a ``correlation``; its parameters are
+        reported under nlme's names.
     """
-    if weights is not None:
-        from hierlmm.variance_function import parse_weights
-
-        if data is None or log_sd_design is not None:
-            raise SpecError("weights= needs the data, and replaces log_sd_design=.", given={"weights": weights},
-                            fix="Pass data= and one of weights= or log_sd_design=.")
-        log_sd_design = parse_weights(weights).bind(design, data)
-    if correlation is not None or log_sd_design is not None:
+    if correlation is not None or log_sd_design is not None or weights is not None:
         from hierlmm.bayes_correlated_fit import fit_bayes_correlated
 
-        if data is None or correlation is None or sampler != "marginal" or centered or kind != "hierarchical":
-            raise SpecError("Correlated errors are sampled with the marginal sampler of the hierarchical model, from "
-                            "a correlation structure and the data.", given={"correlation": correlation,
-                            "data": None if data is None else "given", "sampler": sampler, "kind": kind},
-                            fix="Pass correlation= and data=, and drop sampler=, centered= and kind=.")
-        return fit_bayes_correlated(design, data, correlation, log_sd_design=log_sd_design, chains=chains,
-                                    draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
+        if data is None or sampler != "marginal" or centered or kind != "hierarchical":
+            raise SpecError("Correlated or heteroscedastic errors are sampled with the marginal sampler of the "
+                            "hierarchical model, and need the data (for the times and the variance covariates).",
+                            given={"correlation": correlation, "weights": weights,
+                                   "data": None if data is None else "given", "sampler": sampler, "kind": kind},
+                            fix="Pass data=, and drop sampler=, centered= and kind=.")
+        return fit_bayes_correlated(design, data, correlation, weights=weights, log_sd_design=log_sd_design,
+                                    chains=chains, draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
                                     target_accept=target_accept, progressbar=progressbar)
     if kind == "marginal":
         from hierlmm.bayes_marginal import fit_bayes_marginal

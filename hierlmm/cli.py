@@ -81,9 +81,6 @@ def _fit_command(args: argparse.Namespace) -> int:
         out: dict = {}
         ml = None
         if args.correlation or args.weights:
-            if method in ("NUTS", "BOTH") and not args.correlation:
-                raise NotSupportedError("--weights by NUTS needs a --correlation in this release (REML/ML fit it "
-                                        "alone).", given=method, fix="Use --method reml or ml, or add --correlation.")
             from hierlmm.correlated_fit import fit_correlated
             from hierlmm.summaries import correlated_to_dict
             from hierlmm.variance_function import describe
@@ -101,12 +98,7 @@ def _fit_command(args: argparse.Namespace) -> int:
                     print(f" 95% intervals: {out['variance_function']['intervals']}")
                 print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
             if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (hierlmm.bayes_correlated_fit)
-                extra = {}
-                if args.weights:
-                    from hierlmm.variance_function import parse_weights
-
-                    extra["log_sd_design"] = parse_weights(args.weights).bind(design, data)
-                bayes = _nuts(design, args, correlation=args.correlation, data=data, **extra)
+                bayes = _nuts(design, args, correlation=args.correlation, weights=args.weights, data=data)
                 print(bayes_summary(bayes, data_name))
                 nuts = bayes_to_dict(bayes)
                 out = nuts if method == "NUTS" else {**out, "method": "both", "reml": dict(out),

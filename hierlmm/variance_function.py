@@ -110,10 +110,11 @@ class VarianceFunction:
                                 "uses; its SD ratio |x|^delta needs x > 0.", given=source,
                                 fix="Use a positive covariate (shift it, or use varExp for a covariate that can be 0).")
             x = np.log(x)
+        parameter = _PARAMETER[self.kind]
         if not labels:
-            return BoundVarianceFunction(x[:, None], (_PARAMETER[self.kind],), np.zeros(1))
+            return BoundVarianceFunction(x[:, None], (parameter,), np.zeros(1), parameter=parameter)
         M = np.where(strata[:, None] == np.arange(len(labels))[None, :], x[:, None], 0.0)  # noqa: N806
-        return BoundVarianceFunction(M, tuple(labels), np.zeros(len(labels)))
+        return BoundVarianceFunction(M, tuple(labels), np.zeros(len(labels)), parameter=parameter)
 
     def _strata(self, design: Design, data: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Stratum index of every row and the labels, in nlme's order (first appearance once the rows are sorted
@@ -153,11 +154,25 @@ class BoundVarianceFunction:
         The k parameter names, as nlme names them (``"power"``, ``"expon"``, or the strata).
     start
         (k,) starting ``omega`` (nlme's: SD ratios 1).
+    parameter
+        nlme's name of the parameter (``"power"``, ``"expon"``; ``""`` for varIdent's SD ratios).
     """
 
     M: np.ndarray
     names: tuple[str, ...]
     start: np.ndarray
+    parameter: str = ""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The parameters' labels in summaries: ``power``, or ``power[female]`` per stratum."""
+        if self.names == (self.parameter,):
+            return self.names
+        return tuple(f"{self.parameter}[{n}]" for n in self.names)
+
+    def natural(self, omega: np.ndarray) -> np.ndarray:
+        """nlme's parameters from ``omega`` (..., k), elementwise: the identity for varPower and varExp."""
+        return np.asarray(omega, dtype=float)
 
     def sd_ratios(self, omega: np.ndarray) -> np.ndarray:
         """The rows' SD ratios ``exp(M @ omega)`` (n_obs,)."""
@@ -173,6 +188,15 @@ class BoundVarIdent(BoundVarianceFunction):
     """varIdent bound to rows: ``omega`` are log SD ratios of strata 2..K against ``reference``."""
 
     reference: str = ""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The parameters' labels in summaries: ``sd_ratio[<stratum>]`` (against the reference stratum)."""
+        return tuple(f"sd_ratio[{n}]" for n in self.names)
+
+    def natural(self, omega: np.ndarray) -> np.ndarray:
+        """nlme's SD ratios ``exp(omega)`` (..., k)."""
+        return np.exp(np.asarray(omega, dtype=float))
 
     def parameters(self, omega: np.ndarray) -> dict[str, float]:
         """nlme's reported SD ratios ``exp(omega)`` of the non-reference strata."""

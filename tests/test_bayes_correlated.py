@@ -21,13 +21,16 @@ CASES = [
     ("corCAR1(form = ~ t | id)", {"range": 2.0}),
     ("corAR1(form = ~ 1 | id)", {"phi01": 0.2}),  # phi = -0.6: negative lag-one correlation
     ("corCompSymm(form = ~ 1 | id)", {"rho01": 0.4}),
+    (None, {}),  # independent errors: R_i = I (with the log-SD design: variance functions alone)
 ]
 
 
 def _dense_r(text: str, free: dict, times: np.ndarray, n_max: int) -> np.ndarray:
     """R written out independently of hierlmm, from nlme's definitions."""
-    s = parse_correlation(text)
     n = times.size
+    if text is None:
+        return np.eye(n)
+    s = parse_correlation(text)
     d = np.abs(times[:, None] - times[None, :]) if s.time else np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
     if s.kind == "corExp":
         R = np.exp(-d / free["range"])  # noqa: N806
@@ -56,7 +59,7 @@ def _point(bm, free: dict, omega: np.ndarray | None):
 
 
 @pytest.mark.parametrize("with_m", [False, True], ids=["homoscedastic", "log-sd design"])
-@pytest.mark.parametrize("text,free", CASES, ids=[c[0].split("(")[0] for c in CASES])
+@pytest.mark.parametrize("text,free", CASES, ids=[(c[0] or "independent").split("(")[0] for c in CASES])
 def test_log_likelihood_equals_dense_multivariate_normals(text, free, with_m):
     from pymc.model.transform.conditioning import remove_value_transforms
 
@@ -130,6 +133,43 @@ def test_model_gradient_matches_finite_differences():
         assert grad[j] == pytest.approx(numeric, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.parametrize("structure", ["pdIdent", "pdCompSymm", "pdDiag"])
+def test_structures_of_d_with_correlated_errors(structure):
+    """D's structure (hierlmm.bayes_covariance) is kept with serially correlated errors: its own parameters, the
+    likelihood at a point equal to dense normals, and the reported D rebuilt from them."""
+    from pymc.model.transform.conditioning import remove_value_transforms
+
+    data = simulate(4, n_subjects=10)
+    pd_mat = getattr(hierlmm, structure)("~ t")
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x", random={"id": pd_mat}), data)
+    text = "corExp(form = ~ t | id)"
+    bm = build_correlated_bayes_model(design, data, text)
+    free = {"range": 1.3}
+    point = {"beta_centred": np.array([1.2, 0.4, -0.3]), "sigma": 0.9, **free}
+    if structure == "pdDiag":
+        point["sd_id"] = np.array([1.1, 0.3])
+        L = np.diag([1.1, 0.3])  # noqa: N806
+    else:
+        point["s_id"] = 0.8
+        rho = 0.35 if structure == "pdCompSymm" else 0.0
+        if structure == "pdCompSymm":
+            point["rho_id"] = rho
+        L = 0.8 * np.linalg.cholesky(np.array([[1.0, rho], [rho, 1.0]]))  # noqa: N806
+    assert {k for k in point if k not in ("beta_centred", "sigma", "range")} == \
+        {v.name for v in bm.model.free_RVs} - {"beta_centred", "sigma", "range"}
+    model = remove_value_transforms(bm.model)
+    value = model.compile_fn(model.replace_rvs_by_values([model["marginal_loglik"]])[0], inputs=model.value_vars,
+                             on_unused_input="ignore")(point)
+    beta, block = bm.from_centred(point["beta_centred"]), design.blocks[0]
+    dense = 0.0
+    for level in range(block.n_levels):
+        rows = np.flatnonzero(block.group_index == level)
+        times = data["t"].to_numpy()[design.rows[rows]]
+        V = block.Z[rows] @ L @ L.T @ block.Z[rows].T + 0.81 * _dense_r(text, free, times, bm.n_max)  # noqa: N806
+        dense += scipy.stats.multivariate_normal(design.X[rows] @ beta, V).logpdf(design.y[rows])
+    assert value == pytest.approx(dense, rel=1e-10)
+
+
 def test_input_errors_are_hierlmm_errors():
     data = simulate(1, n_subjects=6)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
@@ -180,6 +220,13 @@ def test_fit_bayes_routes_correlation_and_checks_its_arguments():
         hierlmm.fit_bayes(design, correlation="corExp(form = ~ t | id)")  # no data
     with pytest.raises(hierlmm.SpecError, match="marginal sampler"):
         hierlmm.fit_bayes(design, correlation="corExp(form = ~ t | id)", data=data, sampler="joint")
+    with pytest.raises(hierlmm.SpecError, match="need the data"):
+        hierlmm.fit_bayes(design, weights="varIdent(form = ~ 1 | g)")  # no data
+    with pytest.raises(hierlmm.SpecError, match="plain hierarchical model"):
+        fit_bayes_correlated(design, data, None)
+    with pytest.raises(hierlmm.SpecError, match="both set"):
+        fit_bayes_correlated(design, data, None, weights="varIdent(form = ~ 1 | g)",
+                             log_sd_design=(np.ones((design.n_obs, 1)), ("a",)))
 
 
 @pytest.mark.slow

@@ -255,8 +255,17 @@ def test_cli_and_model_file_weights(tmp_path, chapter_data):
     model.write_text('[model]\nformula = "y ~ t + (1 | id)"\nweights = "varPow(form = ~ t)"\n[data]\nname = "x.csv"\n')
     with pytest.raises(hierlmm.SpecError, match="Unknown variance function"):
         hierlmm.load_spec(model)
-    assert main(["fit", "--data", "aids", "--formula", "CD4 ~ obstime + (1 | patient)", "--method", "nuts",
-                 "--weights", "varIdent(form = ~ 1 | drug)"]) == 2
+    # NUTS alone, without a correlation structure: the SD ratio under nlme's name, next to REML's with --method both
+    assert main(["fit", "--data", "aids", "--formula", "CD4 ~ obstime * drug + (obstime | patient)", "--method",
+                 "both", "--weights", "varIdent(form = ~ 1 | drug)", "--chains", "2", "--draws", "100", "--tune",
+                 "150", "--quiet", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "both"
+    assert result["reml"]["variance_function"]["parameters"]["ddI"] == pytest.approx(
+        ref["variance_function"]["est"][0], rel=1e-4)
+    posterior = result["posterior"]
+    mean = posterior["mean"][posterior["parameter"].index("sd_ratio[ddI]")]
+    assert ref["variance_function"]["lower"][0] < mean < ref["variance_function"]["upper"][0]
 
 
 @settings(deadline=None, max_examples=25, database=None)
