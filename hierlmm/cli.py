@@ -103,6 +103,15 @@ def _fit_command(args: argparse.Namespace) -> int:
                 nuts = bayes_to_dict(bayes)
                 out = nuts if method == "NUTS" else {**out, "method": "both", "reml": dict(out),
                                                      **{k: nuts[k] for k in ("posterior", "diagnostics")}}
+                if method == "BOTH":
+                    from hierlmm.compare import compare
+
+                    print("\nBayes against REML:\n"
+                          + compare(bayes, correlated).to_string(float_format=lambda x: f"{x:.4g}"))
+                if args.out:
+                    saved = save_fit(bayes, args.out, correlated if method == "BOTH" else None,
+                                     tree_format=args.tree_format)
+                    print(f"\nsaved {', '.join(str(s) for s in saved)}")
         elif args.kind == "marginal":
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",

@@ -22,18 +22,26 @@ from hierlmm.fit_result import MLFit
 
 
 def ml_parameters(fit: MLFit) -> pd.DataFrame:
-    """REML/ML estimates in the Bayesian parameter names (``beta[...]``, ``sd[...]``, ``cor[...]``, ``sigma``)."""
+    """REML/ML estimates in the Bayesian parameter names (``beta[...]``, ``sd[...]``, ``cor[...]``, ``sigma``, and a
+    correlated fit's ``range``/``phi``/``rho``/``nugget`` and variance-function parameters)."""
     rows = {}
     table = fit.fixef()
     for name, row in table.iterrows():
         rows[f"beta[{name}]"] = (row["Value"], row["Std.Error"])
-    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+    Ds = [fit.D] if isinstance(fit.D, np.ndarray) and fit.D.ndim == 2 else fit.D  # noqa: N806  (one block: dense)
+    for block, D in zip(fit.design.blocks, Ds, strict=True):  # noqa: N806
         sd, corr = sd_corr(D)
         for j, name in enumerate(block.effect_names):
             rows[sd_label(block.factor, name)] = (sd[j], np.nan)
         for j, k in correlated_pairs(block):
             rows[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = (corr[j, k], np.nan)
     rows["sigma"] = (fit.sigma, np.nan)
+    # a fit with correlated or heteroscedastic errors (hierlmm.correlated_fit): nlme's parameters under the names
+    # of hierlmm.bayes_correlated_fit's summaries
+    rows.update({k: (v, np.nan) for k, v in getattr(fit, "correlation_parameters", {}).items()})
+    variance = getattr(fit, "variance", None)
+    if variance is not None:
+        rows.update({k: (v, np.nan) for k, v in zip(variance.labels, variance.natural(fit.omega), strict=True)})
     return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "se"])
 
 

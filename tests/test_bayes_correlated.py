@@ -4,6 +4,7 @@ hierlmm.dense_gaussian_op): the likelihood against dense scipy normals, the post
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 from simulated import simulate
@@ -261,6 +262,14 @@ def test_cli_nuts_with_correlation(tmp_path):
     assert "range" in result["posterior"]["parameter"]
     assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
                  "corExp(form = ~ t | id)", "--method", "nuts", "--sampler", "joint", "--quiet"]) == 2
+    # both engines, a variance function, and the saved tree, summary and plots (--out)
+    folder = tmp_path / "saved"
+    assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
+                 "corExp(form = ~ t | id)", "--weights", "varIdent(form = ~ 1 | g)", "--method", "both",
+                 "--chains", "2", "--draws", "60", "--tune", "60", "--quiet", "--out", str(folder)]) == 0
+    assert {p.name for p in folder.iterdir()} == {"summary.csv", "rank.png", "ppc.png", "forest.png", "posterior.nc"}
+    saved = pd.read_csv(folder / "summary.csv", index_col=0)
+    assert {"range", "sd_ratio[b]"} <= set(saved.index)
 
 
 def test_random_effects_draws_follow_their_gaussian_conditional():
