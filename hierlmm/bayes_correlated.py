@@ -32,7 +32,13 @@ Priors (defaults; ``beta``, ``sigma`` as in :mod:`hierlmm.priors`, ``D`` per str
   cease to be identified.
 - corAR1's ``phi``: ``(phi + 1) / 2 ~ Beta(2, 2)`` on (-1, 1); corCompSymm's ``rho``: ``Beta(2, 2)`` scaled to
   ``(-1 / (n_max - 1), 1)``, the range over which every ``R_i`` is positive definite.
-- ``omega ~ Normal(0, 1)``: log SD ratios within a factor ``exp(1.96) = 7`` a priori.
+- ``omega ~ Normal(0, 1)``: log SD ratios within a factor ``exp(1.96) = 7`` a priori (per unit of the columns of
+  ``M``: a covariate's units set what this prior means).
+- With a log-SD design, ``sigma``'s prior (:mod:`hierlmm.priors`) is on ``sigma_centred = sigma exp(mean(M)' omega)``,
+  the error SD where every column of ``M`` is at its mean (varIdent: the geometric mean over the rows' strata;
+  varPower: at the geometric mean of the covariate; varExp: at its mean). nlme's ``sigma`` (the SD where ``s = 1``:
+  ``x = 1`` for varPower, ``x = 0`` for varExp) may lie far outside the data, and a prior there would depend on the
+  covariate's origin; ``sigma`` is reported as nlme's.
 
 Every one can be overridden (``priors={"range": (median, log_sd), "nugget": (a, b), "rho": (a, b)}``).
 """
@@ -136,6 +142,7 @@ class CorrelatedBayesModel:
     sampler: str = "marginal"
     centered: tuple[str, ...] = ()
     variance: Any = None  # the bound variance function (hierlmm.variance_function), if one was given
+    log_sd_centre: np.ndarray | None = None  # column means of M: sigma_centred = sigma exp(log_sd_centre' omega)
 
     def from_centred(self, beta_centred: np.ndarray) -> np.ndarray:
         """Fixed effects of the centred design -> the reported ones: ``beta_0 = alpha - beta'mean(x)``."""
@@ -316,6 +323,7 @@ def build_correlated_bayes_model(
     batches, n_max = stack_batches(design, data, structure, M)
     cp = correlation_priors(structure, batches, corr_overrides)
     _, x_mean, intercept = _centring(design)
+    m_centre = None if M is None else M.mean(axis=0)
     block = design.blocks[0]
     coords = {"fixef": list(design.fixef_names), f"{block.factor}__effect": list(block.effect_names),
               **block_coords(block)}
@@ -324,7 +332,13 @@ def build_correlated_bayes_model(
     with pm.Model(coords=coords) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(base.beta_mu), sigma=np.array(base.beta_sigma), dims="fixef")
         beta = beta_c if intercept is None else beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
-        sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
+        if names:  # the prior is on the SD where M is at its mean (see the module notation)
+            omega = pm.Normal("omega", 0.0, cp.omega_sd, dims="log_sd")
+            sigma_centred = pm.HalfStudentT("sigma_centred", nu=3, sigma=base.sigma_scale)
+            sigma = sigma_centred * pt.exp(-pt.dot(m_centre, omega))
+        else:
+            omega = None
+            sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
         chol = block_factor(pm, pt, block, base)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
         free: dict[str, Any] = {}
         if structure is None:
@@ -337,9 +351,8 @@ def build_correlated_bayes_model(
             free["rho01"] = pm.Beta("rho01", alpha=cp.rho[0], beta=cp.rho[1])
         if structure is not None and structure.nugget:
             free["nugget"] = pm.Beta("nugget", alpha=cp.nugget[0], beta=cp.nugget[1])
-        omega = pm.Normal("omega", 0.0, cp.omega_sd, dims="log_sd") if names else None
         loglik = sum(_batch_loglik(pt, b, structure, beta, chol, sigma, free, omega, n_max) for b in batches)
         pm.Potential("marginal_loglik", loglik)
     variance = log_sd_design if hasattr(log_sd_design, "M") else None
     return CorrelatedBayesModel(design, structure, base, cp, names, batches, n_max, model, x_mean, intercept,
-                                variance=variance)
+                                variance=variance, log_sd_centre=m_centre)

@@ -99,7 +99,12 @@ def initial_values(bm: CorrelatedBayesModel, reml: Any) -> None:
         return
     model, block = bm.model, bm.design.blocks[0]
     model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
-    model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
+    if bm.log_sd_centre is not None:  # the prior's scale: the SD at the mean of M
+        omega = reml.omega if reml.omega.size == len(bm.log_sd_names) else np.zeros(len(bm.log_sd_names))
+        omega = np.clip(omega, -3.0, 3.0)
+        model.set_initval(model["sigma_centred"], max(reml.sigma * float(np.exp(bm.log_sd_centre @ omega)), 1e-3))
+    else:
+        model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
     set_initial_values(model, block, bm.priors, reml.D)
     params = reml.correlation_parameters
     if "range" in model.named_vars:  # bounded away from the flat tails, where REML may stop
@@ -246,6 +251,8 @@ def complete_correlated_tree(bm: CorrelatedBayesModel, tree: Any, rng: np.random
     free = free_draws(bm, post)
     for name, values in correlation_values(bm.structure, free, bm.n_max, np).items():
         post[name] = xr.DataArray(values, dims=("chain", "draw"))
+    if "sigma_centred" in post:  # nlme's sigma: the SD where the variance function's ratio is 1
+        post["sigma"] = post["sigma_centred"] * np.exp(-(post["omega"].values @ bm.log_sd_centre))
     flat = {k: v.reshape(C * S) for k, v in free.items()}
     beta, L = post["beta"].values.reshape(C * S, -1), factors[0].reshape(C * S, block.q, block.q)  # noqa: N806
     sigma = post["sigma"].values.reshape(C * S)

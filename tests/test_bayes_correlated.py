@@ -54,8 +54,10 @@ def _point(bm, free: dict, omega: np.ndarray | None):
     beta_c = np.array([1.2, 0.4, -0.3])
     L = np.array([[1.1, 0.0], [-0.2, 0.35]])  # noqa: N806
     point = {"beta_centred": beta_c, "sigma": 0.9, "chol_id": L[np.tril_indices(2)], **free}
-    if omega is not None:
+    if omega is not None:  # the free variable is the SD at the mean of M; sigma = 0.9 is nlme's
         point["omega"] = omega
+        point["sigma_centred"] = 0.9 * np.exp(bm.log_sd_centre @ omega)
+        del point["sigma"]
     return point, bm.from_centred(beta_c), L
 
 
