@@ -110,6 +110,25 @@ def test_new_rows_need_the_time_column_the_strata_and_known_strata(simulated_rem
         hierlmm.implied_covariance(fit, rows=rows.assign(g="c"))
 
 
+def test_without_a_time_the_positions_within_the_subject_are_the_times():
+    """corAR1(form = ~ 1 | id): the rows' positions within their subject, in row order, even when two subjects'
+    rows interleave: phi^|k - l| within a subject, 0 between subjects."""
+    data = simulate(6, n_subjects=16)
+    fit = _fit("y ~ t + (1 | id)", data, correlation="corAR1(form = ~ 1 | id)")
+    phi = fit.correlation_parameters["phi"]
+    assert abs(phi) > 0.05  # positions matter: phi^1 and phi^2 differ
+    a, b = data[data["id"] == "s0"], data[data["id"] == "s14"]
+    assert len(a) >= 3 and len(b) >= 2
+    training = hierlmm.implied_covariance(fit, subject="s0").V
+    np.testing.assert_allclose(hierlmm.implied_covariance(fit, rows=a).V, training, rtol=1e-12)
+    rows = pd.concat([a.iloc[:2], b.iloc[:1], a.iloc[2:], b.iloc[1:]])
+    ids = rows["id"].to_numpy()
+    pos = rows.groupby("id").cumcount().to_numpy()
+    same = ids[:, None] == ids[None, :]
+    expected = same * (fit.D[0, 0] + fit.sigma**2 * phi ** np.abs(pos[:, None] - pos[None, :]))
+    np.testing.assert_allclose(hierlmm.implied_covariance(fit, rows=rows).V[0], expected, rtol=1e-12)
+
+
 def test_the_icc_of_a_fit_with_an_error_structure_is_a_clear_error(simulated_reml):
     with pytest.raises(hierlmm.NotSupportedError, match="implied_covariance"):
         hierlmm.icc(simulated_reml[1])
