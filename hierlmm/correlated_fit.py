@@ -126,7 +126,9 @@ class CorrelatedFit:
     """A REML/ML fit with serially correlated and/or heteroscedastic errors (see the module notation).
 
     ``structure`` is None without a correlation structure, ``weights`` and ``variance`` (the variance function and
-    its bound ``M``) None without a variance function.
+    its bound ``M``) None without a variance function. ``batches`` are the subjects' rows and the distances between
+    their times (or positions) that the fit used (for :func:`hierlmm.implied_covariance` of a training subject).
+    ``D`` and ``sigma`` are on the scale of y (nlme's): ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``.
     """
 
     design: Design
@@ -143,6 +145,7 @@ class CorrelatedFit:
     converged: bool
     weights: VarianceFunction | None = None
     variance: BoundVarianceFunction | None = None
+    batches: SubjectBatches | None = None
 
     @property
     def correlation_parameters(self) -> dict[str, float]:
@@ -287,7 +290,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     sigma = float(np.sqrt(sigma2) * np.exp(-shift @ _split(theta, design, structure)[1]))  # back to nlme's S_i
     theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,
-                         cov_theta, batches.n_max, converged, function, variance)
+                         cov_theta, batches.n_max, converged, function, variance, batches)
 
 
 def _factor(theta: np.ndarray, design: Design) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Works for ML/REML fits (one value) and Bayesian fits (one value per posterior draw, summarised with credible
 intervals), of the hierarchical model or of the marginal model (``kind="marginal"``, where D may be
-indefinite). Chapter section 3.3: the hierarchical model implies this marginal model; ML fits only it.
+indefinite), and for fits with serially correlated and/or heteroscedastic errors (``correlation=``, ``weights=``;
+chapter section 3.6), whose errors add ``sigma^2 S_i R_i S_i`` (:mod:`hierlmm.error_covariance`). Chapter section
+3.3: the hierarchical model implies this marginal model; ML fits only it.
 
 Notation
 --------
@@ -10,7 +12,9 @@ For rows ``r``, ``s`` with ``z_k(r)`` row ``r`` of block ``k``'s Z and ``g_k(r)`
 
     V[r, s] = sigma^2 [r = s] + sum_k [g_k(r) = g_k(s)] z_k(r)' D_k z_k(s)
 
-(for one subject of a single-factor model ``V_i = Z_i D Z_i' + sigma^2 I``). The variance function is the diagonal,
+(for one subject of a single-factor model ``V_i = Z_i D Z_i' + sigma^2 I``; with serially correlated and/or
+heteroscedastic errors ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``, ``S_i`` the rows' SD ratios, ``R_i`` their
+correlation). The variance function is the diagonal,
 ``Var(y(t)) = z(t)' D z(t) + sigma^2``; the correlation of ``y(t)`` and ``y(s)`` is ``V[t, s] / sqrt(V[t, t] V[s, s])``.
 For a random intercept the intra-class correlation is ``ICC = D_00 / (D_00 + sigma^2)``.
 """
@@ -25,6 +29,7 @@ import pandas as pd
 
 from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.design import Design, grouping_labels, new_model_matrices
+from hierlmm.error_covariance import error_covariance, has_error_structure, subject_rows
 from hierlmm.errors import DataError, NotSupportedError
 
 
@@ -44,6 +49,8 @@ def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
         factors = block_factors(fit.bayes_model, post)
         Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in factors]  # noqa: N806
         return Ds, post["sigma"].values.reshape(C * S)
+    if isinstance(fit, CorrelatedFit):  # one grouping factor: D is one matrix
+        return [np.asarray(fit.D)[None]], np.array([fit.sigma])
     return [np.asarray(D)[None] for D in fit.D], np.array([fit.sigma])
 
 
@@ -86,9 +93,10 @@ class ImpliedCovariance:
         return np.linalg.eigvalsh(self.V)[:, 0] > 0
 
 
-def _assemble(Zs: list[np.ndarray], groups: list[np.ndarray], Ds: list[np.ndarray], sigma: np.ndarray) -> np.ndarray:  # noqa: N803
-    n = Zs[0].shape[0] if Zs else 0
-    V = (sigma**2)[:, None, None] * np.eye(n)  # noqa: N806
+def _assemble(Zs: list[np.ndarray], groups: list[np.ndarray], Ds: list[np.ndarray], errors: np.ndarray,  # noqa: N803
+              ) -> np.ndarray:
+    """``sum_k [same level] Z_k D_k Z_k'`` plus the errors' covariance ``errors`` (S, n, n)."""
+    V = np.array(errors, dtype=float)  # noqa: N806
     for Z, g, D in zip(Zs, groups, Ds, strict=True):  # noqa: N806
         same = (g[:, None] == g[None, :]).astype(float)
         V = V + np.einsum("ra,sab,tb->srt", Z, D, Z) * same  # noqa: N806
@@ -101,30 +109,30 @@ def implied_covariance(fit: Any, subject: str | None = None, rows: pd.DataFrame 
     Parameters
     ----------
     fit
-        An ML/REML fit or a Bayesian fit.
+        An ML/REML fit or a Bayesian fit; with serially correlated and/or heteroscedastic errors (a
+        ``CorrelatedFit`` or ``CorrelatedBayesFit``) the errors' block is ``sigma^2 S_i R_i S_i``.
     subject
-        A level of the outermost grouping factor: its rows in the data the fit was built from.
+        A level of the outermost grouping factor: its rows in the data the fit was built from (with their times
+        and variance covariates).
     rows
         New data with every column the model uses (the response may be absent): ``V`` of these rows, rows sharing
-        a level sharing its random effects.
+        a level sharing its random effects. With correlated errors the new rows also need the correlation's time
+        column (``form = ~ 1 | g``: their positions within the subject, in row order, are the times) and with a
+        variance function its covariate and strata (strata the fit saw).
+
+    Raises
+    ------
+    DataError
+        Neither or both of ``subject`` and ``rows``, an unknown subject, a column missing from ``rows``, a stratum
+        of the variance function the fit did not see.
     """
     design: Design = fit.design
-    if isinstance(fit, CorrelatedFit):  # V_i has S_i R_i S_i, which this function does not build
-        raise NotSupportedError("implied_covariance does not yet include serial correlation or a variance function.",
-                                given=type(fit).__name__,
-                                fix="Refit without correlation= and weights= for V_i = Z_i D Z_i' + sigma^2 I; "
-                                    "a CorrelatedFit has D, sigma and its correlation and variance parameters.")
     Ds, sigma = covariance_draws(fit)  # noqa: N806
     if (subject is None) == (rows is None):
         raise DataError("Give either subject= or rows=.", given={"subject": subject, "rows": rows is not None},
                         fix="implied_covariance(fit, subject='450') or implied_covariance(fit, rows=grid).")
     if subject is not None:
-        block = design.blocks[0]
-        key = str(subject)
-        if key not in block.levels:
-            raise DataError(f"{key!r} is not a level of {block.factor!r}.", given=subject,
-                            fix=f"Use one of {', '.join(block.levels[:5])}, ... ({block.n_levels} levels).")
-        idx = np.flatnonzero(block.group_index == block.levels.index(key))
+        idx = subject_rows(design, subject)
         Zs = [b.Z[idx] for b in design.blocks]  # noqa: N806
         groups = [b.group_index[idx] for b in design.blocks]
         frame = pd.DataFrame({"row": design.rows[idx]})
@@ -133,13 +141,23 @@ def implied_covariance(fit: Any, subject: str | None = None, rows: pd.DataFrame 
         _, Zs = new_model_matrices(design, data)  # noqa: N806
         groups = [np.asarray(grouping_labels(data, b.grouping)) for b in design.blocks]
         frame = data
-    return ImpliedCovariance(frame, _assemble(Zs, groups, Ds, sigma))
+    if has_error_structure(fit):
+        errors = error_covariance(fit, subject=subject, rows=None if rows is None else frame)
+    else:
+        errors = (sigma**2)[:, None, None] * np.eye(len(frame))
+    return ImpliedCovariance(frame, _assemble(Zs, groups, Ds, errors))
 
 
 def icc(fit: Any, ci_prob: float = 0.95) -> pd.DataFrame:
     """Intra-class correlation ``D_00 / (D_00 + sigma^2)`` of every block with a random intercept: the estimate
     (ML/REML) or the posterior mean and interval (Bayesian)."""
     design: Design = fit.design
+    if has_error_structure(fit):
+        raise NotSupportedError("The ICC D_00 / (D_00 + sigma^2) assumes independent errors of one variance; with "
+                                "serially correlated or heteroscedastic errors the correlation of two visits depends "
+                                "on their times and strata.", given=type(fit).__name__,
+                                fix="Read it from hierlmm.implied_covariance(fit, subject=...).correlation (or "
+                                    "rows= for chosen times).")
     Ds, sigma = covariance_draws(fit)  # noqa: N806
     out = []
     tail = (1 - ci_prob) / 2

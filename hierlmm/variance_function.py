@@ -97,41 +97,43 @@ class VarianceFunction:
             covariate, a non-positive covariate of varPower, or strata with one level.
         """
         rows = np.asarray(design.rows)
-        source = str(self)
         strata, labels = self._strata(design, data, rows)
+        x = None if self.kind == "varIdent" else self._covariate(data, rows, "rows the model uses")
+        M = self._matrix(x, strata, len(labels))  # noqa: N806
+        kept = {"function": self, "levels": tuple(labels)}
         if self.kind == "varIdent":
-            M = (strata[:, None] == np.arange(1, len(labels))[None, :]).astype(float)  # noqa: N806
-            return BoundVarIdent(M, tuple(labels[1:]), np.zeros(len(labels) - 1), reference=labels[0])
-        x = _numeric(data, self.covariate, rows, source)
+            return BoundVarIdent(M, tuple(labels[1:]), np.zeros(len(labels) - 1), reference=labels[0], **kept)
+        parameter = _PARAMETER[self.kind]
+        names = tuple(labels) if labels else (parameter,)
+        return BoundVarianceFunction(M, names, np.zeros(len(names)), parameter=parameter, **kept)
+
+    def _covariate(self, data: pd.DataFrame, rows: np.ndarray, which: str) -> np.ndarray:
+        """The covariate column of ``M``: ``log x`` (varPower, x > 0 required) or ``x`` (varExp)."""
+        x = _numeric(data, self.covariate, rows, str(self), which)
         if self.kind == "varPower":
             if np.any(x <= 0):
                 bad = int((x <= 0).sum())
-                raise DataError(f"varPower's covariate {self.covariate!r} is zero or negative in {bad} rows the model "
-                                "uses; its SD ratio |x|^delta needs x > 0.", given=source,
+                raise DataError(f"varPower's covariate {self.covariate!r} is zero or negative in {bad} {which}; its "
+                                "SD ratio |x|^delta needs x > 0.", given=str(self),
                                 fix="Use a positive covariate (shift it, or use varExp for a covariate that can be 0).")
             x = np.log(x)
-        parameter = _PARAMETER[self.kind]
-        if not labels:
-            return BoundVarianceFunction(x[:, None], (parameter,), np.zeros(1), parameter=parameter)
-        M = np.where(strata[:, None] == np.arange(len(labels))[None, :], x[:, None], 0.0)  # noqa: N806
-        return BoundVarianceFunction(M, tuple(labels), np.zeros(len(labels)), parameter=parameter)
+        return x
+
+    def _matrix(self, x: np.ndarray | None, strata: np.ndarray, n_levels: int) -> np.ndarray:
+        """``M`` from the covariate column ``x`` and the rows' stratum indices (module notation)."""
+        if self.kind == "varIdent":
+            return (strata[:, None] == np.arange(1, n_levels)[None, :]).astype(float)
+        assert x is not None
+        if not n_levels:
+            return x[:, None]
+        return np.where(strata[:, None] == np.arange(n_levels)[None, :], x[:, None], 0.0)
 
     def _strata(self, design: Design, data: pd.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Stratum index of every row and the labels, in nlme's order (first appearance once the rows are sorted
         by the grouping factor, which nlme's lme does before it initialises the variance function)."""
         if not self.strata:
             return np.zeros(rows.size, dtype=int), []
-        parts = []
-        for col in self.strata:
-            _check_column(data, col, str(self))
-            values = data[col].to_numpy()[rows]
-            missing = pd.isna(values)
-            if missing.any():
-                raise DataError(f"The stratum column {col!r} of {self} is missing in {int(missing.sum())} rows the "
-                                "model uses (hierlmm does not drop them silently).", given=str(self),
-                                fix=f"Complete {col!r} in those rows, or drop the rows from the data.")
-            parts.append(np.array([str(v) for v in values], dtype=object))
-        label = parts[0] if len(parts) == 1 else np.array(["*".join(v) for v in zip(*parts, strict=True)], dtype=object)
+        label = self._labels(data, rows, "rows the model uses")
         order = np.argsort(design.blocks[0].group_index, kind="stable") if design.blocks else np.arange(rows.size)
         labels = list(dict.fromkeys(label[order]))
         if len(labels) < 2:
@@ -140,6 +142,20 @@ class VarianceFunction:
                             fix="Use a stratum column with several levels, or drop '| ...' from the form.")
         index = {v: i for i, v in enumerate(labels)}
         return np.array([index[v] for v in label]), labels
+
+    def _labels(self, data: pd.DataFrame, rows: np.ndarray, which: str) -> np.ndarray:
+        """Each row's stratum label (``"a"``; ``"a*b"`` for ``| g1 * g2``), as :meth:`bind` spells them."""
+        parts = []
+        for col in self.strata:
+            _check_column(data, col, str(self))
+            values = data[col].to_numpy()[rows]
+            missing = pd.isna(values)
+            if missing.any():
+                raise DataError(f"The stratum column {col!r} of {self} is missing in {int(missing.sum())} {which} "
+                                "(hierlmm does not drop them silently).", given=str(self),
+                                fix=f"Complete {col!r} in those rows, or drop the rows from the data.")
+            parts.append(np.array([str(v) for v in values], dtype=object))
+        return parts[0] if len(parts) == 1 else np.array(["*".join(v) for v in zip(*parts, strict=True)], dtype=object)
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,12 +172,18 @@ class BoundVarianceFunction:
         (k,) starting ``omega`` (nlme's: SD ratios 1).
     parameter
         nlme's name of the parameter (``"power"``, ``"expon"``; ``""`` for varIdent's SD ratios).
+    function
+        The variance function that was bound (what :meth:`new_rows` evaluates; None for a hand-made ``M``).
+    levels
+        The strata labels in nlme's order, the reference stratum (varIdent) first; empty without strata.
     """
 
     M: np.ndarray
     names: tuple[str, ...]
     start: np.ndarray
     parameter: str = ""
+    function: VarianceFunction | None = None
+    levels: tuple[str, ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -181,6 +203,45 @@ class BoundVarianceFunction:
     def parameters(self, omega: np.ndarray) -> dict[str, float]:
         """nlme's reported parameters from ``omega``: power ``delta`` or exponent ``t`` (the identity here)."""
         return {n: float(v) for n, v in zip(self.names, np.asarray(omega, dtype=float), strict=True)}
+
+    def new_rows(self, data: pd.DataFrame) -> np.ndarray:
+        """``M`` of the fitted function on new rows (n_new, k): their SD ratios are ``exp(new_rows(data) @ omega)``.
+
+        Every row of ``data`` is used, in order. The strata of the new rows are matched to the fitted strata by
+        label (so ``omega`` keeps its meaning: the reference stratum of varIdent has ``omega = 0``); varPower uses
+        ``log x`` (x > 0), varExp ``x``.
+
+        Raises
+        ------
+        DataError
+            A column the function needs is not in ``data`` (or is missing in some rows), a stratum the fit did not
+            see, a non-positive covariate of varPower.
+        NotSupportedError
+            ``M`` was built by hand (a bare log-SD design): there is no rule for new rows.
+        """
+        function = self.function
+        if function is None:
+            raise NotSupportedError("This log-SD design was given as a matrix (M, names): there is no rule to build "
+                                    "its rows for new data.", given=self.names,
+                                    fix='Fit with weights="varIdent(form = ~ 1 | g)" (or varPower, varExp) instead.')
+        data = data.reset_index(drop=True)
+        rows = np.arange(len(data))
+        for col in (*([function.covariate] if function.covariate else []), *function.strata):
+            if col not in data.columns:
+                raise DataError(f"The new rows lack the column {col!r} that the fitted {function} needs.",
+                                given=list(data.columns),
+                                fix=f"Add {col!r} to the new rows: their error SDs depend on it.")
+        strata = np.zeros(rows.size, dtype=int)
+        if function.strata:
+            index = {v: i for i, v in enumerate(self.levels)}
+            label = function._labels(data, rows, "new rows")
+            unseen = sorted({str(v) for v in label if v not in index})
+            if unseen:
+                raise DataError(f"The new rows have strata of {function} that the fit did not see: {unseen}.",
+                                given=unseen, fix=f"Use the fitted strata: {', '.join(self.levels)}.")
+            strata = np.array([index[v] for v in label], dtype=int)
+        x = None if function.kind == "varIdent" else function._covariate(data, rows, "new rows")
+        return function._matrix(x, strata, len(self.levels))
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,7 +344,8 @@ def _check_column(data: pd.DataFrame, col: str, source: str) -> None:
                         fix=f"Use one of the data's columns: {', '.join(map(str, list(data.columns)[:12]))}.")
 
 
-def _numeric(data: pd.DataFrame, col: str | None, rows: np.ndarray, source: str) -> np.ndarray:
+def _numeric(data: pd.DataFrame, col: str | None, rows: np.ndarray, source: str,
+             which: str = "rows the model uses") -> np.ndarray:
     assert col is not None
     _check_column(data, col, source)
     series = data[col]
@@ -293,6 +355,6 @@ def _numeric(data: pd.DataFrame, col: str | None, rows: np.ndarray, source: str)
     x = np.asarray(series.to_numpy()[rows], dtype=float)
     if not np.all(np.isfinite(x)):
         raise DataError(f"The variance covariate {col!r} is missing or not finite in {int((~np.isfinite(x)).sum())} "
-                        "rows the model uses (hierlmm does not drop them silently).", given=source,
+                        f"{which} (hierlmm does not drop them silently).", given=source,
                         fix=f"Complete {col!r} in those rows, or drop the rows from the data.")
     return x

@@ -294,8 +294,21 @@ def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nu
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-5 * (1 + np.max(np.abs(numeric))))
 
 
-def test_implied_covariance_of_a_dense_fit_is_a_clear_error():
+def test_implied_covariance_of_a_dense_fit_has_the_variance_function():
+    """V_i = D 1 1' + sigma^2 diag(delta_g^2) for random intercepts and varIdent (no correlation: R_i = I), on the
+    training rows of a subject of each stratum and on new rows of a new subject."""
     data = simulate(4, n_subjects=12)
     fit = hierlmm.fit("y ~ t + (1 | id)", data, weights="varIdent(form = ~ 1 | g)")
-    with pytest.raises(hierlmm.NotSupportedError, match="variance function"):
-        hierlmm.implied_covariance(fit, subject="s1")
+    ratios = {fit.variance.reference: 1.0, **fit.variance_parameters}
+    assert set(ratios) == {"a", "b"} and abs(np.log(ratios["b"])) > 1e-3
+
+    def expected(g: np.ndarray) -> np.ndarray:
+        s = np.array([ratios[v] for v in g])
+        return fit.D[0, 0] + fit.sigma**2 * np.diag(s**2)
+
+    for subject in ("s0", "s1"):
+        g = data.loc[data["id"] == subject, "g"].to_numpy()
+        np.testing.assert_allclose(hierlmm.implied_covariance(fit, subject=subject).V[0], expected(g), rtol=1e-12)
+    new = pd.DataFrame({"t": [0.5, 1.0, 4.0], "id": "new", "g": ["b", "a", "b"]})
+    np.testing.assert_allclose(hierlmm.implied_covariance(fit, rows=new).V[0], expected(new["g"].to_numpy()),
+                               rtol=1e-12)
