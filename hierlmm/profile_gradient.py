@@ -48,8 +48,10 @@ def profile_and_gradient(design: Design, batches: SubjectBatches, structure: Cor
         R = structure.from_distances(u, d, batches.n_max) if structure is not None else np.eye(idx.shape[1])  # noqa: N806
         T = s[..., :, None] * R * s[..., None, :]  # noqa: N806
         W = Z @ delta @ np.swapaxes(Z, -1, -2) + T  # noqa: N806
-        logdet += 2 * np.log(np.diagonal(np.linalg.cholesky(W), axis1=-2, axis2=-1)).sum()  # LinAlgError if not PD
-        Winv = np.linalg.inv(W)  # noqa: N806
+        L = np.linalg.cholesky(W)  # noqa: N806  (LinAlgError if not PD)
+        logdet += 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum()
+        Linv = np.linalg.inv(L)  # noqa: N806  W^-1 = L^-T L^-1: as accurate as profile()'s triangular solves
+        Winv = np.swapaxes(Linv, -1, -2) @ Linv  # noqa: N806
         WX, Wy = Winv @ X, np.einsum("kab,kb->ka", Winv, y)  # noqa: N806
         C += np.einsum("kna,knb->ab", X, WX)
         Xty += np.einsum("kna,kn->a", X, Wy)

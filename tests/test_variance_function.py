@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from simulated import simulate
 
@@ -268,6 +268,24 @@ def test_cli_and_model_file_weights(tmp_path, chapter_data):
     assert ref["variance_function"]["lower"][0] < mean < ref["variance_function"]["upper"][0]
 
 
+def _max_condition(design, batches, structure, theta, bound) -> float:
+    """The largest condition number of the W_i = Z_i Lambda Lambda' Z_i' + S_i R_i S_i at theta."""
+    from hierlmm.reml import layout_for
+
+    layout = layout_for(design)
+    lam = layout.factors_and_jacobians(theta[: layout.size])[0][0]
+    n_corr = structure.n_params if structure is not None else 0
+    u, omega = theta[layout.size: layout.size + n_corr], theta[layout.size + n_corr:]
+    log_s = bound.M @ omega if bound is not None else np.zeros(design.n_obs)
+    out = 1.0
+    for idx, d in zip(batches.rows, batches.distances, strict=True):
+        Z, s = design.blocks[0].Z[idx], np.exp(log_s[idx])  # noqa: N806
+        R = structure.from_distances(u, d, batches.n_max) if structure is not None else np.eye(idx.shape[1])  # noqa: N806
+        W = Z @ lam @ lam.T @ np.swapaxes(Z, -1, -2) + s[..., :, None] * R * s[..., None, :]  # noqa: N806
+        out = max(out, float(np.linalg.cond(W).max()))
+    return out
+
+
 @settings(deadline=None, max_examples=25, database=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from([None, "varIdent", "varPower", "varExp"]),
        correlation=st.sampled_from([None, "corExp", "corGaus", "corAR1", "corCompSymm"]), nugget=st.booleans(),
@@ -288,6 +306,9 @@ def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nu
     rng = np.random.default_rng(seed)
     theta = np.concatenate([rng.normal(0, 0.5, 3), rng.normal(-0.5, 0.4, structure.n_params if structure else 0),
                             rng.normal(0, 0.4, len(bound.names) if bound else 0)])
+    # a corGaus with a range near the visits' spacing can make W_i nearly singular (seed 2208: cond 9e10), where
+    # any two algorithms differ by ~eps * cond; the identity is checked where W_i is well conditioned
+    assume(_max_condition(design, batches, structure, theta, bound) < 1e8)
     value, gradient = profile_and_gradient(design, batches, structure, theta, reml, bound)
     assert value == pytest.approx(profile(design, batches, structure, theta, reml, bound)[0], rel=1e-12)
     numeric = central_gradient(lambda t: profile(design, batches, structure, t, reml, bound)[0], theta, 1e-5)
