@@ -92,18 +92,19 @@ class CorrelationPriors:
 
     def table(self, structure: CorrelationStructure | None, log_sd_names: tuple[str, ...]) -> list[tuple[str, str]]:
         """(parameter, prior) rows, for printing."""
-        rows = []
+        rows = [(f"omega[{n}]", f"Normal(0, {self.omega_sd:g})") for n in log_sd_names]
+        if log_sd_names:
+            rows.append(("sigma_centred", "sigma's prior, on the SD at the mean of M"))
         if structure is None:
-            pass
-        elif structure.kind in RANGE_KINDS:
+            return rows
+        if structure.kind in RANGE_KINDS:
             rows.append(("range", f"LogNormal(log {self.range_median:.4g}, {self.range_log_sd:g})"))
         elif structure.kind == "corAR1":
             rows.append(("phi", f"(phi + 1) / 2 ~ Beta{self.rho}"))
         else:
             rows.append(("rho", f"Beta{self.rho} scaled to (-1/(n_max - 1), 1)"))
-        if structure is not None and structure.nugget:
+        if structure.nugget:
             rows.append(("nugget", f"Beta{self.nugget}"))
-        rows += [(f"omega[{n}]", f"Normal(0, {self.omega_sd:g})") for n in log_sd_names]
         return rows
 
 
@@ -281,6 +282,22 @@ def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure | N
     return dense_gaussian_loglik(V, r)
 
 
+def _correlation_variables(pm: Any, structure: CorrelationStructure | None, cp: CorrelationPriors) -> dict[str, Any]:
+    """Declare the correlation structure's free variables in the current PyMC model (none without a structure)."""
+    free: dict[str, Any] = {}
+    if structure is None:
+        return free
+    if structure.kind in RANGE_KINDS:
+        free["range"] = pm.LogNormal("range", mu=math.log(cp.range_median), sigma=cp.range_log_sd)
+    elif structure.kind == "corAR1":
+        free["phi01"] = pm.Beta("phi01", alpha=cp.rho[0], beta=cp.rho[1])
+    else:
+        free["rho01"] = pm.Beta("rho01", alpha=cp.rho[0], beta=cp.rho[1])
+    if structure.nugget:
+        free["nugget"] = pm.Beta("nugget", alpha=cp.nugget[0], beta=cp.nugget[1])
+    return free
+
+
 def build_correlated_bayes_model(
     design: Design,
     data: pd.DataFrame,
@@ -340,17 +357,7 @@ def build_correlated_bayes_model(
             omega = None
             sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
         chol = block_factor(pm, pt, block, base)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
-        free: dict[str, Any] = {}
-        if structure is None:
-            pass
-        elif structure.kind in RANGE_KINDS:
-            free["range"] = pm.LogNormal("range", mu=math.log(cp.range_median), sigma=cp.range_log_sd)
-        elif structure.kind == "corAR1":
-            free["phi01"] = pm.Beta("phi01", alpha=cp.rho[0], beta=cp.rho[1])
-        else:
-            free["rho01"] = pm.Beta("rho01", alpha=cp.rho[0], beta=cp.rho[1])
-        if structure is not None and structure.nugget:
-            free["nugget"] = pm.Beta("nugget", alpha=cp.nugget[0], beta=cp.nugget[1])
+        free = _correlation_variables(pm, structure, cp)
         loglik = sum(_batch_loglik(pt, b, structure, beta, chol, sigma, free, omega, n_max) for b in batches)
         pm.Potential("marginal_loglik", loglik)
     variance = log_sd_design if hasattr(log_sd_design, "M") else None
