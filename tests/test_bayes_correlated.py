@@ -1,5 +1,6 @@
-"""NUTS with serially correlated errors (hierlmm.bayes_correlated, hierlmm.bayes_correlated_fit,
-hierlmm.dense_gaussian_op): the likelihood against dense scipy normals, the posterior against REML."""
+"""NUTS with serially correlated and/or heteroscedastic errors (hierlmm.bayes_correlated,
+hierlmm.bayes_correlated_fit, hierlmm.dense_gaussian_op, hierlmm.woodbury_op): the likelihood against dense scipy
+normals, the gradients against finite differences, the posterior against REML."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hierlmm.bayes_correlated import build_correlated_bayes_model
 from hierlmm.bayes_correlated_fit import fit_bayes_correlated, subject_terms
 from hierlmm.dense_gaussian_op import gaussian_loglik_and_grad
 from hierlmm.serial_correlation import parse_correlation
+from hierlmm.woodbury_op import kernel_for, woodbury_loglik_and_grad
 
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"
 CASES = [
@@ -113,6 +115,39 @@ def test_kernel_gradient_matches_finite_differences():
                                      / (2 * h), rel=1e-6)
     V[0, 0, 0] = -1.0  # not positive definite: rejected, not a crash
     assert gaussian_loglik_and_grad(V, r)[0] == -np.inf
+
+
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_woodbury_kernel_gradient_matches_finite_differences(q):
+    """hierlmm.woodbury_op (R_i = I): the value against dense scipy normals, the gradient with respect to r, the log
+    error variances and every entry of a full (not triangular) L against central differences, subjects of 1 to 5
+    rows; the written-out q = 1 and q = 2 kernels against the general one."""
+    rng = np.random.default_rng(q)
+    sizes = [1, 3, 2, 5, 1, 4]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = offsets[-1]
+    Z, L = rng.normal(size=(n, q)), rng.normal(size=(q, q))  # noqa: N806
+    r, v = rng.normal(size=n), rng.normal(0.0, 0.7, n)
+    kernel = kernel_for(q)
+    value, dr, dv, dL = kernel(r, v, L, Z, offsets)  # noqa: N806
+    dense = sum(scipy.stats.multivariate_normal(np.zeros(b - a), Z[a:b] @ L @ L.T @ Z[a:b].T
+                                                + np.diag(np.exp(v[a:b]))).logpdf(r[a:b])
+                for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    assert value == pytest.approx(dense, rel=1e-12)
+    for mine, general in zip((value, dr, dv, dL), woodbury_loglik_and_grad(r, v, L, Z, offsets), strict=True):
+        np.testing.assert_allclose(mine, general, rtol=1e-12, atol=1e-13)
+    h = 1e-6
+    for x, analytic, which in ((r, dr, 0), (v, dv, 1), (L, dL, 2)):
+        for j in range(x.size):
+            args = [r, v, L]
+            plus, minus = x.copy(), x.copy()
+            plus.flat[j] += h
+            minus.flat[j] -= h
+            args[which] = plus
+            up = kernel(*args, Z, offsets)[0]
+            args[which] = minus
+            down = kernel(*args, Z, offsets)[0]
+            assert analytic.flat[j] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8), (which, j)
 
 
 def test_model_gradient_matches_finite_differences():
