@@ -15,8 +15,17 @@ fit) and of the fit alone (``BayesFit.seconds``: REML start, compilation, sampli
 ESS per second of the process, the largest R-hat and the number of divergences (the issue's target: under 2 minutes
 each, R-hat <= 1.01, no divergences).
 
-Usage: python bench/bayes_speed.py [--data DIR] [--peers-dir DIR] [--skip-peers] [--section aids|glaucoma|all]
-[--json OUT]
+Third section (``--section variance``; not run by default): a variance function without a correlation structure,
+PBC2's ``log(prothrombin) ~ year + sex + age + (year | id)`` with ``varPower(form = ~ serBilir)`` (1945 rows, 312
+subjects of 1-16 visits), same settings, each fit in a fresh process with warm caches, once with hierlmm's
+Woodbury kernel (:mod:`hierlmm.woodbury_op`, what ``fit_bayes`` uses) and once with the dense ``n x n`` kernel
+that served it before (:mod:`hierlmm.dense_gaussian_op`, forced by the private switch
+``hierlmm.bayes_correlated._FORCE_DENSE``): wall seconds of the process and of the fit, of ``sample_posterior``
+(compilation and NUTS) and of the post-processing (exact ``b`` draws, per-subject log-likelihoods), the smallest
+bulk ESS, ESS per second of the process, the largest R-hat, divergences and the posterior mean of the power.
+
+Usage: python bench/bayes_speed.py [--data DIR] [--peers-dir DIR] [--skip-peers]
+[--section aids|glaucoma|variance|all] [--json OUT]
 """
 
 from __future__ import annotations
@@ -64,6 +73,40 @@ json.dump({"label": sys.argv[1], "seconds": secs, "fit_seconds": fit.seconds,
            "max_rhat": float(table.r_hat.max()), "divergences": fit.diagnostics().divergences},
           open(sys.argv[2], "w"))
 """
+VARIANCE_RUN = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+import hierlmm
+import hierlmm.bayes_correlated
+import hierlmm.bayes_correlated_fit as module
+hierlmm.bayes_correlated._FORCE_DENSE = sys.argv[1] == "dense"
+draws = int(sys.argv[3])
+data = hierlmm.datasets.load("pbc2")
+design = hierlmm.build_design(hierlmm.model_spec("log(prothrombin) ~ year + sex + age + (year | id)"), data)
+seconds = {}
+
+def timed(name, function):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        out = function(*args, **kwargs)
+        seconds[name] = time.perf_counter() - t
+        return out
+    return wrapper
+
+module.sample_posterior = timed("sampling", module.sample_posterior)
+module.complete_correlated_tree = timed("post", module.complete_correlated_tree)
+fit = hierlmm.fit_bayes(design, data=data, weights="varPower(form = ~ serBilir)", chains=4, draws=draws, tune=draws,
+                        cores=2, seed=1, progressbar=False)
+secs = time.perf_counter() - t0
+table = fit.summary()
+json.dump({"label": sys.argv[1], "seconds": secs, "fit_seconds": fit.seconds, "sampling_seconds": seconds["sampling"],
+           "post_seconds": seconds["post"], "min_ess_bulk": float(table.ess_bulk.min()),
+           "min_ess_per_s": float(table.ess_bulk.min() / secs), "max_rhat": float(table.r_hat.max()),
+           "divergences": fit.diagnostics().divergences, "power": float(table.loc["power", "mean"])},
+          open(sys.argv[2], "w"))
+"""
+
 GLAUCOMA_MODELS = ("thres ~ years + (1 | id/eye)", "thres ~ years + (1 | id) + (1 | field)")
 
 
@@ -85,6 +128,28 @@ def glaucoma_section(tmp: Path) -> list[dict]:
     return results
 
 
+def variance_section(tmp: Path) -> list[dict]:
+    """PBC2 varPower by NUTS, Woodbury kernel and dense kernel (caches warmed by a short untimed run of each)."""
+    script = tmp / "variance_run.py"
+    script.write_text(VARIANCE_RUN)
+    results = []
+    for kernel in ("woodbury", "dense"):
+        out = tmp / f"variance_{kernel}.json"
+        run([sys.executable, str(script), kernel, str(out), "20"], out)  # compile and cache, untimed
+        if (r := run([sys.executable, str(script), kernel, str(out), "1000"], out)) is not None:
+            results.append(r)
+    print(f"{'PBC2 varPower, 4 x (1000 + 1000)':32s} {'wall s':>7s} {'fit s':>6s} {'sample s':>8s} {'post s':>6s} "
+          f"{'min ESS':>8s} {'ESS/s':>7s} {'max R-hat':>9s} {'diverg.':>7s} {'power':>6s}")
+    for r in results:
+        print(f"{r['label'] + ' kernel':32s} {r['seconds']:7.1f} {r['fit_seconds']:6.1f} {r['sampling_seconds']:8.1f} "
+              f"{r['post_seconds']:6.1f} {r['min_ess_bulk']:8.0f} {r['min_ess_per_s']:7.1f} {r['max_rhat']:9.4f} "
+              f"{r['divergences']:7d} {r['power']:6.4f}")
+    if len(results) == 2:
+        print(f"Woodbury / dense: {results[1]['seconds'] / results[0]['seconds']:.1f}x less wall time, "
+              f"{results[0]['min_ess_per_s'] / results[1]['min_ess_per_s']:.1f}x ESS/s")
+    return results
+
+
 def run(cmd: list[str], out: Path, env: dict | None = None) -> dict | None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
     if proc.returncode != 0 or not out.exists():
@@ -98,12 +163,18 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("HIERLMM_DATA", "../shared/data"))
     parser.add_argument("--peers-dir", default="../shared/bench")
     parser.add_argument("--skip-peers", action="store_true")
-    parser.add_argument("--section", choices=("aids", "glaucoma", "all"), default="all")
+    parser.add_argument("--section", choices=("aids", "glaucoma", "variance", "all"), default="all")
     parser.add_argument("--json")
     args = parser.parse_args()
     data = str(Path(args.data).resolve())
     os.environ["HIERLMM_DATA"] = data
     results, glaucoma = [], []
+    if args.section == "variance":
+        with tempfile.TemporaryDirectory() as tmp:
+            variance = variance_section(Path(tmp))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"variance": variance}, indent=1))
+        return
     if args.section != "aids":
         with tempfile.TemporaryDirectory() as tmp:
             glaucoma = glaucoma_section(Path(tmp))

@@ -35,6 +35,10 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from hierlmm.numba_cache import source_version
+
+_SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -189,7 +193,7 @@ def _numba_crossed_loglik(op: CrossedLoglik, node=None, **kwargs):
             c(ZX_e), c(Zy_r), c(ZX_r), c(XtX), c(Xty), yty.item(), n_total.item())
         return np.asarray(value), d_beta, np.asarray(d_lam_e), d_lam_r, np.asarray(d_sigma)
 
-    return crossed_loglik, 1
+    return crossed_loglik, _SOURCE_VERSION
 
 
 def crossed_data(cs) -> tuple[np.ndarray, ...]:

@@ -32,6 +32,10 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
+from hierlmm.numba_cache import source_version
+
+_SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -127,7 +131,7 @@ def _numba_dense_gaussian(op: DenseGaussianLoglik, node=None, **kwargs):
         value, dV, dr = gaussian_loglik_and_grad(np.ascontiguousarray(V), np.ascontiguousarray(r))  # noqa: N806
         return np.asarray(value), dV, dr
 
-    return dense_gaussian, 1
+    return dense_gaussian, _SOURCE_VERSION
 
 
 def dense_gaussian_loglik(V, r):  # noqa: N803

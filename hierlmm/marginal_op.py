@@ -31,6 +31,9 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
 from hierlmm.marginal_loglik import MarginalStats
+from hierlmm.numba_cache import source_version
+
+_SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -310,7 +313,7 @@ def _numba_marginal_loglik(op: MarginalLoglik, node=None, **kwargs):
                                              ZtZ, ZtX, Zty, XtX, Xty, yty.item(), n_total.item())
         return np.asarray(value), d_beta, d_L, np.asarray(d_sigma)
 
-    return marginal_loglik, 1
+    return marginal_loglik, _SOURCE_VERSION
 
 
 def marginal_data(ms: MarginalStats) -> tuple[np.ndarray, ...]:

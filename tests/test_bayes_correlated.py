@@ -1,5 +1,6 @@
-"""NUTS with serially correlated errors (hierlmm.bayes_correlated, hierlmm.bayes_correlated_fit,
-hierlmm.dense_gaussian_op): the likelihood against dense scipy normals, the posterior against REML."""
+"""NUTS with serially correlated and/or heteroscedastic errors (hierlmm.bayes_correlated,
+hierlmm.bayes_correlated_fit, hierlmm.dense_gaussian_op, hierlmm.woodbury_op): the likelihood against dense scipy
+normals, the gradients against finite differences, the posterior against REML."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hierlmm.bayes_correlated import build_correlated_bayes_model
 from hierlmm.bayes_correlated_fit import fit_bayes_correlated, subject_terms
 from hierlmm.dense_gaussian_op import gaussian_loglik_and_grad
 from hierlmm.serial_correlation import parse_correlation
+from hierlmm.woodbury_op import kernel_for, woodbury_loglik_and_grad
 
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"
 CASES = [
@@ -67,6 +69,8 @@ def test_log_likelihood_equals_dense_multivariate_normals(text, free, with_m):
     from pymc.model.transform.conditioning import remove_value_transforms
 
     data = simulate(3, n_subjects=12)
+    if text is None:  # rows of subjects interleaved: the Woodbury kernel sorts them by subject
+        data = data.sample(frac=1.0, random_state=1).reset_index(drop=True)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)
     M, omega = None, None  # noqa: N806
     if with_m:  # varIdent-like: one log SD ratio for group "b" against "a", and a continuous log-linear term
@@ -117,14 +121,56 @@ def test_kernel_gradient_matches_finite_differences():
     assert gaussian_loglik_and_grad(V, r)[0] == -np.inf
 
 
-def test_model_gradient_matches_finite_differences():
-    """The gradient NUTS sees (hierlmm.posterior_draws' compiled function: the Op's pullback through PyTensor's
-    graph of V) on the unconstrained scale, against central differences of the log-density."""
+@pytest.mark.parametrize("q", [1, 2, 3])
+def test_woodbury_kernel_gradient_matches_finite_differences(q):
+    """hierlmm.woodbury_op (R_i = I): the value against dense scipy normals, the gradient with respect to r, the log
+    error variances and every entry of a full (not triangular) L against central differences, subjects of 1 to 5
+    rows; the written-out q = 1 and q = 2 kernels against the general one."""
+    rng = np.random.default_rng(q)
+    sizes = [1, 3, 2, 5, 1, 4]
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    n = offsets[-1]
+    Z, L = rng.normal(size=(n, q)), rng.normal(size=(q, q))  # noqa: N806
+    r, v = rng.normal(size=n), rng.normal(0.0, 0.7, n)
+    kernel = kernel_for(q)
+    value, dr, dv, dL = kernel(r, v, L, Z, offsets)  # noqa: N806
+    dense = sum(scipy.stats.multivariate_normal(np.zeros(b - a), Z[a:b] @ L @ L.T @ Z[a:b].T
+                                                + np.diag(np.exp(v[a:b]))).logpdf(r[a:b])
+                for a, b in zip(offsets[:-1], offsets[1:], strict=True))
+    assert value == pytest.approx(dense, rel=1e-12)
+    for mine, general in zip((value, dr, dv, dL), woodbury_loglik_and_grad(r, v, L, Z, offsets), strict=True):
+        np.testing.assert_allclose(mine, general, rtol=1e-12, atol=1e-13)
+    h = 1e-6
+    for x, analytic, which in ((r, dr, 0), (v, dv, 1), (L, dL, 2)):
+        for j in range(x.size):
+            args = [r, v, L]
+            plus, minus = x.copy(), x.copy()
+            plus.flat[j] += h
+            minus.flat[j] -= h
+            args[which] = plus
+            up = kernel(*args, Z, offsets)[0]
+            args[which] = minus
+            down = kernel(*args, Z, offsets)[0]
+            assert analytic.flat[j] == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8), (which, j)
+
+
+@pytest.mark.parametrize("text,with_m", [("corExp(form = ~ t | id, nugget = TRUE)", False), (None, True)],
+                         ids=["corExp", "independent, log-sd design"])
+def test_model_gradient_matches_finite_differences(text, with_m):
+    """The gradient NUTS sees (hierlmm.posterior_draws' compiled function: the dense Op's pullback through
+    PyTensor's graph of V, or the Woodbury Op's through r and the log variances with R_i = I) on the unconstrained
+    scale, against central differences of the log-density."""
     from hierlmm.posterior_draws import _joined_functions
 
     data = simulate(5, n_subjects=10)
+    if text is None:
+        data = data.sample(frac=1.0, random_state=2).reset_index(drop=True)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)
-    bm = build_correlated_bayes_model(design, data, "corExp(form = ~ t | id, nugget = TRUE)")
+    log_sd = None
+    if with_m:
+        g = data["g"].to_numpy()[design.rows]
+        log_sd = (np.column_stack([(g == "b").astype(float), data["x"].to_numpy()[design.rows]]), ("gb", "x"))
+    bm = build_correlated_bayes_model(design, data, text, log_sd_design=log_sd)
     logp_fn, *_ = _joined_functions(bm.model)
     x = np.random.default_rng(2).uniform(-0.5, 0.5, sum(_[-1]))
     _, grad = logp_fn(x)
