@@ -33,6 +33,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/ml_speed.py
 	$(VENV)/bin/python bench/bayes_speed.py
+	$(VENV)/bin/python bench/bayes_variance_functions.py
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m slow tests
 
 clean:

@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--correlation", help='serially correlated errors, nlme syntax: "corExp(form = ~ obstime | patient)"'
                    " (corExp, corGaus, corAR1, corCAR1, corCompSymm; nugget = TRUE)")
     f.add_argument("--weights", help='heteroscedastic errors, nlme syntax: "varIdent(form = ~ 1 | drug)" (varIdent, '
-                   "varPower, varExp; REML/ML)")
+                   "varPower, varExp; every method, with or without --correlation)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
                    help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
     f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",

@@ -14,7 +14,7 @@ boundary knot, these classes raise :class:`~hierlmm.errors.FormulaError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -22,6 +22,7 @@ import numpy as np
 from scipy.interpolate import BSpline as _ScipyBSpline
 
 from hierlmm.errors import FormulaError
+from hierlmm.transform_arguments import as_bool, as_int, bind_arguments, knot_vector, numeric_vector
 
 __all__ = ["STATEFUL_TRANSFORMS", "BSpline", "NaturalSpline", "OrthogonalPolynomial", "StatefulTransform"]
 
@@ -46,90 +47,19 @@ class StatefulTransform(Protocol):
         """R's column names of the basis, e.g. ``("1", "2")`` for ``ns(x, 2)``."""
 
 
-# --- argument handling ------------------------------------------------------------------------------------
-def _bind(fun: str, positional: Sequence[str], keyword_only: Sequence[str], aliases: Mapping[str, str],
-          args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Match R-style arguments (positional in R's order, then by name) to parameter names."""
-    call = f"{fun}(x{''.join(', ' + repr(a) for a in args)}"
-    call += "".join(f", {k}={v!r}" for k, v in kwargs.items()) + ")"
-    usage = f"{fun}(x, {', '.join(list(positional) + list(keyword_only))})"
-    if len(args) > len(positional):
-        raise FormulaError(f"{fun}() takes at most {len(positional)} positional argument(s) after x.",
-                           given=call, fix=f"Name the extra arguments: {usage}.")
-    bound = dict(zip(positional, args, strict=False))
-    for key, value in kwargs.items():
-        name = aliases.get(key, key)
-        if name not in positional and name not in keyword_only:
-            raise FormulaError(f"{fun}() has no argument {key!r}.", given=call, fix=f"Use {usage}.")
-        if name in bound:
-            raise FormulaError(f"{fun}() got argument {name!r} twice.", given=call, fix=f"Use {usage}.")
-        bound[name] = value
-    return bound
-
-
-def _as_int(value: Any, what: str, fun: str, minimum: int) -> int:
-    is_number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not is_number or not math.isfinite(value) or value != int(value) or int(value) < minimum:
-        raise FormulaError(f"{fun}(): '{what}' must be a whole number >= {minimum}.", given=repr(value),
-                           fix=f"Pass an integer such as {what}={max(minimum, 2)}.")
-    return int(value)
-
-
-def _as_bool(value: Any, what: str, fun: str) -> bool:
-    if isinstance(value, bool | np.bool_) or (isinstance(value, int | np.integer) and value in (0, 1)):
-        return bool(value)
-    raise FormulaError(f"{fun}(): '{what}' must be TRUE/FALSE.", given=repr(value),
-                       fix=f"Pass {what}=True or {what}=False.")
-
-
-def _numeric_vector(x: Any, fun: str, what: str = "x", *, fitting: bool) -> np.ndarray:
-    """``x`` as a 1-d float array; a FormulaError (never a numpy error) if it is not numeric."""
-    try:
-        if getattr(getattr(x, "dtype", None), "kind", "f") in "mM":  # dates are not silently numbers
-            raise TypeError(x.dtype)
-        if hasattr(x, "to_numpy"):  # pandas: nullable dtypes turn pd.NA into NaN
-            arr = np.asarray(x.to_numpy(dtype=float, na_value=np.nan))
-        else:
-            arr = np.asarray(x)
-            if arr.dtype.kind not in "biufO":
-                raise TypeError(arr.dtype)
-            arr = arr.astype(float)
-    except (TypeError, ValueError):
-        flat = np.asarray(x, dtype=object).reshape(-1)
-        dtype = getattr(x, "dtype", None) or (type(flat[0]).__name__ if flat.size else "unknown")
-        raise FormulaError(f"{fun}() needs numeric values for '{what}'.", given=f"values of type {dtype}",
-                           fix="Convert the column to numbers, or use it as a factor instead.") from None
-    if arr.ndim == 0 or (arr.ndim == 2 and arr.shape[1] == 1):
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise FormulaError(f"{fun}() needs a single numeric column for '{what}'.",
-                           given=f"an array of shape {arr.shape}", fix="Pass one variable.")
-    bad = np.isinf(arr) | (np.isnan(arr) if fitting else False)
-    if bad.any():
-        raise FormulaError(f"{fun}() got {int(bad.sum())} missing or infinite value(s) in '{what}'.",
-                           given=f"{what}[{int(np.flatnonzero(bad)[0])}] = {arr[bad][0]}",
-                           fix="Drop or impute the incomplete rows before building the model matrix.")
-    return arr
-
-
-def _knot_vector(value: Any, fun: str, what: str) -> np.ndarray:
-    arr = _numeric_vector(np.atleast_1d(np.asarray(value, dtype=object)), fun, what, fitting=True)
-    return np.sort(arr)
-
-
 def _fit_spline(fun: str, x: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any],
                 ) -> tuple[tuple[float, ...], tuple[float, float], int, bool]:
     """Knots, boundary knots, degree and intercept exactly as R's ``ns``/``bs`` choose them."""
     names = ("df", "knots") + (() if fun == "ns" else ("degree",)) + ("intercept", "Boundary_knots")
-    a = _bind(fun, names, (), _BOUNDARY_ALIASES, args, kwargs)
-    x = _numeric_vector(x, fun, fitting=True)
-    degree = 3 if fun == "ns" else _as_int(a.get("degree", 3), "degree", fun, 1)
-    intercept = _as_bool(a.get("intercept", False), "intercept", fun)
+    a = bind_arguments(fun, names, (), _BOUNDARY_ALIASES, args, kwargs)
+    x = numeric_vector(x, fun, fitting=True)
+    degree = 3 if fun == "ns" else as_int(a.get("degree", 3), "degree", fun, 1)
+    intercept = as_bool(a.get("intercept", False), "intercept", fun)
     knots, boundary, n_interior = a.get("knots"), a.get("Boundary_knots"), 0
     if a.get("df") is not None and knots is None:
         # R: ns has df - 1 - intercept interior knots, bs has df - (degree + 1) + (1 - intercept).
         n_min = (1 if fun == "ns" else degree) + intercept
-        n_interior = _as_int(a["df"], "df", fun, n_min) - n_min
+        n_interior = as_int(a["df"], "df", fun, n_min) - n_min
     if boundary is None:
         if np.unique(x).size < 2:
             raise FormulaError(f"{fun}() needs at least 2 distinct values of x to place its boundary knots.",
@@ -137,13 +67,13 @@ def _fit_spline(fun: str, x: Any, args: tuple[Any, ...], kwargs: Mapping[str, An
                                fix="Use a variable that varies, or give Boundary_knots= explicitly.")
         lo, hi = float(x.min()), float(x.max())
     else:
-        b = _knot_vector(boundary, fun, "Boundary_knots")
+        b = knot_vector(boundary, fun, "Boundary_knots")
         if b.size != 2:
             raise FormulaError(f"{fun}(): Boundary_knots must have exactly 2 values.", given=b.tolist(),
                                fix="Pass Boundary_knots=(lower, upper).")
         lo, hi = float(b[0]), float(b[1])
     if knots is not None or not n_interior:
-        chosen = () if knots is None else tuple(_knot_vector(knots, fun, "knots"))
+        chosen = () if knots is None else tuple(knot_vector(knots, fun, "knots"))
         return chosen, (lo, hi), degree, intercept
     inside = x[(x >= lo) & (x <= hi)]
     if inside.size == 0:
@@ -240,7 +170,7 @@ class NaturalSpline:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """The basis at ``x`` (``predict(ns_object, x)`` in R): an ``(n, len(column_suffixes))`` array."""
-        xv = _numeric_vector(x, self.name, fitting=False)
+        xv = numeric_vector(x, self.name, fitting=False)
         lo, hi = self.boundary_knots
         aknots = np.sort(np.r_[[lo] * 4, self.knots, [hi] * 4])
         first = 0 if self.intercept else 1
@@ -303,7 +233,7 @@ class BSpline:
     def __post_init__(self) -> None:
         _freeze(self, knots=tuple(sorted(float(k) for k in self.knots)), intercept=bool(self.intercept),
                 boundary_knots=tuple(float(b) for b in self.boundary_knots),
-                degree=_as_int(self.degree, "degree", self.name, 1))
+                degree=as_int(self.degree, "degree", self.name, 1))
         _check_knots(self.name, self.knots, self.boundary_knots, self.degree + 1)
 
     @classmethod
@@ -313,7 +243,7 @@ class BSpline:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """The basis at ``x`` (``predict(bs_object, x)`` in R): an ``(n, len(column_suffixes))`` array."""
-        xv = _numeric_vector(x, self.name, fitting=False)
+        xv = numeric_vector(x, self.name, fitting=False)
         lo, hi = self.boundary_knots
         order = self.degree + 1
         aknots = np.sort(np.r_[[lo] * order, self.knots, [hi] * order])
@@ -372,7 +302,7 @@ class OrthogonalPolynomial:
     name: ClassVar[str] = "poly"
 
     def __post_init__(self) -> None:
-        _freeze(self, degree=_as_int(self.degree, "degree", self.name, 1), raw=bool(self.raw),
+        _freeze(self, degree=as_int(self.degree, "degree", self.name, 1), raw=bool(self.raw),
                 alpha=tuple(float(a) for a in self.alpha), norm2=tuple(float(v) for v in self.norm2))
         if not self.raw and (len(self.alpha) != self.degree or len(self.norm2) != self.degree + 2):
             raise FormulaError("poly(): alpha must have `degree` values and norm2 `degree + 2` values.",
@@ -382,10 +312,10 @@ class OrthogonalPolynomial:
     @classmethod
     def fit(cls, x: np.ndarray, *args: Any, **kwargs: Any) -> OrthogonalPolynomial:
         """Compute R's ``coefs = list(alpha, norm2)`` on training data ``x``."""
-        a = _bind("poly", ("degree",), ("raw",), {}, args, kwargs)
-        xv = _numeric_vector(x, "poly", fitting=True)
-        degree = _as_int(a.get("degree", 1), "degree", "poly", 1)
-        if _as_bool(a.get("raw", False), "raw", "poly"):
+        a = bind_arguments("poly", ("degree",), ("raw",), {}, args, kwargs)
+        xv = numeric_vector(x, "poly", fitting=True)
+        degree = as_int(a.get("degree", 1), "degree", "poly", 1)
+        if as_bool(a.get("raw", False), "raw", "poly"):
             return cls(degree, raw=True)
         n_unique = np.unique(xv).size
         if degree >= n_unique:
@@ -408,7 +338,7 @@ class OrthogonalPolynomial:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """The basis at ``x`` (``predict(poly_object, x)`` in R): an ``(n, degree)`` array."""
-        xv = _numeric_vector(x, self.name, fitting=False)
+        xv = numeric_vector(x, self.name, fitting=False)
         if self.raw:
             return xv[:, None] ** np.arange(1, self.degree + 1)
         z = np.ones((xv.size, self.degree + 1))
