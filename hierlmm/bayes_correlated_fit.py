@@ -179,7 +179,7 @@ def fit_bayes_correlated(
     log_sd_design: Any = None,
     chains: int = 4,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     cores: int = 2,
     seed: int = 1,
     priors: Mapping[str, Any] | None = None,
@@ -204,7 +204,8 @@ def fit_bayes_correlated(
         Heteroscedastic errors: ``(M, names)`` with log SD ratio = ``M omega`` (see
         :func:`hierlmm.bayes_correlated.build_correlated_bayes_model`); ``None``: homoscedastic.
     chains, draws, tune, cores, seed, target_accept, progressbar
-        NUTS settings (``draws`` and ``tune`` per chain; ``target_accept`` 0.9 by default, with nutpie's low-rank
+        NUTS settings (``draws`` and ``tune`` per chain; ``tune`` 2000 by default with a correlation structure, 1000
+        without; ``target_accept`` 0.9 by default, with nutpie's low-rank
         mass-matrix adaptation).
     priors
         Overrides of the default priors (:mod:`hierlmm.bayes_correlated`).
@@ -225,6 +226,9 @@ def fit_bayes_correlated(
                         fix="Use hierlmm.fit_bayes(design), or pass correlation= or weights=.")
     bm = build_correlated_bayes_model(design, data, correlation, priors=priors, log_sd_design=log_sd_design)
     initial_values(bm, _reml(bm, data, function))
+    if tune is None:  # the chapter's Model II with corExp, 4 x 1000 draws, seeds 1-5: 1000 tuning steps left R-hat
+        # up to 1.25 (2 of 3 seeds over 1.01), 2000 gave R-hat <= 1.007 on all five (docs/serial_correlation.md)
+        tune = 2000 if bm.structure is not None else 1000
     # nutpie's low-rank mass matrix and a higher target acceptance, measured on the chapter's Model III (corExp,
     # 4 x (1000 + 1000)): 178 s, R-hat 1.006, min bulk ESS 1247, no divergence, against 373 s, R-hat 1.012 and
     # ESS 934 with the diagonal default (which also left one divergence in Model II); docs/serial_correlation.md

@@ -214,7 +214,7 @@ def fit_bayes(
     sampler: str = "marginal",
     chains: int = 4,
     draws: int = 1000,
-    tune: int = 1000,
+    tune: int | None = None,
     cores: int = 2,
     seed: int = 1,
     priors: Mapping[str, Any] | None = None,
@@ -237,7 +237,7 @@ def fit_bayes(
     sampler
         ``"marginal"`` (default: NUTS on the marginal likelihood, then exact draws of ``b``) or ``"joint"``.
     chains, draws, tune, cores, seed
-        NUTS settings (``draws`` and ``tune`` per chain).
+        NUTS settings (``draws`` and ``tune`` per chain; ``tune`` 1000 by default, 2000 with a correlation structure).
     priors
         Overrides of the default priors (:func:`hierlmm.priors.with_overrides`).
     centered
@@ -273,6 +273,7 @@ def fit_bayes(
         return fit_bayes_correlated(design, data, correlation, weights=weights, log_sd_design=log_sd_design,
                                     chains=chains, draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
                                     target_accept=target_accept, progressbar=progressbar)
+    tune = 1000 if tune is None else tune
     if kind == "marginal":
         from hierlmm.bayes_marginal import fit_bayes_marginal
 

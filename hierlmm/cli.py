@@ -121,7 +121,7 @@ def _fit_command(args: argparse.Namespace) -> int:
             if method == "NUTS":
                 from hierlmm.bayes_marginal import fit_bayes_marginal
 
-                marginal_nuts = fit_bayes_marginal(design, chains=args.chains, draws=args.draws, tune=args.tune,
+                marginal_nuts = fit_bayes_marginal(design, chains=args.chains, draws=args.draws, tune=args.tune or 1000,
                                                    cores=args.cores, seed=args.seed, progressbar=not args.quiet,
                                                    priors=getattr(args, "priors", None))
                 print(bayes_summary(marginal_nuts, data_name))
@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="joint sampler: random effects to sample centred, or 'auto' (default: none, non-centred)")
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--draws", type=int, default=1000, help="draws per chain after tuning")
-    f.add_argument("--tune", type=int, default=1000, help="tuning draws per chain")
+    f.add_argument("--tune", type=int, default=None,
+                   help="tuning draws per chain (default 1000; 2000 with --correlation)")
     f.add_argument("--cores", type=int, default=2)
     f.add_argument("--seed", type=int, default=1)
     f.add_argument("--quiet", action="store_true", help="no progress bar")
