@@ -266,7 +266,10 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         hessian = central_hessian(objective, theta)
         grad = objective_and_gradient(theta)[1]
     cov_theta = None
-    if np.all(np.isfinite(hessian)) and np.linalg.eigvalsh(hessian)[0] > 0:
+    eigen = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
+    # a variance at its boundary (Model III: a log-scale element of D's factor at -19) leaves an eigenvalue that is
+    # zero up to rounding, whose sign is noise: positive definite means clearly positive, relative to the largest
+    if eigen[0] > 1e-9 * np.abs(eigen).max():
         cov_theta = np.linalg.inv(hessian)
     else:
         warnings.warn("The Hessian of the profiled log-likelihood is not positive definite at the optimum: the "

@@ -97,7 +97,7 @@ def simulate(
         for level in range(outer.n_levels):
             idx = np.flatnonzero(outer.group_index == level)
             V = _assemble([b.Z[idx] for b in design.blocks], [b.group_index[idx] for b in design.blocks],  # noqa: N806
-                          [D[None] for D in Ds], np.array([sigma]))[0]
+                          [D[None] for D in Ds], sigma**2 * np.eye(idx.size)[None])[0]
             lowest = np.linalg.eigvalsh(V)[0]
             if lowest <= 0:
                 raise SpecError(f"V of {outer.factor} {outer.levels[level]} is not positive definite "
