@@ -36,6 +36,7 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
 from hierlmm.numba_cache import source_version
+from hierlmm.numba_linalg import cholesky_lower, lower_inverse
 
 _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
 
@@ -82,26 +83,11 @@ def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_e
     t *= lam_r
     # Cholesky C = R R' (lower), its inverse, z = R^-1 t, w_r = R'^-1 z
     R = np.zeros((Q, Q))  # noqa: N806
-    logdet = 0.0
-    for j in range(Q):
-        acc = C[j, j]
-        for k in range(j):
-            acc -= R[j, k] * R[j, k]
-        R[j, j] = math.sqrt(acc)
-        logdet += math.log(acc)
-        for i in range(j + 1, Q):
-            acc = C[i, j]
-            for k in range(j):
-                acc -= R[i, k] * R[j, k]
-            R[i, j] = acc / R[j, j]
+    logdet = cholesky_lower(C, R)  # hierlmm.numba_linalg
+    if math.isnan(logdet):  # C = I + Lambda_r (...) Lambda_r is positive definite but for rounding
+        return math.nan, np.zeros(p), math.nan, np.zeros(Q), math.nan
     Rinv = np.zeros((Q, Q))  # noqa: N806
-    for j in range(Q):
-        Rinv[j, j] = 1.0 / R[j, j]
-        for i in range(j + 1, Q):
-            acc = 0.0
-            for k in range(j, i):
-                acc -= R[i, k] * Rinv[k, j]
-            Rinv[i, j] = acc / R[i, i]
+    lower_inverse(R, Rinv)
     z = np.zeros(Q)
     for i in range(Q):
         acc = 0.0

@@ -32,6 +32,7 @@ from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache
 
 from hierlmm.marginal_loglik import MarginalStats
 from hierlmm.numba_cache import source_version
+from hierlmm.numba_linalg import cholesky_lower, inverse_from_lower_inverse, lower_inverse
 
 _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
 
@@ -110,33 +111,13 @@ def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_tot
                     acc += L[k, a] * SL[k, b]
                 A[a, b] = acc / s2 + (1.0 if a == b else 0.0)
                 A[b, a] = A[a, b]
-        for j in range(Q):  # Cholesky A = R R'
-            acc = A[j, j]
-            for k in range(j):
-                acc -= R[j, k] * R[j, k]
-            R[j, j] = math.sqrt(acc)
-            logdet += math.log(acc)
-            for a in range(j + 1, Q):
-                acc = A[a, j]
-                for k in range(j):
-                    acc -= R[a, k] * R[j, k]
-                R[a, j] = acc / R[j, j]
-        for j in range(Q):  # Rinv (lower triangular)
-            for a in range(Q):
-                Rinv[a, j] = 0.0
-            Rinv[j, j] = 1.0 / R[j, j]
-            for a in range(j + 1, Q):
-                acc = 0.0
-                for k in range(j, a):
-                    acc -= R[a, k] * Rinv[k, j]
-                Rinv[a, j] = acc / R[a, a]
-        for a in range(Q):  # Ainv = Rinv' Rinv
-            for b in range(a + 1):
-                acc = 0.0
-                for k in range(a, Q):
-                    acc += Rinv[k, a] * Rinv[k, b]
-                Ainv[a, b] = acc
-                Ainv[b, a] = acc
+        logdet_i = cholesky_lower(A, R)  # A = R R', A^-1 = R^-T R^-1 (hierlmm.numba_linalg)
+        if math.isnan(logdet_i):  # A = I + L'S L / s2 is positive definite but for rounding
+            return math.nan, d_beta, d_L, math.nan
+        logdet += logdet_i
+        lower_inverse(R, Rinv)
+        inverse_from_lower_inverse(Rinv, Ainv)
+        for a in range(Q):
             tr_sum += Ainv[a, a]
         for a in range(Q):
             acc = 0.0

@@ -3,7 +3,7 @@
 PyTensor's on-disk Numba cache keys a compiled Op by its class, its ``__props__`` and the version number its
 dispatch function returns. A fixed version would serve an edited kernel stale from the cache (seen while developing
 :mod:`hierlmm.woodbury_op`: a deliberately broken kernel still passed its gradient test), so every Op returns the
-checksum of its own source file instead.
+checksum of its own source file, and of the kernels' shared helpers (:mod:`hierlmm.numba_linalg`), instead.
 """
 
 from __future__ import annotations
@@ -13,5 +13,7 @@ from pathlib import Path
 
 
 def source_version(module_file: str) -> int:
-    """CRC-32 of a module's source file (pass ``__file__``): changes whenever the kernel's source does."""
-    return zlib.crc32(Path(module_file).read_bytes())
+    """CRC-32 of a module's source file (pass ``__file__``) and of :mod:`hierlmm.numba_linalg`, which the kernels
+    call: changes whenever either source does."""
+    helpers = Path(__file__).with_name("numba_linalg.py")
+    return zlib.crc32(helpers.read_bytes(), zlib.crc32(Path(module_file).read_bytes()))

@@ -52,6 +52,7 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
 from hierlmm.numba_cache import source_version
+from hierlmm.numba_linalg import cholesky_lower, inverse_from_lower_inverse, lower_inverse
 
 LOG_2PI = math.log(2.0 * math.pi)
 _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.numba_cache)
@@ -127,35 +128,11 @@ def woodbury_loglik_and_grad(r, v, L, Z, offsets):  # noqa: N803, PLR0912, PLR09
                 for k in range(q):
                     acc += L[k, a] * PL[k, b]
                 A[a, b] = acc
-        logdet = 0.0
-        for a in range(q):  # Cholesky A = R R' (lower triangle of A)
-            for b in range(a + 1):
-                acc = A[a, b]
-                for k in range(b):
-                    acc -= R[a, k] * R[b, k]
-                if a == b:
-                    if not acc > 0.0:
-                        return -np.inf, np.zeros(N), np.zeros(N), np.zeros((q, q))
-                    R[a, a] = math.sqrt(acc)
-                    logdet += math.log(acc)
-                else:
-                    R[a, b] = acc / R[b, b]
-        for b in range(q):  # R^-1, lower triangular, column by column
-            for a in range(q):
-                Rinv[a, b] = 0.0
-            Rinv[b, b] = 1.0 / R[b, b]
-            for a in range(b + 1, q):
-                acc = 0.0
-                for k in range(b, a):
-                    acc -= R[a, k] * Rinv[k, b]
-                Rinv[a, b] = acc / R[a, a]
-        for a in range(q):  # A^-1 = R^-T R^-1
-            for b in range(a + 1):
-                acc = 0.0
-                for k in range(a, q):
-                    acc += Rinv[k, a] * Rinv[k, b]
-                Ainv[a, b] = acc
-                Ainv[b, a] = acc
+        logdet = cholesky_lower(A, R)  # A = R R', A^-1 = R^-T R^-1 (hierlmm.numba_linalg)
+        if math.isnan(logdet):
+            return -np.inf, np.zeros(N), np.zeros(N), np.zeros((q, q))
+        lower_inverse(R, Rinv)
+        inverse_from_lower_inverse(Rinv, Ainv)
         for a in range(q):  # m = A^-1 c
             acc = 0.0
             for b in range(q):
