@@ -36,7 +36,6 @@ from hierlmm.bayes_correlated import (
     LOG_2PI,
     CorrelatedBayesModel,
     build_correlated_bayes_model,
-    correlation_matrix,
     correlation_values,
 )
 from hierlmm.bayes_covariance import set_initial_values
@@ -66,18 +65,14 @@ def subject_terms(bm: CorrelatedBayesModel, beta: np.ndarray, L: np.ndarray, sig
     n_levels = bm.design.blocks[0].n_levels
     ll = np.zeros((S, n_levels))
     b = np.zeros((S, n_levels, q)) if rng is not None else None
-    f = {k: v[:, None, None, None] for k, v in free.items()}  # broadcast over (subjects, n, n)
+    from hierlmm.error_covariance import ErrorParameters  # imports this module
+
+    errors = ErrorParameters(bm.structure, bm.n_max, sigma, omega, free=dict(free))
     for batch in bm.batches:
         n = batch.y.shape[1]
         r = batch.y[None] - np.einsum("knp,sp->skn", batch.X, beta)
         ZL = np.einsum("knq,sqr->sknr", batch.Z, L)  # noqa: N806
-        R = correlation_matrix(bm.structure, f, batch.distances[None], n, bm.n_max, np)  # noqa: N806
-        s2 = (sigma**2)[:, None, None, None]
-        if omega is not None:
-            s = np.exp(np.einsum("knm,sm->skn", batch.M, omega))
-            E = s2 * s[..., :, None] * R * s[..., None, :]  # noqa: N806
-        else:
-            E = s2 * np.broadcast_to(R, (S, *batch.distances.shape))  # noqa: N806
+        E = errors.matrices(batch.distances, batch.M)  # noqa: N806  sigma^2 S R S, (S, k, n, n)
         C = np.linalg.cholesky(ZL @ np.swapaxes(ZL, -1, -2) + E)  # noqa: N806
         w = np.linalg.solve(C, r[..., None])  # C is triangular; batched LAPACK solve is fast at these sizes
         logdet = 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum(-1)
