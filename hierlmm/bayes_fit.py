@@ -159,6 +159,7 @@ class Diagnostics:
     min_ess_tail: float
     min_bfmi: float
     problems: tuple[str, ...]
+    divergent_at: tuple[tuple[str, float], ...] = ()  # (parameter, quantile): see divergence_quantiles
 
     @property
     def ok(self) -> bool:
@@ -169,6 +170,42 @@ class Diagnostics:
         head = (f"divergences {self.divergences}, max R-hat {self.max_rhat:.3f}, min bulk ESS {self.min_ess_bulk:.0f}, "
                 f"min tail ESS {self.min_ess_tail:.0f}, min E-BFMI {self.min_bfmi:.2f}")
         return head + ("" if self.ok else "\n" + "\n".join(f"- {p}" for p in self.problems))
+
+
+def divergence_quantiles(draws: Mapping[str, np.ndarray], diverging: np.ndarray,
+                         top: int = 3) -> tuple[tuple[str, float], ...]:
+    """Where divergent transitions happen: the ``top`` parameters whose values at the divergent draws are the most
+    extreme within their posterior.
+
+    Parameters
+    ----------
+    draws
+        Draws (chain, draw) of every reported parameter (:meth:`BayesFit.parameter_draws`).
+    diverging
+        nutpie's ``diverging`` flags (chain, draw).
+    top
+        How many parameters to return.
+
+    Returns
+    -------
+    tuple
+        ``(name, quantile)`` pairs, most extreme first: ``quantile`` is the mean over the divergent draws of the share
+        of all draws below the value (near 0 or 1: the divergences sit in that parameter's tail, where the geometry
+        changes; near 0.5 for every parameter: no parameter's tail stands out). Empty without divergences.
+    """
+    flags = np.asarray(diverging, dtype=bool).ravel()
+    if not flags.any():
+        return ()
+    found = []
+    for name, values in draws.items():
+        flat = np.asarray(values, dtype=float).ravel()
+        if flat.size != flags.size:
+            continue
+        ordered = np.sort(flat)
+        q = float(np.mean(np.searchsorted(ordered, flat[flags], side="right") / flat.size))
+        found.append((name, q))
+    found.sort(key=lambda item: -abs(item[1] - 0.5))
+    return tuple(found[:top])
 
 
 def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi_min: float = 0.3) -> Diagnostics:
@@ -183,13 +220,18 @@ def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi
                                     float(table["ess_tail"].min()))
     problems = []
     joint = getattr(fit, "sampler", "marginal") == "joint"
+    divergent_at: tuple[tuple[str, float], ...] = ()
     if divergences:
+        divergent_at = divergence_quantiles(fit.parameter_draws(), stats["diverging"].values)
+        where = ", ".join(f"{name} at its {100 * q:.1f}% quantile" for name, q in divergent_at)
         problems.append(
-            f"{divergences} divergent transitions: NUTS met geometry it cannot follow (typically the funnel of "
-            "sampled random effects). " + ("Use sampler='marginal' (random effects integrated out), or raise "
-            "target_accept (e.g. 0.95), or let hierlmm choose which effects to centre (centered='auto')." if joint
-            else "Raise target_accept (e.g. 0.95), or look for a variance or correlation the data barely inform "
-            "(a tighter prior there).")
+            f"{divergences} divergent transitions: NUTS met geometry it cannot follow" + (
+                " (typically the funnel of sampled random effects). Use sampler='marginal' (random effects "
+                "integrated out), or raise target_accept (e.g. 0.95), or let hierlmm choose which effects to centre "
+                "(centered='auto')." if joint else
+                " (the random effects are integrated out, so a variance, correlation or range the data barely "
+                "inform). Raise target_accept (e.g. 0.95), or give that parameter a tighter prior.")
+            + (f" The divergent draws sit at: {where}." if where else "")
         )
     if max_rhat > rhat_max:
         worst = table["r_hat"].idxmax()
@@ -205,7 +247,7 @@ def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi
         problems.append(f"E-BFMI {bfmi:.2f} < {bfmi_min}: the energy distribution is poorly explored (heavy tails or "
                         "a funnel). " + ("Reparameterise: sampler='marginal', or non-centred random effects." if joint
                                          else "Look for a parameter the data barely inform (a tighter prior)."))
-    return Diagnostics(divergences, max_rhat, min_bulk, min_tail, bfmi, tuple(problems))
+    return Diagnostics(divergences, max_rhat, min_bulk, min_tail, bfmi, tuple(problems), divergent_at)
 
 
 def fit_bayes(

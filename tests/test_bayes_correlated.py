@@ -279,12 +279,12 @@ def test_fit_bayes_routes_correlation_and_checks_its_arguments():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="Model II corExp, seed 1, tune 2000: R-hat 1.005 but one divergent transition "
-                   "in 4000 draws, on the ridge where the range replaces the slopes' variance (docs/serial_correlation"
-                   ".md); open until a parametrisation samples along that ridge")
+@pytest.mark.xfail(strict=False, reason="Model II corExp: a thin posterior lobe where the slope SD goes to 0 and the "
+                   "range and sigma grow; chains that enter it diverge or stay (seeds 1-5: 1 of 5 fails; "
+                   "docs/serial_correlation.md); open until a parametrisation follows that neck")
 def test_model_II_converges_with_nuts(chapter_data):  # noqa: N802
     """Issue 5: the chapter's Model II with corExp, where REML's interval of the range spans three orders of
-    magnitude, converges by NUTS with the default settings (4 chains x (1000 + 1000)): R-hat <= 1.01, no
+    magnitude, converges by NUTS with the default settings (4 chains x 1000 draws, 2000 tuning steps): R-hat <= 1.01, no
     divergences, bulk and tail ESS >= 400."""
     aids = chapter_data("aids")
     formula = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (obstime | patient)"

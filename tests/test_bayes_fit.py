@@ -69,6 +69,38 @@ def test_marginal_sampler_diagnostics_pass(fits):
     assert "divergences 0" in str(diag)
 
 
+def test_divergence_quantiles_point_at_the_tail_the_divergences_sit_in():
+    from hierlmm.bayes_fit import divergence_quantiles
+
+    rng = np.random.default_rng(4)
+    draws = {"range": rng.lognormal(size=(4, 500)), "beta[x]": rng.normal(size=(4, 500)),
+             "sd[id:t]": rng.gamma(2.0, size=(4, 500))}
+    flags = np.zeros((4, 500), dtype=bool)
+    flags[np.unravel_index(np.argsort(draws["range"], axis=None)[-5:], flags.shape)] = True  # the 5 longest ranges
+    found = divergence_quantiles(draws, flags, top=2)
+    assert found[0][0] == "range"
+    assert found[0][1] == pytest.approx(np.mean([2000, 1999, 1998, 1997, 1996]) / 2000)
+    assert len(found) == 2 and abs(found[1][1] - 0.5) < 0.45
+    flags[:] = False
+    assert divergence_quantiles(draws, flags) == ()
+
+
+def test_diagnostics_say_where_divergent_draws_sit(fits):
+    """Divergences injected at the draws with the largest sigma: the advice names sigma's upper tail."""
+    from dataclasses import replace
+
+    fit = fits["marginal"]
+    tree = fit.tree.copy(deep=True)
+    sigma = tree["posterior"]["sigma"].values
+    flags = sigma >= np.sort(sigma, axis=None)[-3]
+    tree["sample_stats"]["diverging"] = tree["sample_stats"]["diverging"].copy(data=flags)
+    diag = replace(fit, tree=tree).diagnostics()
+    assert diag.divergences == 3
+    assert diag.divergent_at[0][0] == "sigma" and diag.divergent_at[0][1] > 0.99
+    assert "The divergent draws sit at: sigma at its 99." in str(diag)
+    assert "integrated out" in str(diag)  # the marginal sampler samples no random effects: no funnel advice
+
+
 def test_the_two_log_likelihoods_are_consistent(fits):
     # the per-subject marginal log-likelihood at the posterior mean is larger than -infinity and the per-observation
     # conditional log-likelihoods sum, per subject, to more than the marginal (b fitted to the subject's data)
