@@ -1,6 +1,6 @@
 """Central finite differences of a scalar function, for the engines whose likelihood has no analytic gradient
 (the marginal model, serial correlation, crossed factors): convergence checks, Newton polishing and nlme-style
-Hessian-based intervals.
+Hessian-based intervals; and the Hessian of a function with an analytic gradient (the nested REML engine's checks).
 
 Written by hand: SciPy offers ``approx_fprime`` (one-sided) but no Hessian of function values.
 """
@@ -26,3 +26,16 @@ def central_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 
             ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
             H[i, j] = H[j, i] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h * h)
     return H
+
+
+def hessian_from_gradient(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """Hessian by central differences of an analytic gradient (``f`` returns ``(value, gradient)``), symmetrised;
+    step ``1e-5 max(1, |x_j|)``."""
+    k = x.size
+    H = np.zeros((k, k))  # noqa: N806
+    for j in range(k):
+        h = 1e-5 * max(1.0, abs(x[j]))
+        e = np.zeros(k)
+        e[j] = h
+        H[:, j] = (f(x + e)[1] - f(x - e)[1]) / (2 * h)
+    return 0.5 * (H + H.T)

@@ -32,6 +32,7 @@ import scipy.optimize
 from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import BoundaryWarning, ConvergenceWarning, NumericalError
+from hierlmm.finite_differences import hessian_from_gradient
 from hierlmm.sufficient_stats import SubjectStats, subject_stats
 
 
@@ -390,7 +391,7 @@ def _newton_check(
     gfree = g[free]
     if not gfree.size:
         return value, True, 0.0, gfree, gfree
-    H = _hessian(f, x)[np.ix_(free, free)]  # noqa: N806
+    H = hessian_from_gradient(f, x)[np.ix_(free, free)]  # noqa: N806
     try:
         eig = np.linalg.eigvalsh(H)
         if not np.all(np.isfinite(eig)) or eig.min() <= 0:
@@ -400,14 +401,3 @@ def _newton_check(
     except np.linalg.LinAlgError:
         return value, False, float("inf"), np.zeros_like(gfree), gfree
 
-
-def _hessian(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray) -> np.ndarray:
-    """Hessian by central differences of the analytic gradient (symmetrised)."""
-    k = x.size
-    H = np.zeros((k, k))  # noqa: N806
-    for j in range(k):
-        h = 1e-5 * max(1.0, abs(x[j]))
-        e = np.zeros(k)
-        e[j] = h
-        H[:, j] = (f(x + e)[1] - f(x - e)[1]) / (2 * h)
-    return 0.5 * (H + H.T)
