@@ -119,11 +119,11 @@ def _fit_command(args: argparse.Namespace) -> int:
             from hierlmm.summaries import marginal_summary, marginal_to_dict
 
             if method == "NUTS":
-                from hierlmm.bayes_marginal import fit_bayes_marginal
+                from hierlmm.bayes_fit import fit_bayes
 
-                marginal_nuts = fit_bayes_marginal(design, chains=args.chains, draws=args.draws, tune=args.tune or 1000,
-                                                   cores=args.cores, seed=args.seed, progressbar=not args.quiet,
-                                                   priors=getattr(args, "priors", None))
+                marginal_nuts = fit_bayes(design, kind="marginal", chains=args.chains, draws=args.draws,
+                                          tune=args.tune, cores=args.cores, seed=args.seed,
+                                          progressbar=not args.quiet, priors=getattr(args, "priors", None))
                 print(bayes_summary(marginal_nuts, data_name))
                 out = bayes_to_dict(marginal_nuts)
             else:
