@@ -32,9 +32,9 @@ import scipy.optimize
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
-from hierlmm.design import Design
+from hierlmm.design import Design, RandomEffectsBlock
 from hierlmm.errors import ConvergenceWarning, DataError, NotSupportedError, SpecError
-from hierlmm.finite_differences import central_hessian
+from hierlmm.finite_differences import central_hessian, clearly_positive_definite
 from hierlmm.inference import nlme_fixed_df, t_tests
 from hierlmm.profile_gradient import profile_and_gradient
 from hierlmm.reml import layout_for
@@ -69,6 +69,10 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
             raise DataError(f"The correlation's time column {structure.time!r} is missing or not finite in "
                             f"{int((~np.isfinite(times)).sum())} rows the model uses.", given=structure.time,
                             fix="Complete those times, or drop the rows.")
+        if structure.kind == "corAR1" and not np.all(times == np.round(times)):
+            raise DataError(f"corAR1 counts lags in whole steps, but the time column {structure.time!r} has "
+                            f"non-integer values (e.g. {times[times != np.round(times)][0]:g}).", given=structure.time,
+                            fix="Use corCAR1 (continuous time) for these times, or an integer visit number.")
     order = np.argsort(block.group_index, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(block.group_index[order]) != 0])
     groups = np.split(order, starts[1:])
@@ -81,7 +85,25 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
         t = times[idx] if time is not None else np.broadcast_to(np.arange(n, dtype=float), idx.shape)
         rows.append(idx)
         distances.append(np.abs(t[:, :, None] - t[:, None, :]))
+    if time is not None and structure.kind != "corCompSymm" and not structure.nugget:
+        _refuse_repeated_times(distances, rows, block, time)
     return SubjectBatches(tuple(rows), tuple(distances), max(by_size))
+
+
+def _refuse_repeated_times(distances: list[np.ndarray], rows: list[np.ndarray], block: RandomEffectsBlock,
+                           time: str) -> None:
+    """Two rows of a subject at one time are perfectly correlated without a nugget, and ``R_i`` singular: refuse
+    (nlme does too: "cannot have zero distances")."""
+    repeated = [(d == 0).sum(axis=(1, 2)) > d.shape[1] for d in distances]  # zeros off the diagonal
+    count = int(sum(r.sum() for r in repeated))
+    if count:
+        first = next(idx[r][0, 0] for idx, r in zip(rows, repeated, strict=True) if r.any())
+        subjects = "1 subject has" if count == 1 else f"{count} subjects have"
+        raise DataError(f"{subjects} two rows at the same {time!r} (e.g. {block.factor} "
+                        f"{block.levels[block.group_index[first]]}): without a nugget their errors would be perfectly "
+                        "correlated, and R_i singular.", given=time,
+                        fix="Add nugget = TRUE (rows at one time then correlate 1 - nugget), or combine or drop the "
+                            "repeated rows.")
 
 
 def profile(design: Design, batches: SubjectBatches, structure: CorrelationStructure | None, theta: np.ndarray,
@@ -266,10 +288,9 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         hessian = central_hessian(objective, theta)
         grad = objective_and_gradient(theta)[1]
     cov_theta = None
-    eigen = np.linalg.eigvalsh(hessian) if np.all(np.isfinite(hessian)) else np.array([np.nan])
     # a variance at its boundary (Model III: a log-scale element of D's factor at -19) leaves an eigenvalue that is
     # zero up to rounding, whose sign is noise: positive definite means clearly positive, relative to the largest
-    if eigen[0] > 1e-9 * np.abs(eigen).max():
+    if clearly_positive_definite(hessian):
         cov_theta = np.linalg.inv(hessian)
     else:
         warnings.warn("The Hessian of the profiled log-likelihood is not positive definite at the optimum: the "

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import ConvergenceWarning
-from hierlmm.finite_differences import central_gradient, central_hessian
+from hierlmm.finite_differences import central_gradient, central_hessian, clearly_positive_definite
 from hierlmm.inference import t_tests
 
 
@@ -166,7 +166,7 @@ def _newton_polish(objective, theta: np.ndarray, steps: int = 5) -> tuple[np.nda
     for _ in range(steps):
         grad = central_gradient(objective, theta)
         H = central_hessian(objective, theta)  # noqa: N806
-        if not np.all(np.isfinite(H)) or np.linalg.eigvalsh(H)[0] <= 0:
+        if not clearly_positive_definite(H):
             return theta, False
         step = np.linalg.solve(H, grad)
         if np.max(np.abs(step)) < 1e-4:

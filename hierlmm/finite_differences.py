@@ -1,6 +1,7 @@
 """Central finite differences of a scalar function, for the engines whose likelihood has no analytic gradient
 (the marginal model, serial correlation, crossed factors): convergence checks, Newton polishing and nlme-style
-Hessian-based intervals; and the Hessian of a function with an analytic gradient (the nested REML engine's checks).
+Hessian-based intervals; and the Hessian of a function with an analytic gradient (the nested REML engine's checks);
+and the one rule every engine uses to call such a Hessian positive definite.
 
 Written by hand: SciPy offers ``approx_fprime`` (one-sided) but no Hessian of function values.
 """
@@ -39,3 +40,23 @@ def hessian_from_gradient(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x
         e[j] = h
         H[:, j] = (f(x + e)[1] - f(x - e)[1]) / (2 * h)
     return 0.5 * (H + H.T)
+
+
+POSITIVE_DEFINITE_RTOL = 1e-9
+
+
+def clearly_positive_definite(H: np.ndarray, rtol: float = POSITIVE_DEFINITE_RTOL) -> bool:  # noqa: N803
+    """Whether a finite-difference Hessian is positive definite beyond rounding: finite, and its smallest
+    eigenvalue above ``rtol`` times its largest absolute one.
+
+    A variance at its boundary (e.g. a log-scale factor element of ``D`` run off to -19) leaves an eigenvalue that
+    is zero up to rounding, whose sign is noise; ``eig.min() > 0`` would call that Hessian positive definite by luck.
+    Every engine's convergence check (nested, crossed, serial correlation) and nlme-style interval uses this rule.
+    """
+    H = np.asarray(H, dtype=float)  # noqa: N806
+    if H.size == 0:
+        return True
+    if not np.all(np.isfinite(H)):
+        return False
+    eig = np.linalg.eigvalsh(H)
+    return bool(eig[0] > rtol * np.abs(eig).max())

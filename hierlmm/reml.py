@@ -32,7 +32,7 @@ import scipy.optimize
 from hierlmm.covariance import ThetaLayout
 from hierlmm.design import Design
 from hierlmm.errors import BoundaryWarning, ConvergenceWarning, NumericalError
-from hierlmm.finite_differences import hessian_from_gradient
+from hierlmm.finite_differences import clearly_positive_definite, hessian_from_gradient
 from hierlmm.sufficient_stats import SubjectStats, subject_stats
 
 
@@ -393,8 +393,7 @@ def _newton_check(
         return value, True, 0.0, gfree, gfree
     H = hessian_from_gradient(f, x)[np.ix_(free, free)]  # noqa: N806
     try:
-        eig = np.linalg.eigvalsh(H)
-        if not np.all(np.isfinite(eig)) or eig.min() <= 0:
+        if not clearly_positive_definite(H):
             return value, False, float("inf"), np.zeros_like(gfree), gfree
         step = np.linalg.solve(H, gfree)
         return value, True, float(np.max(np.abs(step))), step, gfree

@@ -9,12 +9,18 @@ For two rows of one subject at times (or positions) ``s`` and ``t``, ``d = |s - 
 - ``corExp``: ``exp(-d / phi)`` (``phi`` the range, > 0);
 - ``corGaus``: ``exp(-(d / phi)^2)``;
 - ``corCAR1``: ``phi^d`` (continuous-time AR(1), ``0 < phi < 1``);
-- ``corAR1``: ``phi^|k - l|`` for the rows' positions ``k, l`` within the subject (``-1 < phi < 1``);
+- ``corAR1``: ``phi^|k - l|`` for the rows' positions ``k, l`` within the subject, or their integer times
+  (``-1 < phi < 1``);
 - ``corCompSymm``: ``phi`` for every pair (``-1/(n_max - 1) < phi < 1``).
 
-With ``nugget = TRUE`` (corExp and corGaus) the correlation of two distinct rows is multiplied by ``1 - nugget``
-(``0 < nugget < 1``), as nlme does. ``unconstrained`` maps the parameters to the real line (log range, logit, ...)
-for optimisers and NUTS, as nlme's ``coef(..., unconstrained = TRUE)`` does.
+With ``nugget = TRUE`` the correlation of two distinct rows is multiplied by ``1 - nugget`` (``0 < nugget < 1``), as
+nlme does for corExp and corGaus. hierlmm also offers it for corCAR1 and corAR1 (nlme does not): corCAR1 with a
+nugget is corExp with one (``phi = exp(-1 / range)``). corCompSymm refuses it: ``(1 - nugget) rho`` is again a
+compound-symmetry correlation, so the nugget could not be told apart from ``rho``.
+
+Without a nugget, two rows of a subject at one time would be perfectly correlated: such data are refused (as nlme
+does). ``unconstrained`` maps the parameters to the real line (log range, logit, ...) for optimisers and NUTS, as
+nlme's ``coef(..., unconstrained = TRUE)`` does.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class CorrelationStructure:
     time, group
         ``form = ~ time | group`` (``time`` None for ``~ 1 | group``: positions within the group).
     nugget
-        Whether a nugget effect is estimated (corExp, corGaus).
+        Whether a nugget effect is estimated (every type but corCompSymm).
     """
 
     kind: str
@@ -74,6 +80,8 @@ class CorrelationStructure:
         if self.kind in ("corExp", "corGaus"):
             span = float(np.ptp(times)) if times.size else 1.0
             first = np.log(max(span / 5, 1e-3))
+        elif self.kind == "corAR1":  # phi = 0 is a stationary point when no lag is 1 (times 0, 2, 6, ...): start off it
+            first = float(np.arctanh(0.2))
         else:
             first = 0.0
         return np.array([first, -2.0][: self.n_params])
@@ -118,8 +126,10 @@ def parse_correlation(text: str) -> CorrelationStructure:
         raise SpecError("The correlation structure needs its grouping: form = ~ time | group.", given=text,
                         fix='Write e.g. "corExp(form = ~ obstime | patient)".')
     has_nugget = nugget is not None and nugget.upper() in ("TRUE", "T")
-    if has_nugget and kind not in ("corExp", "corGaus"):
-        raise SpecError(f"{kind} has no nugget in nlme.", given=text, fix="Use nugget with corExp or corGaus.")
+    if has_nugget and kind == "corCompSymm":
+        raise SpecError("corCompSymm cannot have a nugget: (1 - nugget) rho is again a compound-symmetry correlation, "
+                        "so the data cannot tell the nugget from rho.", given=text,
+                        fix="Drop nugget = TRUE (rho then absorbs it).")
     if kind in ("corExp", "corGaus", "corCAR1") and time == "1":
         raise SpecError(f"{kind} needs a time covariate.", given=text, fix=f'Write "{kind}(form = ~ time | group)".')
     return CorrelationStructure(kind, None if time == "1" else time, group, has_nugget)

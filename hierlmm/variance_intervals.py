@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.stats
 
 from hierlmm.errors import NumericalError
-from hierlmm.finite_differences import central_hessian
+from hierlmm.finite_differences import central_hessian, clearly_positive_definite
 from hierlmm.reml import evaluate
 from hierlmm.sufficient_stats import stack_factors
 
@@ -156,11 +156,11 @@ def varcorr_intervals(fit: Any, level: float = 0.95) -> pd.DataFrame:
             return np.inf
 
     H = central_hessian(neg_loglik, eta, h=1e-4)  # noqa: N806
-    eig = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([-1.0])
-    if eig.min() <= 0:
+    if not clearly_positive_definite(H):
+        eig = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([np.nan])
         raise NumericalError("The approximate covariance of the variance components is not positive definite (as "
                              "nlme's 'Non-positive definite approximate variance-covariance').",
-                             given=f"smallest Hessian eigenvalue {eig.min():.3g}",
+                             given=f"Hessian eigenvalues from {eig.min():.3g} to {eig.max():.3g}",
                              fix="Simplify the random-effects structure, or look at the posterior of a Bayesian fit.")
     se = np.sqrt(np.diag(np.linalg.inv(H)))
     z = scipy.stats.norm.ppf(0.5 + level / 2)

@@ -21,8 +21,10 @@ MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | p
 CASES = [
     ("corExp(form = ~ t | id, nugget = TRUE)", {"range": 1.3, "nugget": 0.25}),
     ("corGaus(form = ~ t | id)", {"range": 0.8}),
-    ("corCAR1(form = ~ t | id)", {"range": 2.0}),
+    ("corGaus(form = ~ t | id, nugget = TRUE)", {"range": 0.8, "nugget": 0.4}),
+    ("corCAR1(form = ~ t | id, nugget = TRUE)", {"range": 2.0, "nugget": 0.15}),
     ("corAR1(form = ~ 1 | id)", {"phi01": 0.2}),  # phi = -0.6: negative lag-one correlation
+    ("corAR1(form = ~ 1 | id, nugget = TRUE)", {"phi01": 0.85, "nugget": 0.3}),
     ("corCompSymm(form = ~ 1 | id)", {"rho01": 0.4}),
     (None, {}),  # independent errors: R_i = I (with the log-SD design: variance functions alone)
 ]
@@ -63,8 +65,11 @@ def _point(bm, free: dict, omega: np.ndarray | None):
     return point, bm.from_centred(beta_c), L
 
 
+CASE_IDS = [(c[0] or "independent").split("(")[0] + ("+nugget" if c[0] and "nugget" in c[0] else "") for c in CASES]
+
+
 @pytest.mark.parametrize("with_m", [False, True], ids=["homoscedastic", "log-sd design"])
-@pytest.mark.parametrize("text,free", CASES, ids=[(c[0] or "independent").split("(")[0] for c in CASES])
+@pytest.mark.parametrize("text,free", CASES, ids=CASE_IDS)
 def test_log_likelihood_equals_dense_multivariate_normals(text, free, with_m):
     from pymc.model.transform.conditioning import remove_value_transforms
 

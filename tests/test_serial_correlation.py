@@ -50,7 +50,7 @@ def test_cli_correlation_json(tmp_path, chapter_data, reference):
 @settings(deadline=None, max_examples=30, database=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(TYPES), nugget=st.booleans())
 def test_profiled_likelihood_equals_the_dense_multivariate_normal(seed, kind, nugget):
-    nugget = nugget and kind in ("corExp", "corGaus")
+    nugget = nugget and kind != "corCompSymm"
     structure = CorrelationStructure(kind, None if kind in ("corAR1", "corCompSymm") else "t", "id", nugget)
     data = simulate(seed, n_subjects=8)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (1 | id)"), data)
@@ -94,8 +94,10 @@ def test_parsing_nlme_syntax_and_its_errors():
         parse_correlation("corSpher(form = ~ t | id)")
     with pytest.raises(hierlmm.SpecError, match="grouping"):
         parse_correlation("corExp(form = ~ t)")
-    with pytest.raises(hierlmm.SpecError, match="no nugget"):
-        parse_correlation("corAR1(form = ~ 1 | id, nugget = TRUE)")
+    assert parse_correlation("corAR1(form = ~ 1 | id, nugget = TRUE)").nugget
+    assert parse_correlation("corCAR1(form = ~ t | id, nugget = TRUE)").n_params == 2
+    with pytest.raises(hierlmm.SpecError, match="cannot have a nugget"):
+        parse_correlation("corCompSymm(form = ~ 1 | id, nugget = TRUE)")
     with pytest.raises(hierlmm.SpecError, match="Cannot read"):
         parse_correlation("exp(t)")
 
@@ -140,3 +142,43 @@ def test_missing_times_of_the_correlation_are_reported():
     data.loc[3, "when"] = np.nan
     with pytest.raises(hierlmm.DataError, match="not finite"):
         hierlmm.fit("y ~ t + (1 | id)", data, correlation="corExp(form = ~ when | id)")
+
+
+def _with_a_repeated_time(seed: int):
+    data = simulate(seed, n_subjects=20)
+    ids = data["id"].to_numpy()
+    j = next(i for i in range(1, len(data)) if ids[i] == ids[i - 1])
+    data.loc[j, "t"] = data.loc[j - 1, "t"]
+    return data, ids[j]
+
+
+@pytest.mark.parametrize("kind", ["corExp", "corGaus", "corCAR1"])
+def test_rows_at_one_time_need_a_nugget(kind):
+    """Without a nugget, two rows at one time are perfectly correlated (R_i singular): refused, naming the subject,
+    by REML and NUTS alike; with a nugget they correlate 1 - nugget and the fit goes on."""
+    from hierlmm.bayes_correlated import build_correlated_bayes_model
+
+    data, subject = _with_a_repeated_time(5)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
+    with pytest.raises(hierlmm.DataError, match=f"1 subject has two rows at the same 't' \\(e.g. id {subject}\\)"):
+        fit_correlated(design, data, f"{kind}(form = ~ t | id)")
+    with pytest.raises(hierlmm.DataError, match="nugget = TRUE"):
+        build_correlated_bayes_model(design, data, f"{kind}(form = ~ t | id)")
+    structure = parse_correlation(f"{kind}(form = ~ t | id, nugget = TRUE)")
+    batches = subject_batches(design, data, structure)
+    loglik = profile(design, batches, structure, np.array([0.0, 0.0, 0.0]), reml=True)[0]
+    assert np.isfinite(loglik)
+    assert np.isfinite(parse_correlation(f"{kind}(form = ~ t | id)").from_distances(
+        np.array([0.0]), np.zeros((2, 2))).sum())  # the structure itself is fine; the data make R_i singular
+    compound = subject_batches(design, data, parse_correlation("corCompSymm(form = ~ t | id)"))  # ignores times
+    assert compound.n_max == batches.n_max
+
+
+def test_ar1_needs_integer_times():
+    data = simulate(6, n_subjects=10)
+    design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
+    with pytest.raises(hierlmm.DataError, match="(?s)non-integer values.*corCAR1"):
+        fit_correlated(design, data, "corAR1(form = ~ t | id)")
+    data["visit"] = data.groupby("id").cumcount() * 2  # integer times with gaps: lags 2, 4, ...
+    fit = hierlmm.fit("y ~ t + (1 | id)", data, correlation="corAR1(form = ~ visit | id)")
+    assert np.isfinite(fit.loglik)

@@ -288,7 +288,8 @@ def _max_condition(design, batches, structure, theta, bound) -> float:
 
 @settings(deadline=None, max_examples=25, database=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from([None, "varIdent", "varPower", "varExp"]),
-       correlation=st.sampled_from([None, "corExp", "corGaus", "corAR1", "corCompSymm"]), nugget=st.booleans(),
+       correlation=st.sampled_from([None, "corExp", "corGaus", "corCAR1", "corAR1", "corCompSymm"]),
+       nugget=st.booleans(),
        reml=st.booleans())
 def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nugget, reml):
     from hierlmm.finite_differences import central_gradient
@@ -298,8 +299,8 @@ def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nu
     data["w"] = np.random.default_rng(seed).uniform(0.2, 3.0, len(data))
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)
     structure = None if correlation is None else CorrelationStructure(
-        correlation, "t" if correlation in ("corExp", "corGaus") else None, "id",
-        nugget and correlation in ("corExp", "corGaus"))
+        correlation, "t" if correlation in ("corExp", "corGaus", "corCAR1") else None, "id",
+        nugget and correlation != "corCompSymm")
     bound = None if kind is None else VarianceFunction(kind, None if kind == "varIdent" else "w", ("g",)).bind(
         design, data)
     batches = subject_batches(design, data, structure)
