@@ -60,18 +60,9 @@ _CSV: dict[str, tuple[str, str, tuple[str, ...], Mapping[str, tuple[str, ...]]]]
     "aids_id": ("aids_id.csv", "The data come from the R package JM (aids.id).", ("patient",), _AIDS_LEVELS),
     "pbc2": ("pbc2.csv", "The data come from the R package JM (pbc2).", ("id",), _PBC2_LEVELS),
     "pbc2_id": ("pbc2_id.csv", "The data come from the R package JM (pbc2.id).", ("id",), _PBC2_LEVELS),
-    "prothro": (
-        "prothro.csv",
-        "The data come from the R package JM (prothro).",
-        ("id",),
-        {"treat": ("placebo", "prednisone")},
-    ),
-    "glaucoma": (
-        "glaucoma.csv.gz",
-        "These are the course's data.",
-        ("id", "eye", "hemi", "pos", "field"),
-        {},
-    ),
+    "prothro": ("prothro.csv", "The data come from the R package JM (prothro).", ("id",),
+                {"treat": ("placebo", "prednisone")}),
+    "glaucoma": ("glaucoma.csv.gz", "These are the course's data.", ("id", "eye", "hemi", "pos", "field"), {}),
 }
 _EMBEDDED = ("pbc2", "sleepstudy")
 

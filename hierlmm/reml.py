@@ -392,11 +392,8 @@ def _newton_check(
     if not gfree.size:
         return value, True, 0.0, gfree, gfree
     H = hessian_from_gradient(f, x)[np.ix_(free, free)]  # noqa: N806
-    try:
-        if not clearly_positive_definite(H):
-            return value, False, float("inf"), np.zeros_like(gfree), gfree
-        step = np.linalg.solve(H, gfree)
-        return value, True, float(np.max(np.abs(step))), step, gfree
-    except np.linalg.LinAlgError:
+    if not clearly_positive_definite(H):  # then H is finite and invertible
         return value, False, float("inf"), np.zeros_like(gfree), gfree
+    step = np.linalg.solve(H, gfree)
+    return value, True, float(np.max(np.abs(step))), step, gfree
 

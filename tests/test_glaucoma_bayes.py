@@ -1,6 +1,6 @@
 """NUTS on the full glaucoma data (252,876 rows), nested and crossed, against lme4 (marked slow: `make bench` runs
 them, CI does not). Targets from the issue: 4 chains x (1000 + 1000), R-hat <= 1.01, no divergences; the wall time
-(under 2 minutes each) is measured by bench/bayes_speed.py --glaucoma, not asserted here.
+(under 2 minutes each) is measured by bench/bayes_speed.py --section glaucoma, not asserted here.
 
 Reference: tests/fixtures/glaucoma_lme4_reference.json (lme4 1.1-31, REML). With 139 patients the posterior of the
 fixed effects and sigma sits within a small fraction of a posterior SD of REML; the SD of a factor with few levels

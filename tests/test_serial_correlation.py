@@ -117,6 +117,19 @@ def test_model_III_with_gaussian_correlation_says_it_did_not_converge(chapter_da
     assert not fit.converged
 
 
+def test_model_III_with_exponential_correlation_says_its_hessian_is_not_positive_definite(chapter_data):  # noqa: N802
+    """The chapter: ML struggles with Model III and corExp (phi 0.33, interval (0.02, 5.89)). hierlmm's REML says its
+    Hessian is not positive definite, and gives no interval rather than a meaningless one."""
+    formula = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (obstime + I(obstime^2) | patient)"
+    with pytest.warns(hierlmm.ConvergenceWarning, match="Hessian of the profiled log-likelihood is not positive "
+                                                        "definite"):
+        fit = hierlmm.fit(formula, chapter_data("aids"), correlation="corExp(form = ~ obstime | patient)")
+    assert not fit.converged
+    assert fit.cov_theta is None
+    assert fit.correlation_intervals() == {}
+    assert fit.correlation_parameters["range"] > 0
+
+
 def test_model_file_with_correlation(tmp_path, chapter_data, reference):
     from pathlib import Path
 
