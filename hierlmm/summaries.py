@@ -259,7 +259,34 @@ def bayes_to_dict(fit: BayesFit, ci_prob: float = 0.95) -> dict[str, Any]:
                         "min_bfmi": diag.min_bfmi, "problems": list(diag.problems)},
         "seconds": fit.seconds,
         **_min_eigen_summary(fit, ci_prob),
+        **_error_structure_summary(fit, ci_prob),
     }
+
+
+def _error_structure_summary(fit: Any, ci_prob: float) -> dict[str, Any]:
+    """For a Bayesian fit with serially correlated or heteroscedastic errors, ``correlation`` and
+    ``variance_function`` as in the REML ``--json`` ({type, form, parameters, intervals}), with posterior medians and
+    equal-tailed intervals."""
+    if not hasattr(fit, "variance_labels"):  # not a CorrelatedBayesFit
+        return {}
+    structure, labels = fit.structure, fit.variance_labels()
+    function = getattr(fit.bayes_model.variance, "function", None)  # None for a bare log-SD design
+    draws, tail = fit.parameter_draws(), (1 - ci_prob) / 2
+
+    def block(names: list[str]) -> dict[str, Any]:
+        return {"estimate": "posterior median",
+                "parameters": {n: float(np.median(draws[n])) for n in names},
+                "intervals": {n: np.quantile(draws[n], [tail, 1 - tail]).tolist() for n in names}}
+
+    out: dict[str, Any] = {"correlation": None, "variance_function": None}
+    if structure is not None:
+        names = [n for n in ("range", "phi", "rho", "nugget") if n in draws]
+        out["correlation"] = {"type": structure.kind, "form": f"~ {structure.time or 1} | {structure.group}",
+                              "nugget": structure.nugget, **block(names)}
+    if labels:
+        out["variance_function"] = {"type": function.kind if function else "log-SD design",
+                                    "form": function.form if function else None, **block(labels)}
+    return out
 
 
 def _min_eigen_summary(fit: Any, ci_prob: float) -> dict[str, Any]:

@@ -329,11 +329,21 @@ def test_cli_nuts_with_correlation(tmp_path):
     simulate(4, n_subjects=15).to_csv(csv, index=False)
     out = tmp_path / "nuts.json"
     assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
-                 "corExp(form = ~ t | id)", "--method", "nuts", "--chains", "2", "--draws", "60", "--tune", "60",
-                 "--quiet", "--json", str(out)]) == 0
+                 "corExp(form = ~ t | id, nugget = TRUE)", "--weights", "varIdent(form = ~ 1 | g)", "--method",
+                 "nuts", "--chains", "2", "--draws", "60", "--tune", "60", "--quiet", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["method"] == "nuts"
     assert "range" in result["posterior"]["parameter"]
+    # the REML --json's correlation and variance_function blocks, with posterior medians and 95% intervals
+    corr, variance = result["correlation"], result["variance_function"]
+    assert (corr["type"], corr["form"], corr["nugget"]) == ("corExp", "~ t | id", True)
+    assert (variance["type"], variance["form"]) == ("varIdent", "~1 | g")
+    row = result["posterior"]["parameter"].index("range")
+    for block, name in ((corr, "range"), (corr, "nugget"), (variance, "sd_ratio[b]")):
+        lower, upper = block["intervals"][name]
+        assert lower < block["parameters"][name] < upper
+    assert corr["intervals"]["range"] == pytest.approx([result["posterior"]["lower"][row],
+                                                        result["posterior"]["upper"][row]], rel=1e-3)
     assert main(["fit", "--data", str(csv), "--formula", "y ~ t + (1 | id)", "--correlation",
                  "corExp(form = ~ t | id)", "--method", "nuts", "--sampler", "joint", "--quiet"]) == 2
     # both engines, a variance function, and the saved tree, summary and plots (--out)
