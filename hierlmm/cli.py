@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the hierarchical model (D positive definite, default) or its marginal model (only every V_i "
                    "positive definite)")
     f.add_argument("--correlation", help='serially correlated errors, nlme syntax: "corExp(form = ~ obstime | patient)"'
-                   " (corExp, corGaus, corAR1, corCAR1, corCompSymm; nugget = TRUE)")
+                   " (corExp, corGaus, corAR1, corCAR1, corCompSymm; nugget = TRUE on all but corCompSymm)")
     f.add_argument("--weights", help='heteroscedastic errors, nlme syntax: "varIdent(form = ~ 1 | drug)" (varIdent, '
                    "varPower, varExp; every method, with or without --correlation)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,

@@ -38,7 +38,7 @@ from hierlmm.finite_differences import central_hessian, clearly_positive_definit
 from hierlmm.inference import nlme_fixed_df, t_tests
 from hierlmm.profile_gradient import profile_and_gradient
 from hierlmm.reml import layout_for
-from hierlmm.serial_correlation import CorrelationStructure, parse_correlation
+from hierlmm.serial_correlation import CorrelationStructure, check_times, parse_correlation
 from hierlmm.variance_function import BoundVarianceFunction, VarianceFunction, parse_weights
 
 
@@ -64,15 +64,8 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
         if structure.time not in data.columns:
             raise DataError(f"The correlation's time column {structure.time!r} is not in the data.",
                             given=structure.time, fix="Use a column of the data.")
-        times = np.asarray(data[structure.time].to_numpy()[design.rows], dtype=float)
-        if not np.all(np.isfinite(times)):
-            raise DataError(f"The correlation's time column {structure.time!r} is missing or not finite in "
-                            f"{int((~np.isfinite(times)).sum())} rows the model uses.", given=structure.time,
-                            fix="Complete those times, or drop the rows.")
-        if structure.kind == "corAR1" and not np.all(times == np.round(times)):
-            raise DataError(f"corAR1 counts lags in whole steps, but the time column {structure.time!r} has "
-                            f"non-integer values (e.g. {times[times != np.round(times)][0]:g}).", given=structure.time,
-                            fix="Use corCAR1 (continuous time) for these times, or an integer visit number.")
+        times = pd.to_numeric(data[structure.time], errors="coerce").to_numpy(dtype=float)[design.rows]
+        check_times(structure, times, "rows the model uses")
     order = np.argsort(block.group_index, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(block.group_index[order]) != 0])
     groups = np.split(order, starts[1:])
@@ -92,8 +85,8 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
 
 def _refuse_repeated_times(distances: list[np.ndarray], rows: list[np.ndarray], block: RandomEffectsBlock,
                            time: str) -> None:
-    """Two rows of a subject at one time are perfectly correlated without a nugget, and ``R_i`` singular: refuse
-    (nlme does too: "cannot have zero distances")."""
+    """Two rows of a subject at one time are perfectly correlated without a nugget, and ``R_i`` singular: refuse.
+    (nlme refuses them even with a nugget, "cannot have zero distances"; with one they correlate ``1 - nugget``.)"""
     repeated = [(d == 0).sum(axis=(1, 2)) > d.shape[1] for d in distances]  # zeros off the diagonal
     count = int(sum(r.sum() for r in repeated))
     if count:

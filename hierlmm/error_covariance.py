@@ -40,7 +40,7 @@ from hierlmm.bayes_correlated_fit import CHUNK, CorrelatedBayesFit, free_draws
 from hierlmm.correlated_fit import CorrelatedFit
 from hierlmm.design import Design, grouping_labels
 from hierlmm.errors import DataError, NotSupportedError
-from hierlmm.serial_correlation import CorrelationStructure
+from hierlmm.serial_correlation import CorrelationStructure, check_times
 
 
 def has_error_structure(fit: Any) -> bool:
@@ -174,10 +174,7 @@ def _new(fit: Any, params: ErrorParameters, data: pd.DataFrame) -> tuple[np.ndar
                             fix=f"Add {structure.time!r} to the new rows: the correlation of two rows of a subject "
                                 "depends on the distance between their times.")
         t = pd.to_numeric(data[structure.time], errors="coerce").to_numpy(dtype=float)
-        if not np.all(np.isfinite(t)):
-            raise DataError(f"The correlation's time column {structure.time!r} is missing or not numeric in "
-                            f"{int((~np.isfinite(t)).sum())} new rows.", given=structure.time,
-                            fix="Give every new row a numeric time.")
+        check_times(structure, t, "new rows")
     return np.abs(t[:, None] - t[None, :]), same, M
 
 

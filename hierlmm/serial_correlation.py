@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierlmm.errors import SpecError
+from hierlmm.errors import DataError, SpecError
 
 TYPES = ("corExp", "corGaus", "corCAR1", "corAR1", "corCompSymm")
 
@@ -53,6 +53,10 @@ class CorrelationStructure:
     time: str | None
     group: str
     nugget: bool = False
+
+    def __post_init__(self) -> None:
+        given = f"{self.kind}(form = ~ {self.time or 1} | {self.group}{', nugget = TRUE' if self.nugget else ''})"
+        _check(self.kind, self.time, self.nugget, given)
 
     @property
     def n_params(self) -> int:
@@ -120,16 +124,37 @@ def parse_correlation(text: str) -> CorrelationStructure:
         raise SpecError("Cannot read the correlation structure.", given=text,
                         fix='Write it as nlme does, e.g. "corExp(form = ~ obstime | patient)".')
     kind, time, group, nugget = m.groups()
-    if kind not in TYPES:
-        raise SpecError(f"Unknown correlation structure {kind}.", given=text, fix=f"Use one of {', '.join(TYPES)}.")
     if group is None:
         raise SpecError("The correlation structure needs its grouping: form = ~ time | group.", given=text,
                         fix='Write e.g. "corExp(form = ~ obstime | patient)".')
     has_nugget = nugget is not None and nugget.upper() in ("TRUE", "T")
-    if has_nugget and kind == "corCompSymm":
+    time = None if time == "1" else time
+    _check(kind, time, has_nugget, text)
+    return CorrelationStructure(kind, time, group, has_nugget)
+
+
+def _check(kind: str, time: str | None, nugget: bool, given: str) -> None:
+    """The rules every structure obeys, however it was made (parsed or constructed)."""
+    if kind not in TYPES:
+        raise SpecError(f"Unknown correlation structure {kind}.", given=given, fix=f"Use one of {', '.join(TYPES)}.")
+    if nugget and kind == "corCompSymm":
         raise SpecError("corCompSymm cannot have a nugget: (1 - nugget) rho is again a compound-symmetry correlation, "
-                        "so the data cannot tell the nugget from rho.", given=text,
+                        "so the data cannot tell the nugget from rho.", given=given,
                         fix="Drop nugget = TRUE (rho then absorbs it).")
-    if kind in ("corExp", "corGaus", "corCAR1") and time == "1":
-        raise SpecError(f"{kind} needs a time covariate.", given=text, fix=f'Write "{kind}(form = ~ time | group)".')
-    return CorrelationStructure(kind, None if time == "1" else time, group, has_nugget)
+    if kind in ("corExp", "corGaus", "corCAR1") and time is None:
+        raise SpecError(f"{kind} needs a time covariate.", given=given, fix=f'Write "{kind}(form = ~ time | group)".')
+
+
+def check_times(structure: CorrelationStructure, times: np.ndarray, rows: str) -> None:
+    """Refuse times the structure cannot use: missing or not numeric (NaN after ``pd.to_numeric(errors="coerce")``),
+    and non-integer times for corAR1. ``rows`` names the rows in the message ("rows the model uses", "new rows")."""
+    bad = ~np.isfinite(times)
+    if bad.any():
+        raise DataError(f"The correlation's time column {structure.time!r} is missing or not numeric in "
+                        f"{int(bad.sum())} {rows}.", given=structure.time,
+                        fix="Give those rows a numeric time, or drop them.")
+    if structure.kind == "corAR1" and not np.all(times == np.round(times)):
+        raise DataError(f"corAR1 counts lags in whole steps, but the time column {structure.time!r} has "
+                        f"non-integer values in {rows} (e.g. {times[times != np.round(times)][0]:g}).",
+                        given=structure.time,
+                        fix="Use corCAR1 (continuous time) for these times, or an integer visit number.")

@@ -280,7 +280,7 @@ def _error_structure_summary(fit: Any, ci_prob: float) -> dict[str, Any]:
 
     out: dict[str, Any] = {"correlation": None, "variance_function": None}
     if structure is not None:
-        names = [n for n in ("range", "phi", "rho", "nugget") if n in draws]
+        names = list(structure.parameters(np.zeros(structure.n_params)))  # REML's names (corCAR1: phi, not range)
         out["correlation"] = {"type": structure.kind, "form": f"~ {structure.time or 1} | {structure.group}",
                               "nugget": structure.nugget, **block(names)}
     if labels:

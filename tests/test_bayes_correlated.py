@@ -22,6 +22,7 @@ CASES = [
     ("corExp(form = ~ t | id, nugget = TRUE)", {"range": 1.3, "nugget": 0.25}),
     ("corGaus(form = ~ t | id)", {"range": 0.8}),
     ("corGaus(form = ~ t | id, nugget = TRUE)", {"range": 0.8, "nugget": 0.4}),
+    ("corCAR1(form = ~ t | id)", {"range": 2.0}),
     ("corCAR1(form = ~ t | id, nugget = TRUE)", {"range": 2.0, "nugget": 0.15}),
     ("corAR1(form = ~ 1 | id)", {"phi01": 0.2}),  # phi = -0.6: negative lag-one correlation
     ("corAR1(form = ~ 1 | id, nugget = TRUE)", {"phi01": 0.85, "nugget": 0.3}),

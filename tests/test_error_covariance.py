@@ -129,6 +129,17 @@ def test_without_a_time_the_positions_within_the_subject_are_the_times():
     np.testing.assert_allclose(hierlmm.implied_covariance(fit, rows=rows).V[0], expected, rtol=1e-12)
 
 
+def test_new_rows_of_a_corar1_fit_need_integer_times():
+    """As the training rows do: phi^lag with a fractional lag is no AR(1) correlation (NaN for phi < 0)."""
+    data = simulate(6, n_subjects=16)
+    data["visit"] = (data.groupby("id").cumcount() * 2).astype(float)
+    fit = _fit("y ~ t + (1 | id)", data, correlation="corAR1(form = ~ visit | id)")
+    rows = data[data["id"] == "s0"]
+    assert np.all(np.isfinite(hierlmm.implied_covariance(fit, rows=rows).V[0]))
+    with pytest.raises(DataError, match="(?s)non-integer values in new rows.*corCAR1"):
+        hierlmm.implied_covariance(fit, rows=rows.assign(visit=rows["visit"] + 0.5 * (rows["visit"] > 0)))
+
+
 def test_the_icc_of_a_fit_with_an_error_structure_is_a_clear_error(simulated_reml):
     with pytest.raises(hierlmm.NotSupportedError, match="implied_covariance"):
         hierlmm.icc(simulated_reml[1])
