@@ -79,22 +79,23 @@ def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationSt
         rows.append(idx)
         distances.append(np.abs(t[:, :, None] - t[:, None, :]))
     if time is not None and structure.kind != "corCompSymm" and not structure.nugget:
-        _refuse_repeated_times(distances, rows, block, time)
+        _refuse_repeated_times(distances, rows, block, time, times)
     return SubjectBatches(tuple(rows), tuple(distances), max(by_size))
 
 
 def _refuse_repeated_times(distances: list[np.ndarray], rows: list[np.ndarray], block: RandomEffectsBlock,
-                           time: str) -> None:
+                           time: str, times: np.ndarray) -> None:
     """Two rows of a subject at one time are perfectly correlated without a nugget, and ``R_i`` singular: refuse.
     (nlme refuses them even with a nugget, "cannot have zero distances"; with one they correlate ``1 - nugget``.)"""
     repeated = [(d == 0).sum(axis=(1, 2)) > d.shape[1] for d in distances]  # zeros off the diagonal
     count = int(sum(r.sum() for r in repeated))
     if count:
-        first = next(idx[r][0, 0] for idx, r in zip(rows, repeated, strict=True) if r.any())
+        first = next(idx[r][0] for idx, r in zip(rows, repeated, strict=True) if r.any())  # that subject's rows
+        values, counts = np.unique(times[first], return_counts=True)
         subjects = "1 subject has" if count == 1 else f"{count} subjects have"
         raise DataError(f"{subjects} two rows at the same {time!r} (e.g. {block.factor} "
-                        f"{block.levels[block.group_index[first]]}): without a nugget their errors would be perfectly "
-                        "correlated, and R_i singular.", given=time,
+                        f"{block.levels[block.group_index[first[0]]]} at {time} = {values[counts > 1][0]:g}): without "
+                        "a nugget their errors would be perfectly correlated, and R_i singular.", given=time,
                         fix="Add nugget = TRUE (rows at one time then correlate 1 - nugget), or combine or drop the "
                             "repeated rows.")
 

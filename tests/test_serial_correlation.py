@@ -184,7 +184,7 @@ def test_rows_at_one_time_need_a_nugget(kind):
 
     data, subject = _with_a_repeated_time(5, integer=kind == "corAR1")
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
-    with pytest.raises(hierlmm.DataError, match=f"1 subject has two rows at the same 't' \\(e.g. id {subject}\\)"):
+    with pytest.raises(hierlmm.DataError, match=f"1 subject has two rows at the same 't' \\(e.g. id {subject} at t = "):
         fit_correlated(design, data, f"{kind}(form = ~ t | id)")
     with pytest.raises(hierlmm.DataError, match="nugget = TRUE"):
         build_correlated_bayes_model(design, data, f"{kind}(form = ~ t | id)")
