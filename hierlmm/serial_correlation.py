@@ -18,9 +18,9 @@ nlme does for corExp and corGaus. hierlmm also offers it for corCAR1 and corAR1 
 nugget is corExp with one (``phi = exp(-1 / range)``). corCompSymm refuses it: ``(1 - nugget) rho`` is again a
 compound-symmetry correlation, so the nugget could not be told apart from ``rho``.
 
-Without a nugget, two rows of a subject at one time would be perfectly correlated: such data are refused (as nlme
-does). ``unconstrained`` maps the parameters to the real line (log range, logit, ...) for optimisers and NUTS, as
-nlme's ``coef(..., unconstrained = TRUE)`` does.
+Without a nugget, two rows of a subject at one time would be perfectly correlated: such data are refused (nlme
+refuses them even with a nugget). ``unconstrained`` maps the parameters to the real line (log range, logit, ...)
+for optimisers and NUTS, as nlme's ``coef(..., unconstrained = TRUE)`` does.
 """
 
 from __future__ import annotations
@@ -55,8 +55,13 @@ class CorrelationStructure:
     nugget: bool = False
 
     def __post_init__(self) -> None:
-        given = f"{self.kind}(form = ~ {self.time or 1} | {self.group}{', nugget = TRUE' if self.nugget else ''})"
-        _check(self.kind, self.time, self.nugget, given)
+        nugget = ", nugget = TRUE" if self.nugget else ""
+        _check(self.kind, self.time, self.nugget, f"{self.kind}(form = {self.form}{nugget})")
+
+    @property
+    def form(self) -> str:
+        """nlme's ``form``: ``"~ obstime | patient"``, ``"~ 1 | id"``."""
+        return f"~ {self.time or 1} | {self.group}"
 
     @property
     def n_params(self) -> int:

@@ -128,7 +128,7 @@ def correlated_to_dict(fit: CorrelatedFit) -> dict[str, Any]:
         "random": {block.factor: {"names": list(block.effect_names), "structure": block.structure,
                                   "cov": fit.D.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}},
         "correlation": None if s is None else {
-            "type": s.kind, "form": f"~ {s.time or 1} | {s.group}", "nugget": s.nugget,
+            "type": s.kind, "form": s.form, "nugget": s.nugget,
             "parameters": fit.correlation_parameters,
             "intervals": {k: list(v) for k, v in fit.correlation_intervals().items()}},
         "variance_function": None if fit.weights is None else {
@@ -281,8 +281,8 @@ def _error_structure_summary(fit: Any, ci_prob: float) -> dict[str, Any]:
     out: dict[str, Any] = {"correlation": None, "variance_function": None}
     if structure is not None:
         names = list(structure.parameters(np.zeros(structure.n_params)))  # REML's names (corCAR1: phi, not range)
-        out["correlation"] = {"type": structure.kind, "form": f"~ {structure.time or 1} | {structure.group}",
-                              "nugget": structure.nugget, **block(names)}
+        out["correlation"] = {"type": structure.kind, "form": structure.form, "nugget": structure.nugget,
+                              **block(names)}
     if labels:
         out["variance_function"] = {"type": function.kind if function else "log-SD design",
                                     "form": function.form if function else None, **block(labels)}
