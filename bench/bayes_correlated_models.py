@@ -1,6 +1,7 @@
 """The chapter's Models I-III with serially correlated errors (corExp, corGaus), by REML and by NUTS, side by side.
 
-For each model and correlation: REML's range and 95% interval (nlme-style, :mod:`hierlmm.correlated_fit`) and
+For each model and correlation: REML's range and 95% interval (nlme-style, :mod:`hierlmm.engines.reml.correlated_fit`)
+and
 NUTS' posterior median and 95% interval of the range (4 chains x (2000 tuning + 1000) by default, 2 cores,
 :func:`hierlmm.fit_bayes_correlated`), with wall seconds (compilation included), the largest R-hat, divergences and
 the smallest bulk/tail ESS. With random slopes, also the share of each chain's draws where the slopes' SD is below
@@ -25,7 +26,7 @@ import warnings
 import numpy as np
 
 import hierlmm
-from hierlmm.bayes_correlated_fit import fit_bayes_correlated
+from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
 
 BASE = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug"
 RANDOM = {"I": "(1 | patient)", "II": "(obstime | patient)", "III": "(obstime + I(obstime^2) | patient)"}

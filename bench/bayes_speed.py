@@ -18,9 +18,10 @@ each, R-hat <= 1.01, no divergences).
 Third section (``--section variance``; not run by default): a variance function without a correlation structure,
 PBC2's ``log(prothrombin) ~ year + sex + age + (year | id)`` with ``varPower(form = ~ serBilir)`` (1945 rows, 312
 subjects of 1-16 visits), same settings, each fit in a fresh process with warm caches, once with hierlmm's
-Woodbury kernel (:mod:`hierlmm.woodbury_op`, what ``fit_bayes`` uses) and once with the dense ``n x n`` kernel
-that served it before (:mod:`hierlmm.dense_gaussian_op`, forced by the private switch
-``hierlmm.bayes_correlated._FORCE_DENSE``): wall seconds of the process and of the fit, of ``sample_posterior``
+Woodbury kernel (:mod:`hierlmm.kernels.woodbury_op`, what ``fit_bayes`` uses) and once with the dense ``n x n`` kernel
+that served it before (:mod:`hierlmm.kernels.dense_gaussian_op`, forced by the private switch
+``hierlmm.engines.bayes.correlated_model._FORCE_DENSE``): wall seconds of the process and of the fit, of
+``sample_posterior``
 (compilation and NUTS) and of the post-processing (exact ``b`` draws, per-subject log-likelihoods), the smallest
 bulk ESS, ESS per second of the process, the largest R-hat, divergences and the posterior mean of the power.
 
@@ -78,9 +79,9 @@ import json, sys, time, warnings
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
 import hierlmm
-import hierlmm.bayes_correlated
-import hierlmm.bayes_correlated_fit as module
-hierlmm.bayes_correlated._FORCE_DENSE = sys.argv[1] == "dense"
+import hierlmm.engines.bayes.correlated_model
+import hierlmm.engines.bayes.correlated_fit as module
+hierlmm.engines.bayes.correlated_model._FORCE_DENSE = sys.argv[1] == "dense"
 draws = int(sys.argv[3])
 data = hierlmm.datasets.load("pbc2")
 design = hierlmm.build_design(hierlmm.model_spec("log(prothrombin) ~ year + sex + age + (year | id)"), data)

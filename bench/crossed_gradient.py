@@ -1,9 +1,10 @@
 """Crossed factors: the cost of one marginal log-likelihood value and gradient, two ways.
 
-On the full glaucoma data's ``thres ~ years + (1 | id) + (1 | field)`` (hierlmm.crossed_marginal): the PyTensor
-expression differentiated automatically against the hand-written Numba kernel of hierlmm.crossed_op. Prints, for
+On the full glaucoma data's ``thres ~ years + (1 | id) + (1 | field)`` (hierlmm.kernels.crossed_loglik): the PyTensor
+expression differentiated automatically against the hand-written Numba kernel of hierlmm.kernels.crossed_op. Prints, for
 each, the seconds to compile the model's log-density and gradient the way the sampler does
-(hierlmm.posterior_draws, PyTensor's Numba backend; disk caches warm after the first run) and the microseconds per
+(hierlmm.engines.bayes.sampling, PyTensor's Numba backend; disk caches warm after the first run) and the microseconds
+per
 call (fastest of 15 batches), with one BLAS thread as while sampling. Run twice for warm caches.
 
 Usage: python bench/crossed_gradient.py [--calls 4500]
@@ -26,20 +27,21 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     import hierlmm
-    from hierlmm import bayes_model, crossed_marginal
-    from hierlmm.posterior_draws import _joined_functions
+    from hierlmm.engines.bayes import hierarchical_model
+    from hierlmm.engines.bayes.sampling import _joined_functions
+    from hierlmm.kernels import crossed_loglik
 
     design = hierlmm.build_design(hierlmm.model_spec("thres ~ years + (1 | id) + (1 | field)"),
                                   hierlmm.datasets.load("glaucoma"))
     print(f"{'route':40s} {'compile s':>9s} {'us per value+gradient':>22s}")
     values = []
-    original = crossed_marginal.crossed_loglik
+    original = crossed_loglik.crossed_loglik
     for label, kernel in (("PyTensor expression, autodiff", False), ("Numba kernel, analytic gradient", True)):
         def loglik(*a, kernel=kernel, **k):
             return original(*a, kernel=kernel, **k)
 
-        with mock.patch.object(crossed_marginal, "crossed_loglik", loglik):  # build_bayes_model imports it when called
-            bm = bayes_model.build_bayes_model(design)
+        with mock.patch.object(hierarchical_model, "crossed_loglik", loglik):  # the name build_bayes_model calls
+            bm = hierarchical_model.build_bayes_model(design)
         t0 = time.perf_counter()
         logp_fn, _, _, _, sizes = _joined_functions(bm.model)
         compile_s = time.perf_counter() - t0

@@ -10,14 +10,17 @@ The pipeline, every stage public::
 or in one call: ``hierlmm.fit(formula, data)``.
 """
 
-from hierlmm import datasets, plots
-from hierlmm.api import fit, fit_ml, model_spec
-from hierlmm.bayes_correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
-from hierlmm.bayes_fit import BayesFit, Diagnostics, fit_bayes
-from hierlmm.bayes_model import BayesModel, build_bayes_model
-from hierlmm.bayes_predictions import add_posterior_predictive, prior_predictive, trajectories
-from hierlmm.compare import compare, compare_ranef
-from hierlmm.design import Design, RandomEffectsBlock, build_design, new_model_matrices
+from hierlmm import datasets
+from hierlmm.api import fit, fit_bayes, fit_ml, model_spec
+from hierlmm.design.design import Design, RandomEffectsBlock, build_design, new_model_matrices
+from hierlmm.engines.bayes.bayes_fit import BayesFit, Diagnostics
+from hierlmm.engines.bayes.correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
+from hierlmm.engines.bayes.hierarchical_model import BayesModel, build_bayes_model
+from hierlmm.engines.bayes.priors import Priors, default_priors
+from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
+from hierlmm.engines.reml.ml_fit import MLFit, RandomEffects
+from hierlmm.engines.reml.prediction import predict
+from hierlmm.engines.reml.profiled_likelihood import profiled_deviance
 from hierlmm.errors import (
     BoundaryWarning,
     ConvergenceWarning,
@@ -30,17 +33,15 @@ from hierlmm.errors import (
     SpecError,
     UnsafeExpressionError,
 )
-from hierlmm.fit_result import MLFit, RandomEffects
-from hierlmm.marginal_model import MarginalFit, fit_marginal
-from hierlmm.marginal_structure import ImpliedCovariance, icc, implied_covariance
-from hierlmm.predictions import predict
-from hierlmm.priors import Priors, default_priors
-from hierlmm.reml import profiled_deviance
-from hierlmm.simulate import simulate
-from hierlmm.spec import ModelSpec, RandomTerm, pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
-from hierlmm.spec_files import load_spec
-from hierlmm.summaries import summary, to_dict
-from hierlmm.variance_function import VarianceFunction, parse_weights, varExp, varIdent, varPower
+from hierlmm.inference.bayes_vs_ml import compare, compare_ranef
+from hierlmm.inference.implied_covariance import ImpliedCovariance, icc, implied_covariance
+from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
+from hierlmm.inference.simulation import simulate
+from hierlmm.report import plots
+from hierlmm.report.summaries import summary, to_dict
+from hierlmm.spec.model_files import load_spec
+from hierlmm.spec.model_spec import ModelSpec, RandomTerm, pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
+from hierlmm.structures.variance_functions import VarianceFunction, parse_weights, varExp, varIdent, varPower
 
 __version__ = "0.1.0"
 

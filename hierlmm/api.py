@@ -1,77 +1,29 @@
 """The short path through the pipeline: ``spec -> design -> ML/REML fit`` in one call.
 
-Every stage stays public (:func:`hierlmm.spec.ModelSpec`, :func:`hierlmm.design.build_design`,
-:func:`hierlmm.reml.profiled_deviance`, :func:`fit_ml`), so a user can stop at any step.
+Every stage stays public (:func:`hierlmm.spec.model_spec.ModelSpec`, :func:`hierlmm.design.design.build_design`,
+:func:`hierlmm.engines.reml.profiled_likelihood.profiled_deviance`, :func:`fit_ml`), so a user can stop at any step.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from hierlmm.correlated_fit import CorrelatedFit, fit_correlated
-from hierlmm.crossed_fit import CrossedFit, fit_crossed
-from hierlmm.design import Design, build_design
+from hierlmm.design.design import Design, build_design
+from hierlmm.design.sufficient_stats import outermost_block
+from hierlmm.engines.bayes.bayes_fit import BayesFit, fit_bayes_hierarchical
+from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
+from hierlmm.engines.bayes.marginal_model import fit_bayes_marginal
+from hierlmm.engines.reml.correlated_fit import CorrelatedFit, fit_correlated
+from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
+from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
+from hierlmm.engines.reml.ml_fit import MLFit, fit_ml
 from hierlmm.errors import SpecError
-from hierlmm.fit_result import MLFit, build_fit
-from hierlmm.marginal_model import MarginalFit, fit_marginal
-from hierlmm.reml import optimize_theta
-from hierlmm.spec import ModelSpec, PdMat
-from hierlmm.sufficient_stats import outermost_block
-from hierlmm.variance_function import VarianceFunction
-
-
-def model_spec(
-    formula: str | None = None,
-    *,
-    fixed: str | None = None,
-    random: str | PdMat | Mapping[str, str | PdMat] | None = None,
-    method: str = "REML",
-) -> ModelSpec:
-    """Build a :class:`ModelSpec` from lme4 syntax (``formula``) or nlme syntax (``fixed`` + ``random``)."""
-    if formula is not None and fixed is not None:
-        raise SpecError(
-            "Both 'formula' and 'fixed' were given.",
-            given=f"formula={formula!r}, fixed={fixed!r}",
-            fix="Use formula= (lme4 style) or fixed= with random= (nlme style), not both.",
-        )
-    if formula is not None:
-        if random is not None:
-            return ModelSpec.from_nlme(formula, random, method=method)
-        return ModelSpec.from_formula(formula, method=method)
-    if fixed is None:
-        raise SpecError("No model formula was given.", given=None, fix="Pass formula='y ~ x + (1 | g)'.")
-    return ModelSpec.from_nlme(fixed, random, method=method)
-
-
-def fit_ml(design: Design, method: str | None = None, *, start: np.ndarray | None = None) -> MLFit:
-    """Fit a design by ML or REML (default: the spec's method), optionally from a starting ``theta``
-    (log-Cholesky scale, see :mod:`hierlmm.covariance`)."""
-    method = (method or design.spec.method).upper()
-    if method not in ("REML", "ML"):
-        raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
-    t0 = time.perf_counter()
-    theta, layout, stats, report = optimize_theta(design, method, start)
-    return build_fit(design, method, layout, stats, theta, report, time.perf_counter() - t0)
-
-
-def starting_fit(design: Design, method: str = "REML") -> MLFit | CrossedFit | None:
-    """A quiet ML/REML fit to start another engine from (marginal model, serial correlation, NUTS chains), or
-    ``None`` when it fails: a start is a convenience, and boundary or convergence warnings are expected there.
-    Crossed designs get lme4's engine (:func:`hierlmm.crossed_fit.fit_crossed`); both results have ``beta``,
-    ``sigma`` and ``D``."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if design.blocks and outermost_block(design) is None:
-                return fit_crossed(design, method)
-            return fit_ml(design, method)
-    except Exception:  # noqa: BLE001 - the caller falls back to its default start
-        return None
+from hierlmm.spec.model_spec import ModelSpec, PdMat, model_spec
+from hierlmm.structures.variance_functions import VarianceFunction
 
 
 def fit(
@@ -100,13 +52,13 @@ def fit(
     kind
         ``"hierarchical"`` (default: ``D`` is a covariance matrix) or ``"marginal"``: the implied marginal model,
         where ``D`` may be indefinite as long as every ``V_i`` is positive definite
-        (:func:`hierlmm.marginal_model.fit_marginal`).
+        (:func:`hierlmm.engines.reml.marginal_model.fit_marginal`).
     correlation
         Serially correlated errors in nlme's syntax, e.g. ``"corExp(form = ~ obstime | patient)"``
-        (:func:`hierlmm.correlated_fit.fit_correlated`).
+        (:func:`hierlmm.engines.reml.correlated_fit.fit_correlated`).
     weights
         A variance function (heteroscedastic errors) in nlme's syntax, e.g. ``"varIdent(form = ~ 1 | drug)"``, or
-        ``hierlmm.varPower("~ x")`` (:mod:`hierlmm.variance_function`); with or without ``correlation``.
+        ``hierlmm.varPower("~ x")`` (:mod:`hierlmm.structures.variance_functions`); with or without ``correlation``.
 
     Examples
     --------
@@ -135,3 +87,82 @@ def fit(
     result = fit_ml(design, method)
     return MLFit(result.design, result.method, result.layout, result.stats, result.theta, result.state,
                  result.optimizer, time.perf_counter() - t0)
+
+
+def fit_bayes(
+    design: Design,
+    *,
+    sampler: str = "marginal",
+    chains: int = 4,
+    draws: int = 1000,
+    tune: int | None = None,
+    cores: int = 2,
+    seed: int = 1,
+    priors: Mapping[str, Any] | None = None,
+    centered: Sequence[str] | str = (),
+    target_accept: float | None = None,
+    progressbar: bool = True,
+    pointwise: bool | None = None,
+    kind: str = "hierarchical",
+    correlation: Any = None,
+    data: pd.DataFrame | None = None,
+    log_sd_design: Any = None,
+    weights: str | None = None,
+) -> BayesFit:
+    """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie).
+
+    Parameters
+    ----------
+    design
+        The design.
+    sampler
+        ``"marginal"`` (default: NUTS on the marginal likelihood, then exact draws of ``b``) or ``"joint"``.
+    chains, draws, tune, cores, seed
+        NUTS settings (``draws`` and ``tune`` per chain; ``tune`` 1000 by default, 2000 with a correlation structure).
+    priors
+        Overrides of the default priors (:func:`hierlmm.engines.bayes.priors.with_overrides`).
+    centered
+        Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
+        (:mod:`hierlmm.engines.bayes.parametrisation`).
+    target_accept
+        NUTS' target acceptance rate (default nutpie's).
+    progressbar
+        Show sampling progress.
+    pointwise
+        Store the per-observation log-likelihood (default: when draws x observations <= 5e7).
+    kind
+        ``"hierarchical"`` (default) or ``"marginal"``: the marginal model, D free to be indefinite
+        (:func:`hierlmm.engines.bayes.marginal_model.fit_bayes_marginal`, which returns a ``MarginalBayesFit``).
+    correlation, data, log_sd_design
+        Serially correlated (and heteroscedastic) errors: nlme's syntax (``"corExp(form = ~ obstime | patient)"``),
+        the data the design was built from, and optionally ``(M, names)`` with log SD ratio = ``M omega``
+        (:func:`hierlmm.engines.bayes.correlated_fit.fit_bayes_correlated`, which returns a ``CorrelatedBayesFit``).
+    weights
+        A variance function in nlme's syntax (``"varIdent(form = ~ 1 | drug)"``), the same as ``log_sd_design``
+        bound from it (:mod:`hierlmm.structures.variance_functions`), with or without a ``correlation``; its parameters
+        are
+        reported under nlme's names.
+    """
+    if correlation is not None or log_sd_design is not None or weights is not None:
+        if data is None or sampler != "marginal" or centered or kind != "hierarchical":
+            raise SpecError("Correlated or heteroscedastic errors are sampled with the marginal sampler of the "
+                            "hierarchical model, and need the data (for the times and the variance covariates).",
+                            given={"correlation": correlation, "weights": weights,
+                                   "data": None if data is None else "given", "sampler": sampler, "kind": kind},
+                            fix="Pass data=, and drop sampler=, centered= and kind=.")
+        return fit_bayes_correlated(design, data, correlation, weights=weights, log_sd_design=log_sd_design,
+                                    chains=chains, draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
+                                    target_accept=target_accept, progressbar=progressbar)
+    tune = 1000 if tune is None else tune
+    if kind == "marginal":
+        if sampler != "marginal" or centered:
+            raise SpecError("The marginal model has no random effects to sample: sampler and centered do not apply.",
+                            given={"sampler": sampler, "centered": centered}, fix="Drop sampler= and centered=.")
+        return fit_bayes_marginal(design, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                  priors=priors, progressbar=progressbar)
+    if kind != "hierarchical":
+        raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
+
+    return fit_bayes_hierarchical(design, sampler=sampler, chains=chains, draws=draws, tune=tune, cores=cores,
+                                  seed=seed, priors=priors, centered=centered, target_accept=target_accept,
+                                  progressbar=progressbar, pointwise=pointwise)

@@ -16,14 +16,29 @@ from pathlib import Path
 import pandas as pd
 
 from hierlmm import datasets
-from hierlmm.api import fit_ml, model_spec
-from hierlmm.crossed_marginal import is_crossed
-from hierlmm.design import build_design
+from hierlmm.api import fit_bayes, fit_ml, model_spec
+from hierlmm.design.design import build_design
+from hierlmm.engines.reml.correlated_fit import fit_correlated
+from hierlmm.engines.reml.crossed_fit import fit_crossed
+from hierlmm.engines.reml.marginal_model import fit_marginal
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
-from hierlmm.marginal_model import fit_marginal
-from hierlmm.spec import PdMat
-from hierlmm.spec_files import load_spec
-from hierlmm.summaries import bayes_summary, bayes_to_dict, save_fit, summary, to_dict
+from hierlmm.inference.bayes_vs_ml import compare
+from hierlmm.kernels.crossed_loglik import is_crossed
+from hierlmm.report.summaries import (
+    bayes_summary,
+    bayes_to_dict,
+    correlated_to_dict,
+    crossed_summary,
+    crossed_to_dict,
+    marginal_summary,
+    marginal_to_dict,
+    save_fit,
+    summary,
+    to_dict,
+)
+from hierlmm.spec.model_files import load_spec
+from hierlmm.spec.model_spec import PdMat
+from hierlmm.structures.variance_functions import describe
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_plot.toml"
 
@@ -81,10 +96,6 @@ def _fit_command(args: argparse.Namespace) -> int:
         out: dict = {}
         ml = None
         if args.correlation or args.weights:
-            from hierlmm.correlated_fit import fit_correlated
-            from hierlmm.summaries import correlated_to_dict
-            from hierlmm.variance_function import describe
-
             if method != "NUTS":
                 correlated = fit_correlated(design, data, args.correlation, "REML" if method == "BOTH" else method,
                                             weights=args.weights)
@@ -97,15 +108,13 @@ def _fit_command(args: argparse.Namespace) -> int:
                     print(describe(correlated.weights, correlated.variance, correlated.omega))
                     print(f" 95% intervals: {out['variance_function']['intervals']}")
                 print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
-            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (hierlmm.bayes_correlated_fit)
+            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (hierlmm.engines.bayes.correlated_fit)
                 bayes = _nuts(design, args, correlation=args.correlation, weights=args.weights, data=data)
                 print(bayes_summary(bayes, data_name))
                 nuts = bayes_to_dict(bayes)
                 out = nuts if method == "NUTS" else {**out, "method": "both", "reml": dict(out),
                                                      **{k: nuts[k] for k in ("posterior", "diagnostics")}}
                 if method == "BOTH":
-                    from hierlmm.compare import compare
-
                     print("\nBayes against REML:\n"
                           + compare(bayes, correlated).to_string(float_format=lambda x: f"{x:.4g}"))
                 if args.out:
@@ -116,11 +125,7 @@ def _fit_command(args: argparse.Namespace) -> int:
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
                                         given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
-            from hierlmm.summaries import marginal_summary, marginal_to_dict
-
             if method == "NUTS":
-                from hierlmm.bayes_fit import fit_bayes
-
                 marginal_nuts = fit_bayes(design, kind="marginal", chains=args.chains, draws=args.draws,
                                           tune=args.tune, cores=args.cores, seed=args.seed,
                                           progressbar=not args.quiet, priors=getattr(args, "priors", None))
@@ -130,10 +135,7 @@ def _fit_command(args: argparse.Namespace) -> int:
                 marginal = fit_marginal(design, method)
                 print(marginal_summary(marginal, data_name))
                 out = marginal_to_dict(marginal)
-        elif method in ("REML", "ML", "BOTH") and is_crossed(design):  # lme4's engine (hierlmm.crossed_fit)
-            from hierlmm.crossed_fit import fit_crossed
-            from hierlmm.summaries import crossed_summary, crossed_to_dict
-
+        elif method in ("REML", "ML", "BOTH") and is_crossed(design):  # lme4's engine (engines.reml.crossed_fit)
             ml = fit_crossed(design, "REML" if method == "BOTH" else method)
             print(crossed_summary(ml, data_name))
             out = crossed_to_dict(ml)
@@ -148,8 +150,6 @@ def _fit_command(args: argparse.Namespace) -> int:
             out = nuts if ml is None else {**out, "method": "both", "reml": out, **{k: nuts[k] for k in
                                                                                    ("posterior", "diagnostics")}}
             if ml is not None:
-                from hierlmm.compare import compare
-
                 print("\nBayes against REML:\n" + compare(bayes, ml).to_string(float_format=lambda x: f"{x:.4g}"))
             if args.out:
                 saved = save_fit(bayes, args.out, ml, tree_format=args.tree_format)
@@ -167,8 +167,6 @@ def _fit_command(args: argparse.Namespace) -> int:
 
 
 def _nuts(design, args: argparse.Namespace, **extra):
-    from hierlmm.bayes_fit import fit_bayes
-
     return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
                      tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
                      priors=getattr(args, "priors", None), centered=_centered(getattr(args, "centered", None)),

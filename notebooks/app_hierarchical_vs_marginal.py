@@ -20,7 +20,7 @@ def _():
     import numpy as np
 
     import hierlmm
-    from hierlmm.explorer import effect_plot_grid, implied_structure
+    from hierlmm.report.explorer import effect_plot_grid, implied_structure
 
     return effect_plot_grid, hierlmm, implied_structure, mo, np, plt
 

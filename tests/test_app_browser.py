@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import hierlmm
-from hierlmm.explorer import effect_plot_grid, implied_structure
+from hierlmm.report.explorer import effect_plot_grid, implied_structure
 
 APP = Path(__file__).resolve().parent.parent / "notebooks" / "app_hierarchical_vs_marginal.py"
 CHROMIUM = "/usr/bin/chromium"

@@ -1,5 +1,6 @@
-"""NUTS with serially correlated and/or heteroscedastic errors (hierlmm.bayes_correlated,
-hierlmm.bayes_correlated_fit, hierlmm.dense_gaussian_op, hierlmm.woodbury_op): the likelihood against dense scipy
+"""NUTS with serially correlated and/or heteroscedastic errors (hierlmm.engines.bayes.correlated_model,
+hierlmm.engines.bayes.correlated_fit, hierlmm.kernels.dense_gaussian_op, hierlmm.kernels.woodbury_op): the likelihood
+against dense scipy
 normals, the gradients against finite differences, the posterior against REML."""
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import scipy.stats
 from simulated import simulate
 
 import hierlmm
-from hierlmm.bayes_correlated import build_correlated_bayes_model
-from hierlmm.bayes_correlated_fit import fit_bayes_correlated, subject_terms
-from hierlmm.dense_gaussian_op import gaussian_loglik_and_grad
-from hierlmm.serial_correlation import parse_correlation
-from hierlmm.woodbury_op import kernel_for, woodbury_loglik_and_grad
+from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated, subject_terms
+from hierlmm.engines.bayes.correlated_model import build_correlated_bayes_model
+from hierlmm.kernels.dense_gaussian_op import gaussian_loglik_and_grad
+from hierlmm.kernels.woodbury_op import kernel_for, woodbury_loglik_and_grad
+from hierlmm.structures.serial_correlation import parse_correlation
 
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"
 CASES = [
@@ -129,7 +130,8 @@ def test_kernel_gradient_matches_finite_differences():
 
 @pytest.mark.parametrize("q", [1, 2, 3])
 def test_woodbury_kernel_gradient_matches_finite_differences(q):
-    """hierlmm.woodbury_op (R_i = I): the value against dense scipy normals, the gradient with respect to r, the log
+    """hierlmm.kernels.woodbury_op (R_i = I): the value against dense scipy normals, the gradient with respect to r,
+    the log
     error variances and every entry of a full (not triangular) L against central differences, subjects of 1 to 5
     rows; the written-out q = 1 and q = 2 kernels against the general one."""
     rng = np.random.default_rng(q)
@@ -163,10 +165,10 @@ def test_woodbury_kernel_gradient_matches_finite_differences(q):
 @pytest.mark.parametrize("text,with_m", [("corExp(form = ~ t | id, nugget = TRUE)", False), (None, True)],
                          ids=["corExp", "independent, log-sd design"])
 def test_model_gradient_matches_finite_differences(text, with_m):
-    """The gradient NUTS sees (hierlmm.posterior_draws' compiled function: the dense Op's pullback through
+    """The gradient NUTS sees (hierlmm.engines.bayes.sampling' compiled function: the dense Op's pullback through
     PyTensor's graph of V, or the Woodbury Op's through r and the log variances with R_i = I) on the unconstrained
     scale, against central differences of the log-density."""
-    from hierlmm.posterior_draws import _joined_functions
+    from hierlmm.engines.bayes.sampling import _joined_functions
 
     data = simulate(5, n_subjects=10)
     if text is None:
@@ -190,7 +192,8 @@ def test_model_gradient_matches_finite_differences(text, with_m):
 
 @pytest.mark.parametrize("structure", ["pdIdent", "pdCompSymm", "pdDiag"])
 def test_structures_of_d_with_correlated_errors(structure):
-    """D's structure (hierlmm.bayes_covariance) is kept with serially correlated errors: its own parameters, the
+    """D's structure (hierlmm.engines.bayes.random_effects_covariance) is kept with serially correlated errors: its own
+    parameters, the
     likelihood at a point equal to dense normals, and the reported D rebuilt from them."""
     from pymc.model.transform.conditioning import remove_value_transforms
 
@@ -384,7 +387,7 @@ def test_random_effects_draws_follow_their_gaussian_conditional():
 def test_range_prior_is_centred_on_the_median_gap_between_visits():
     import pandas as pd
 
-    from hierlmm.bayes_correlated import median_gap, stack_batches
+    from hierlmm.engines.bayes.correlated_model import median_gap, stack_batches
 
     # visits out of time order; gaps 2, 4 | 1, 1, 1 | 5 -> median 1.5 (no gap for a single visit)
     data = pd.DataFrame({"id": list("aaabbbbcdd"), "t": [6, 0, 2, 3, 1, 0, 2, 7, 5, 10],

@@ -11,9 +11,10 @@ import xarray as xr
 from simulated import simulate
 
 import hierlmm
-from hierlmm.bayes_fit import BayesFit, fit_bayes
-from hierlmm.compare import compare, compare_ranef
-from hierlmm.priors import default_priors, with_overrides
+from hierlmm.api import fit_bayes
+from hierlmm.engines.bayes.bayes_fit import BayesFit
+from hierlmm.engines.bayes.priors import default_priors, with_overrides
+from hierlmm.inference.bayes_vs_ml import compare, compare_ranef
 
 FORMULA = "y ~ t + x + (t | id)"
 
@@ -70,7 +71,7 @@ def test_marginal_sampler_diagnostics_pass(fits):
 
 
 def test_divergence_quantiles_point_at_the_tail_the_divergences_sit_in():
-    from hierlmm.bayes_fit import divergence_quantiles
+    from hierlmm.engines.bayes.bayes_fit import divergence_quantiles
 
     rng = np.random.default_rng(4)
     draws = {"range": rng.lognormal(size=(4, 500)), "beta[x]": rng.normal(size=(4, 500)),
@@ -124,7 +125,7 @@ def test_prior_overrides(design):
 
 
 def test_bad_sampler_arguments(design):
-    from hierlmm.bayes_model import build_bayes_model
+    from hierlmm.engines.bayes.hierarchical_model import build_bayes_model
 
     with pytest.raises(hierlmm.SpecError, match="sampler"):
         build_bayes_model(design, sampler="gibbs")
@@ -154,7 +155,7 @@ def test_cli_nuts_json_contract(tmp_path, design):
 
 def test_save_fit_writes_netcdf_or_zarr_that_reads_back(fits, tmp_path):
     from hierlmm.errors import SpecError
-    from hierlmm.summaries import save_fit
+    from hierlmm.report.summaries import save_fit
 
     fit = fits["marginal"]
     for fmt, name in [("netcdf", "posterior.nc"), ("zarr", "posterior.zarr")]:
@@ -169,7 +170,7 @@ def test_save_fit_writes_netcdf_or_zarr_that_reads_back(fits, tmp_path):
 
 
 def test_trajectories_population_and_subject(fits, design):
-    from hierlmm.bayes_predictions import mean_draws, trajectories
+    from hierlmm.inference.posterior_predictive import mean_draws, trajectories
 
     fit = fits["marginal"]
     data = simulate(7, n_subjects=60)
@@ -192,7 +193,7 @@ def test_trajectories_population_and_subject(fits, design):
 
 
 def test_posterior_and_prior_predictive(fits, design):
-    from hierlmm.bayes_predictions import add_posterior_predictive, prior_predictive
+    from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive
 
     tree = add_posterior_predictive(fits["marginal"])
     y_rep = tree["posterior_predictive"]["y"].values

@@ -1,4 +1,5 @@
-"""The marginal model by NUTS (hierlmm.bayes_marginal), and the chapter's first claim of section 3.3 on data."""
+"""The marginal model by NUTS (hierlmm.engines.bayes.marginal_model), and the chapter's first claim of section 3.3 on
+data."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.bayes_marginal import fit_bayes_marginal, subject_loglik
-from hierlmm.marginal_loglik import MarginalStats
-from hierlmm.marginal_model import delta_of, kappa_of
+from hierlmm.engines.bayes.marginal_model import fit_bayes_marginal, subject_loglik
+from hierlmm.engines.reml.marginal_model import delta_of, kappa_of
+from hierlmm.kernels.marginalised_loglik import MarginalStats
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FAST = dict(chains=2, draws=400, tune=400, progressbar=False)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import hierlmm
-from hierlmm.correlated_fit import profile, subject_batches
-from hierlmm.finite_differences import central_hessian
-from hierlmm.serial_correlation import parse_correlation
+from hierlmm.design.subject_batches import subject_batches
+from hierlmm.engines.reml.correlated_fit import profile
+from hierlmm.engines.reml.finite_differences import central_hessian
+from hierlmm.structures.serial_correlation import parse_correlation
 
 REFERENCE = json.loads((Path(__file__).resolve().parent / "fixtures" / "correlation_reference.json").read_text())
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"

@@ -12,9 +12,9 @@ import xarray as xr
 from simulated import random_factors, simulate
 
 import hierlmm
-from hierlmm.bayes_model import build_bayes_model, var_name
-from hierlmm.crossed_marginal import CrossedPieces, CrossedStats, crossed_loglik
-from hierlmm.posterior_tree import complete_tree
+from hierlmm.engines.bayes.hierarchical_model import build_bayes_model, var_name
+from hierlmm.engines.bayes.posterior_tree import complete_tree
+from hierlmm.kernels.crossed_loglik import CrossedPieces, CrossedStats, crossed_loglik
 
 CROSSED = {
     "scalar": "y ~ t + (1 | id) + (1 | item)",
@@ -97,7 +97,7 @@ def test_crossed_gradient_equals_finite_differences_of_the_dense_likelihood():
 @pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
 @pytest.mark.parametrize("formula", [CROSSED["scalar"], "y ~ t + (1 | item) + (1 | id) + (1 | site)"])
 def test_crossed_kernel_value_and_gradient_equal_autodiff_of_the_expression(formula, mode):
-    """hierlmm.crossed_op's analytic gradient against PyTensor's gradient of the expression it replaces, in the
+    """hierlmm.kernels.crossed_op's analytic gradient against PyTensor's gradient of the expression it replaces, in the
     Python and the Numba backend."""
     import pytensor
     import pytensor.tensor as pt
@@ -126,7 +126,7 @@ def fixed_posterior(bm, factors, beta, sigma, S):  # noqa: N803
 
 @pytest.mark.parametrize("formula", ["y ~ t + (1 | id) + (1 | item)", "y ~ t + (1 | id/eye)"])
 def test_exact_b_draws_of_the_completed_tree_have_the_dense_conditional_moments(formula):
-    """End to end through complete_tree (crossed: hierlmm.crossed_marginal; nested: levels put back from slots):
+    """End to end through complete_tree (crossed: hierlmm.kernels.crossed_loglik; nested: levels put back from slots):
     b | y, theta ~ N(D_b G'V^-1 r, D_b - D_b G'V^-1 G D_b), whitened draws N(0, I) within Monte Carlo error."""
     data = crossed_data(4) if "item" in formula else simulate(6, n_subjects=12, nested=True)
     design = hierlmm.build_design(hierlmm.model_spec(formula), data)
@@ -191,7 +191,7 @@ def test_cli_fits_crossed_factors_by_reml_with_lme4s_engine(tmp_path):
     import json
 
     from hierlmm.cli import main
-    from hierlmm.crossed_fit import fit_crossed
+    from hierlmm.engines.reml.crossed_fit import fit_crossed
 
     rng = np.random.default_rng(5)
     subject, field = np.repeat(np.arange(10), 12), np.tile(np.arange(6), 20)

@@ -1,4 +1,4 @@
-"""Tests of hierlmm.design and hierlmm.model_matrix: X, Z and their column names as R builds them.
+"""Tests of hierlmm.design.design and hierlmm.formula.model_matrix: X, Z and their column names as R builds them.
 
 Expected values come from R (the reference fits' coefficient names, and ``model.matrix`` run live in the
 ``needs_r`` tests) or from first principles (indicator columns, row counts, level bookkeeping).
@@ -18,11 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierlmm import datasets
-from hierlmm.design import build_design, new_model_matrices, used_columns
+from hierlmm.design.design import build_design, new_model_matrices, used_columns
 from hierlmm.errors import DataError, MissingDataWarning
-from hierlmm.evaluate import Evaluator
-from hierlmm.model_matrix import model_matrix
-from hierlmm.spec import ModelSpec
+from hierlmm.formula.evaluation import Evaluator
+from hierlmm.formula.model_matrix import model_matrix
+from hierlmm.spec.model_spec import ModelSpec
 
 HAS_R = shutil.which("Rscript") is not None
 needs_r = pytest.mark.skipif(not HAS_R, reason="R (Rscript) is not installed on this machine")

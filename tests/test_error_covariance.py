@@ -1,5 +1,5 @@
 """The error covariance sigma^2 S R S of fits with serially correlated and/or heteroscedastic errors
-(hierlmm.error_covariance): implied_covariance, the posterior predictive and predictive bands, checked against
+(hierlmm.inference.error_covariance): implied_covariance, the posterior predictive and predictive bands, checked against
 nlme's definitions written out here and against the fitted likelihood."""
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def test_posterior_predictive_errors_have_the_error_covariance(bayes_fit, monkey
     data, fit = bayes_fit
     p = _draws(fit)
     assert np.median(p["range"]) > 0.5
-    monkeypatch.setattr("hierlmm.error_covariance.CHUNK", 64)
+    monkeypatch.setattr("hierlmm.inference.error_covariance.CHUNK", 64)
     hierlmm.add_posterior_predictive(fit, seed=3)
     y_rep = fit.tree["posterior_predictive"]["y"].values.reshape(p["sigma"].size, -1)
     design = fit.design

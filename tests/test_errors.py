@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierlmm.design import build_design
+from hierlmm.design.design import build_design
 from hierlmm.errors import (
     DataError,
     FormulaError,
@@ -18,7 +18,7 @@ from hierlmm.errors import (
     MissingDataWarning,
     SpecError,
 )
-from hierlmm.spec import ModelSpec
+from hierlmm.spec.model_spec import ModelSpec
 
 RI = "CD4 ~ obstime + obstime:drug + (1 | patient)"
 

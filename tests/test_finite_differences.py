@@ -1,4 +1,5 @@
-"""Finite-difference Hessians (hierlmm.finite_differences) against exact ones, and the engines' shared rule for
+"""Finite-difference Hessians (hierlmm.engines.reml.finite_differences) against exact ones, and the engines' shared
+rule for
 calling a Hessian positive definite."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hierlmm.finite_differences import central_hessian, clearly_positive_definite, hessian_from_gradient
+from hierlmm.engines.reml.finite_differences import central_hessian, clearly_positive_definite, hessian_from_gradient
 
 
 @settings(deadline=None, max_examples=25, database=None)

@@ -1,4 +1,4 @@
-"""Tests of hierlmm.expr and hierlmm.formula: R's grammar, R's term algebra and R's deparse.
+"""Tests of hierlmm.formula.expression and hierlmm.formula.terms: R's grammar, R's term algebra and R's deparse.
 
 Expected values are R's (``attr(terms(f), "term.labels")``, checked live in the ``needs_r`` test), the
 formulae package's term sets (property test), or counted from first principles.
@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hierlmm.errors import FormulaError
-from hierlmm.expr import BinOp, Call, Name, Num, Paren, Str, Unary, deparse, names_in, parse, tokenize
-from hierlmm.formula import TermList, parse_formula, parse_nlme_random, parse_rhs
+from hierlmm.formula.expression import BinOp, Call, Name, Num, Paren, Str, Unary, deparse, names_in, parse, tokenize
+from hierlmm.formula.terms import TermList, parse_formula, parse_nlme_random, parse_rhs
 
 HAS_R = shutil.which("Rscript") is not None
 PROPERTY = settings(database=None, deadline=None, max_examples=200)

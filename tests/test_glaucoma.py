@@ -15,7 +15,7 @@ import scipy.stats
 from simulated import simulate
 
 import hierlmm
-from hierlmm.crossed_fit import CrossedFit, fit_crossed
+from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "glaucoma_lme4_reference.json").read_text())
 
@@ -42,7 +42,7 @@ def test_nested_models_match_lme4(glaucoma, name, formula, factors):
 
 def test_crossed_model_matches_lme4(glaucoma):
     ref = REFERENCE["crossed"]
-    fit = hierlmm.fit("thres ~ years + (1 | id) + (1 | field)", glaucoma)  # routed to hierlmm.crossed_fit
+    fit = hierlmm.fit("thres ~ years + (1 | id) + (1 | field)", glaucoma)  # routed to hierlmm.engines.reml.crossed_fit
     assert isinstance(fit, CrossedFit) and fit.converged
     assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
     np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], rtol=1e-3)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import hierlmm
-from hierlmm.bayes_model import sd_label
+from hierlmm.engines.bayes.hierarchical_model import sd_label
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.reml import evaluate
-from hierlmm.sufficient_stats import stack_factors, subject_stats
+from hierlmm.design.sufficient_stats import stack_factors, subject_stats
+from hierlmm.engines.reml.profiled_likelihood import evaluate
 
 
 def dense_loglik(design: hierlmm.Design, D_blocks, sigma2, beta, reml: bool) -> float:  # noqa: N803
@@ -160,6 +160,6 @@ def test_crossed_factors_go_to_the_dense_engine_and_the_nested_engine_says_where
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id) + (1 | site)"), data)
     with pytest.raises(hierlmm.NotSupportedError, match=r"(?s)crossed.*hierlmm\.fit"):
         hierlmm.fit_ml(design)
-    from hierlmm.crossed_fit import CrossedFit
+    from hierlmm.engines.reml.crossed_fit import CrossedFit
 
     assert isinstance(hierlmm.fit("y ~ t + (1 | id) + (1 | site)", data), CrossedFit)

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from simulated import random_factors, simulate
 
 import hierlmm
-from hierlmm.conditional_effects import conditional_moments, draw_effects
-from hierlmm.marginal_loglik import (
+from hierlmm.engines.bayes.conditional_effects import conditional_moments, draw_effects
+from hierlmm.kernels.marginalised_loglik import (
     DrawPieces,
     MarginalStats,
     stacked_factor,
@@ -116,7 +116,7 @@ def test_stacked_factor_of_a_nested_design_repeats_the_inner_block():
 
 @pytest.mark.parametrize("kind", [1, 2])
 def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
-    from hierlmm.bayes_model import build_bayes_model
+    from hierlmm.engines.bayes.hierarchical_model import build_bayes_model
 
     data = simulate(5, n_subjects=10)
     design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
@@ -131,7 +131,7 @@ def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
         outs = model.replace_rvs_by_values(variables)
         return model.compile_fn(outs, inputs=model.value_vars, mode="FAST_COMPILE", on_unused_input="ignore")(point)
 
-    from hierlmm.posterior_tree import packed_to_chol
+    from hierlmm.engines.bayes.posterior_tree import packed_to_chol
 
     names = [f"chol_{b.factor}" if f"chol_{b.factor}" in model.named_vars else f"sd_{b.factor}"
              for b in design.blocks]
@@ -153,7 +153,7 @@ def test_kernel_value_and_gradient_equal_autodiff_of_the_elementwise_graph(seed,
     import pytensor
     import pytensor.tensor as pt
 
-    from hierlmm.marginal_op import kernel_for, marginal_data
+    from hierlmm.kernels.marginalised_op import kernel_for, marginal_data
 
     data = simulate(seed, n_subjects=9, nested=kind == "nested")
     design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
@@ -177,7 +177,7 @@ def test_marginal_op_gives_the_same_value_and_gradient_in_python_and_numba(mode)
     import pytensor
     import pytensor.tensor as pt
 
-    from hierlmm.marginal_op import marginal_loglik_op
+    from hierlmm.kernels.marginalised_op import marginal_loglik_op
 
     design, ms, L, beta, sigma = random_slopes_case(3, 12, 1.1)  # noqa: N806
     b_v, L_v, s_v = pt.dvector(), pt.dmatrix(), pt.dscalar()  # noqa: N806
@@ -191,7 +191,13 @@ def test_marginal_op_gives_the_same_value_and_gradient_in_python_and_numba(mode)
 
 @pytest.mark.parametrize("Q", [1, 2, 3, 4])
 def test_entrywise_small_matrix_helpers_equal_numpy(Q):  # noqa: N803
-    from hierlmm.marginal_loglik import cholesky_lower, congruence, solve_lower, solve_lower_transposed, times
+    from hierlmm.kernels.marginalised_loglik import (
+        cholesky_lower,
+        congruence,
+        solve_lower,
+        solve_lower_transposed,
+        times,
+    )
 
     rng = np.random.default_rng(Q)
     L = np.tril(rng.normal(size=(5, Q, Q)))  # noqa: N806

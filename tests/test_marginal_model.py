@@ -1,4 +1,5 @@
-"""The marginal model by ML/REML (hierlmm.marginal_model): D may be indefinite, every V_i positive definite."""
+"""The marginal model by ML/REML (hierlmm.engines.reml.marginal_model): D may be indefinite, every V_i positive
+definite."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.marginal_model import delta_of, fit_marginal, kappa_of, profile, theta_of
-from hierlmm.sufficient_stats import subject_stats
+from hierlmm.design.sufficient_stats import subject_stats
+from hierlmm.engines.reml.marginal_model import delta_of, fit_marginal, kappa_of, profile, theta_of
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,4 +1,4 @@
-"""The implied marginal structure of fits (hierlmm.marginal_structure)."""
+"""The implied marginal structure of fits (hierlmm.inference.implied_covariance)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from simulated import simulate
 
 import hierlmm
-from hierlmm.marginal_structure import ImpliedCovariance, icc, implied_covariance
+from hierlmm.inference.implied_covariance import ImpliedCovariance, icc, implied_covariance
 
 
 @pytest.fixture(scope="module")

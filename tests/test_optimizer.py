@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import hierlmm
-from hierlmm.reml import _minimize, _newton_check, optimize_theta, profiled_deviance
+from hierlmm.engines.reml.profiled_likelihood import _minimize, _newton_check, optimize_theta, profiled_deviance
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_the_newton_check_measures_the_remaining_step():
 
 
 def test_a_non_converged_fit_says_so(pbc_design, monkeypatch):
-    import hierlmm.reml as reml
+    import hierlmm.engines.reml.profiled_likelihood as reml
 
     # cripple the optimiser (one iteration, no Newton polish) and check that the report and warning say so
     monkeypatch.setattr(reml, "_minimize", lambda fun, x0, bounds=None: reml.scipy.optimize.minimize(

@@ -1,4 +1,4 @@
-"""Centred, non-centred and mixed parametrisations of the joint sampler (hierlmm.parametrisation)."""
+"""Centred, non-centred and mixed parametrisations of the joint sampler (hierlmm.engines.bayes.parametrisation)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from simulated import simulate
 
 import hierlmm
-from hierlmm.bayes_fit import fit_bayes
-from hierlmm.bayes_model import build_bayes_model
-from hierlmm.parametrisation import AUTO_THRESHOLD, parametrisation, shrinkage
+from hierlmm.api import fit_bayes
+from hierlmm.engines.bayes.hierarchical_model import build_bayes_model
+from hierlmm.engines.bayes.parametrisation import AUTO_THRESHOLD, parametrisation, shrinkage
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 import hierlmm
 from hierlmm import pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
-from hierlmm.bayes_covariance import correlated_pairs, factor_draws
 from hierlmm.cli import main
-from hierlmm.covariance import ThetaLayout, sd_corr
+from hierlmm.engines.bayes.random_effects_covariance import factor_draws
+from hierlmm.engines.reml.finite_differences import central_gradient
+from hierlmm.engines.reml.profiled_likelihood import profiled_deviance
 from hierlmm.errors import FormulaError, NotSupportedError, SpecError
-from hierlmm.finite_differences import central_gradient
-from hierlmm.reml import profiled_deviance
-from hierlmm.spec_files import load_spec
+from hierlmm.spec.model_files import load_spec
+from hierlmm.structures.random_effects import ThetaLayout, correlated_pairs, sd_corr
 
 REFERENCE = json.loads((Path(__file__).parent / "fixtures" / "pd_structures_reference.json").read_text())
 BLOCKED = {"id": pdBlocked([pdSymm("~ year"), pdSymm("~ 0 + I(year^2)")])}
@@ -121,7 +121,7 @@ def test_toml_pdblocked_and_structures(tmp_path):
     (lambda: hierlmm.model_spec(fixed="y ~ t", random=pdBlocked([pdSymm("~ 1 | g"), pdDiag("~ 0 + t | g")])),
      "dict"),
     (lambda: hierlmm.ModelSpec.from_formula("y ~ t + (1 | g) + (t | g)"), "intercept in two terms"),
-    (lambda: hierlmm.model_spec(fixed="y ~ t", random={"g": hierlmm.spec.PdMat("pdUnknown", "~ t")}),
+    (lambda: hierlmm.model_spec(fixed="y ~ t", random={"g": hierlmm.spec.model_spec.PdMat("pdUnknown", "~ t")}),
      "Unknown covariance structure"),
 ])
 def test_spec_mistakes_are_explained(call, message):
@@ -189,8 +189,8 @@ def test_variance_component_intervals_agree_with_nlme(name, method, chapter_data
 def test_intervals_of_compound_symmetry_do_not_depend_on_the_difference_step(chapter_data):
     """nlme's fdHess (relative step 6e-6) is not reliable at this log-likelihood (-1.9e5): its intervals of the
     glaucoma model are wider than the curvature. Ours are stable over two orders of magnitude of the step."""
-    from hierlmm.finite_differences import central_hessian
-    from hierlmm.variance_intervals import _matrices, _natural, log_likelihood
+    from hierlmm.engines.reml.finite_differences import central_hessian
+    from hierlmm.engines.reml.variance_intervals import _matrices, _natural, log_likelihood
 
     fixed, random, data = _models(chapter_data)["glaucoma_cs"]
     fit = hierlmm.fit(fixed, data, random=random)
@@ -272,8 +272,8 @@ def test_bayesian_factors_from_draws_are_the_model_factors(chapter_data):
     import pymc as pm
     import pytensor.tensor as pt
 
-    from hierlmm.bayes_covariance import block_factor, coords
-    from hierlmm.priors import default_priors
+    from hierlmm.engines.bayes.priors import default_priors
+    from hierlmm.engines.bayes.random_effects_covariance import block_factor, coords
 
     design = hierlmm.build_design(hierlmm.model_spec(fixed="log(serBilir) ~ year", random={
         "id": pdBlocked([pdCompSymm("~ year"), pdIdent("~ 0 + I(year^2) + I(year^3)")])}), chapter_data("pbc2"))

@@ -1,4 +1,4 @@
-"""hierlmm.posterior_draws: nutpie on a PyTensor-compiled log-density gives the right posterior and constrained
+"""hierlmm.engines.bayes.sampling: nutpie on a PyTensor-compiled log-density gives the right posterior and constrained
 values."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pymc as pm
 import pytest
 
-from hierlmm.posterior_draws import sample_posterior
+from hierlmm.engines.bayes.sampling import sample_posterior
 
 
 def test_sample_posterior_matches_a_conjugate_posterior_and_transforms_back():

@@ -120,7 +120,7 @@ def test_model_files_reproduce_their_references(reference, chapter_data):
     for path in models:
         model_file = hierlmm.load_spec(path)
         assert model_file.reference is not None, path
-        if model_file.correlation:  # serially correlated errors: hierlmm.correlated_fit
+        if model_file.correlation:  # serially correlated errors: hierlmm.engines.reml.correlated_fit
             ref = reference(model_file.reference.removesuffix(".json"))
             fit = hierlmm.fit(model_file.spec, model_file.load_data(), correlation=model_file.correlation)
             np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], atol=1e-3)

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hierlmm.design import build_design
+from hierlmm.design.design import build_design
 from hierlmm.errors import DataError, FormulaError, HierlmmError, SpecError, UnsafeExpressionError
-from hierlmm.spec import ModelSpec, pdSymm
-from hierlmm.spec_files import load_spec
+from hierlmm.spec.model_files import load_spec
+from hierlmm.spec.model_spec import ModelSpec, pdSymm
 
 SENTINEL = "PWNED"
 

@@ -1,4 +1,4 @@
-"""Serially correlated errors (hierlmm.serial_correlation, hierlmm.correlated_fit)."""
+"""Serially correlated errors (hierlmm.structures.serial_correlation, hierlmm.engines.reml.correlated_fit)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.correlated_fit import fit_correlated, profile, subject_batches
-from hierlmm.serial_correlation import TYPES, CorrelationStructure, parse_correlation
+from hierlmm.design.subject_batches import subject_batches
+from hierlmm.engines.reml.correlated_fit import fit_correlated, profile
+from hierlmm.structures.serial_correlation import TYPES, CorrelationStructure, parse_correlation
 
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"
 
@@ -180,7 +181,7 @@ def _with_a_repeated_time(seed: int, integer: bool = False):
 def test_rows_at_one_time_need_a_nugget(kind):
     """Without a nugget, two rows at one time are perfectly correlated (R_i singular): refused, naming the subject,
     by REML and NUTS alike; with a nugget they correlate 1 - nugget and the fit goes on."""
-    from hierlmm.bayes_correlated import build_correlated_bayes_model
+    from hierlmm.engines.bayes.correlated_model import build_correlated_bayes_model
 
     data, subject = _with_a_repeated_time(5, integer=kind == "corAR1")
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
@@ -199,7 +200,7 @@ def test_ar1_needs_integer_times():
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + (1 | id)"), data)
     with pytest.raises(hierlmm.DataError, match="(?s)non-integer values in rows the model uses.*corCAR1"):
         fit_correlated(design, data, "corAR1(form = ~ t | id)")
-    from hierlmm.bayes_correlated import build_correlated_bayes_model
+    from hierlmm.engines.bayes.correlated_model import build_correlated_bayes_model
 
     with pytest.raises(hierlmm.DataError, match="non-integer values"):
         build_correlated_bayes_model(design, data, "corAR1(form = ~ t | id)")

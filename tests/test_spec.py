@@ -1,4 +1,5 @@
-"""Tests of hierlmm.spec and hierlmm.spec_files: the lme4-style and nlme-style front ends and TOML model files
+"""Tests of hierlmm.spec.model_spec and hierlmm.spec.model_files: the lme4-style and nlme-style front ends and TOML
+model files
 describe the same model the same way, down to identical design matrices.
 """
 
@@ -11,11 +12,11 @@ import pandas as pd
 import pytest
 
 from hierlmm import datasets
-from hierlmm.design import Design, build_design
+from hierlmm.design.design import Design, build_design
 from hierlmm.errors import FormulaError, SpecError
-from hierlmm.expr import Call, Name, Num
-from hierlmm.spec import ModelSpec, PdMat, pdDiag, pdSymm
-from hierlmm.spec_files import load_spec
+from hierlmm.formula.expression import Call, Name, Num
+from hierlmm.spec.model_files import load_spec
+from hierlmm.spec.model_spec import ModelSpec, PdMat, pdDiag, pdSymm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -1,4 +1,4 @@
-"""Tests of hierlmm.transforms: agreement with R's splines::ns/bs and stats::poly, and basis properties.
+"""Tests of hierlmm.formula.transforms: agreement with R's splines::ns/bs and stats::poly, and basis properties.
 
 The reference numbers live in tests/fixtures/transforms_reference.json, written by
 tests/fixtures/make_transforms_reference.R. The fixture tests need no R; ``test_fixture_is_current``
@@ -20,7 +20,7 @@ from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
 from hierlmm.errors import FormulaError
-from hierlmm.transforms import (
+from hierlmm.formula.transforms import (
     STATEFUL_TRANSFORMS,
     BSpline,
     NaturalSpline,

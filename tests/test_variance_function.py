@@ -1,4 +1,5 @@
-"""Heteroscedastic errors: nlme's variance functions (hierlmm.variance_function, hierlmm.correlated_fit weights=)."""
+"""Heteroscedastic errors: nlme's variance functions (hierlmm.structures.variance_functions,
+hierlmm.engines.reml.correlated_fit weights=)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from hypothesis import strategies as st
 from simulated import simulate
 
 import hierlmm
-from hierlmm.correlated_fit import fit_correlated, profile, subject_batches
-from hierlmm.serial_correlation import CorrelationStructure
-from hierlmm.variance_function import BoundVarIdent, VarianceFunction, describe, parse_weights
+from hierlmm.design.subject_batches import subject_batches
+from hierlmm.engines.reml.correlated_fit import fit_correlated, profile
+from hierlmm.structures.serial_correlation import CorrelationStructure
+from hierlmm.structures.variance_functions import BoundVarIdent, VarianceFunction, describe, parse_weights
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE = json.loads((FIXTURES / "variance_function_reference.json").read_text())
@@ -270,7 +272,7 @@ def test_cli_and_model_file_weights(tmp_path, chapter_data):
 
 def _max_condition(design, batches, structure, theta, bound) -> float:
     """The largest condition number of the W_i = Z_i Lambda Lambda' Z_i' + S_i R_i S_i at theta."""
-    from hierlmm.reml import layout_for
+    from hierlmm.engines.reml.profiled_likelihood import layout_for
 
     layout = layout_for(design)
     lam = layout.factors_and_jacobians(theta[: layout.size])[0][0]
@@ -292,8 +294,8 @@ def _max_condition(design, batches, structure, theta, bound) -> float:
        nugget=st.booleans(),
        reml=st.booleans())
 def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nugget, reml):
-    from hierlmm.finite_differences import central_gradient
-    from hierlmm.profile_gradient import profile_and_gradient
+    from hierlmm.engines.reml.correlated_gradient import profile_and_gradient
+    from hierlmm.engines.reml.finite_differences import central_gradient
 
     data = simulate(seed, n_subjects=10)
     data["w"] = np.random.default_rng(seed).uniform(0.2, 3.0, len(data))

@@ -1,0 +1,144 @@
+"""The one interface every fit offers, whatever its engine and kind of model.
+
+Every ML/REML result (:mod:`hierlmm.engines.reml`: nested, crossed, with serially correlated or heteroscedastic
+errors, the marginal model) satisfies :class:`FitResult`, and every Bayesian result (:mod:`hierlmm.engines.bayes`)
+satisfies :class:`BayesResult`: the same names, read the same way. Code that takes a fit (summaries, plots,
+comparisons, and the tests and residuals to come) reads these and nothing else. Where a quantity does not exist
+for a kind of fit (random effects of the marginal model, a maximised likelihood of a posterior), the method raises
+:class:`~hierlmm.errors.NotSupportedError` saying why, never ``AttributeError``.
+
+Notation
+--------
+The chapter's: ``y_i = X_i beta + Z_i b_i + e_i``, ``b_i ~ N(0, D)`` (one ``D`` per random-effects block, in the
+design's order), ``e_i ~ N(0, sigma^2 S_i R_i S_i)`` (``S_i = R_i = I`` without a variance function or a
+correlation structure), and the implied marginal covariance ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``.
+
+- ``beta``, ``cov_beta``: the fixed effects and their covariance (ML/REML: GLS estimates, nlme's ``vcov``;
+  Bayes: posterior mean and posterior covariance).
+- ``D``: a tuple, one ``q x q`` array per block (Bayes: posterior means). In the marginal model ``D`` need not be
+  positive semi-definite.
+- ``sigma``: the residual SD (nlme's, where a variance function sets the scale).
+- ``fitted(level)``: ``level=0`` the population mean ``X beta``; ``level=1`` adds every block's ``Z b``.
+- ``residuals(level)``: ``y - fitted(level)``.
+- ``predict(newdata, level)``: the same means for new rows, with pointwise intervals (confidence intervals for
+  ML/REML at level 0, credible intervals for Bayes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from hierlmm.design.design import Design
+
+
+@runtime_checkable
+class FitResult(Protocol):
+    """What every ML/REML result offers (:mod:`hierlmm.engines.reml`; see the module notation).
+
+    ``method`` is ``"REML"`` or ``"ML"``; ``kind`` one of ``"hierarchical"``, ``"crossed"``, ``"correlated"``
+    (serially correlated and/or heteroscedastic errors) or ``"marginal"``. ``loglik`` is the maximised
+    (restricted) log-likelihood in nlme's form, ``aic`` and ``bic`` nlme's (REML: ``N - p`` observations).
+    ``fixef()`` is nlme's table (Value, Std.Error, DF, t-value, p-value), ``varcorr()`` per grouping factor the
+    variances, SDs and correlations (and ``"Residual"``), ``ranef()`` per grouping factor a
+    :class:`~hierlmm.engines.reml.result.RandomEffects`, ``summary()`` nlme-like text.
+    """
+
+    design: Design
+    method: str
+    kind: str
+
+    @property
+    def beta(self) -> np.ndarray: ...
+
+    @property
+    def cov_beta(self) -> np.ndarray: ...
+
+    @property
+    def D(self) -> tuple[np.ndarray, ...]: ...  # noqa: N802 - the chapter's name
+
+    @property
+    def sigma(self) -> float: ...
+
+    @property
+    def loglik(self) -> float: ...
+
+    @property
+    def aic(self) -> float: ...
+
+    @property
+    def bic(self) -> float: ...
+
+    @property
+    def converged(self) -> bool: ...
+
+    def fixef(self) -> pd.DataFrame: ...
+
+    def varcorr(self) -> dict[str, pd.DataFrame]: ...
+
+    def ranef(self) -> dict[str, Any]: ...
+
+    def fitted(self, level: int = 1) -> np.ndarray: ...
+
+    def residuals(self, level: int = 1) -> np.ndarray: ...
+
+    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame: ...
+
+    def summary(self, data_name: str | None = None) -> str: ...
+
+
+@runtime_checkable
+class BayesResult(Protocol):
+    """What every Bayesian result offers (:mod:`hierlmm.engines.bayes`; see the module notation).
+
+    ``method`` is ``"NUTS"``; ``kind`` one of ``"hierarchical"``, ``"correlated"`` or ``"marginal"``; ``tree`` the
+    ArviZ DataTree. Point quantities (``beta``, ``cov_beta``, ``D``, ``sigma``, ``fitted``, ``residuals``) are
+    posterior means; ``fixef()``, ``varcorr()``, ``ranef()`` and ``summary()`` posterior tables (mean, sd,
+    equal-tailed interval, R-hat, ESS); ``predict()`` the posterior mean and credible band of the mean response.
+    ``loglik``, ``aic`` and ``bic`` raise :class:`~hierlmm.errors.NotSupportedError`: a posterior has no maximised
+    likelihood.
+    """
+
+    design: Design
+    method: str
+    kind: str
+    tree: Any
+
+    @property
+    def beta(self) -> np.ndarray: ...
+
+    @property
+    def cov_beta(self) -> np.ndarray: ...
+
+    @property
+    def D(self) -> tuple[np.ndarray, ...]: ...  # noqa: N802 - the chapter's name
+
+    @property
+    def sigma(self) -> float: ...
+
+    @property
+    def loglik(self) -> float: ...
+
+    @property
+    def aic(self) -> float: ...
+
+    @property
+    def bic(self) -> float: ...
+
+    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
+
+    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
+
+    def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]: ...
+
+    def fitted(self, level: int = 1) -> np.ndarray: ...
+
+    def residuals(self, level: int = 1) -> np.ndarray: ...
+
+    def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95) -> pd.DataFrame: ...
+
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
+
+    def diagnostics(self) -> Any: ...

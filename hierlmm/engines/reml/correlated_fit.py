@@ -1,0 +1,300 @@
+"""REML/ML fits with random effects, serially correlated and heteroscedastic errors:
+``V_i = Z_i D Z_i' + sigma^2 S_i R_i(phi) S_i``.
+
+The per-subject sufficient statistics of :mod:`hierlmm.engines.reml.profiled_likelihood` do not survive a non-identity
+``S_i R_i S_i``, so this
+engine factorises every ``V_i`` densely, batched by subject size (AIDS: 467 subjects of 1-5 visits in five batches).
+
+Notation
+--------
+``Delta = D / sigma^2 = Lambda Lambda'`` (log-Cholesky), ``W_i = Z_i Delta Z_i' + S_i R_i S_i``, ``u`` the correlation
+parameters on the unconstrained scale (:mod:`hierlmm.structures.serial_correlation`; ``R_i = I`` without a structure),
+``S_i``
+the diagonal SD ratios ``exp(M_i omega)`` of a variance function (:mod:`hierlmm.structures.variance_functions`; ``S_i =
+I``
+without one). ``theta = (log-Cholesky of Lambda, u, omega)``. Profiled over ``beta`` and ``sigma^2`` as in
+:mod:`hierlmm.engines.reml.marginal_model`:
+
+- ML: ``sigma^2 = r'W^-1r / N``, ``l = -N/2 (log 2 pi sigma^2 + 1) - 1/2 sum_i log|W_i|``;
+- REML: ``sigma^2 = r'W^-1r / (N - p)``, ``l = -(N-p)/2 (log 2 pi sigma^2 + 1) - 1/2 sum log|W_i| - 1/2 log|X'W^-1X|``.
+
+Intervals for the correlation and variance-function parameters follow nlme's ``intervals()``: a normal interval on
+the unconstrained scale from the inverse Hessian of the profiled log-likelihood, mapped back (``range`` =
+exp(u +- 1.96 se), a varIdent ratio exp(omega +- 1.96 se), a power or exponent omega +- 1.96 se).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.stats
+from threadpoolctl import threadpool_limits
+
+from hierlmm.design.design import Design
+from hierlmm.design.subject_batches import SubjectBatches, subject_batches
+from hierlmm.engines.reml.correlated_gradient import profile_and_gradient
+from hierlmm.engines.reml.finite_differences import central_hessian, clearly_positive_definite
+from hierlmm.engines.reml.profiled_likelihood import layout_for
+from hierlmm.engines.reml.start import starting_fit
+from hierlmm.engines.reml.t_table import nlme_fixed_df, t_tests
+from hierlmm.errors import ConvergenceWarning, NotSupportedError, SpecError
+from hierlmm.structures.serial_correlation import CorrelationStructure, parse_correlation
+from hierlmm.structures.variance_functions import BoundVarianceFunction, VarianceFunction, parse_weights
+
+
+def profile(design: Design, batches: SubjectBatches, structure: CorrelationStructure | None, theta: np.ndarray,
+            reml: bool, variance: BoundVarianceFunction | None = None) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """(log-likelihood, beta, sigma^2, X'W^-1X) at ``theta`` = (log-Cholesky of Lambda, correlation params,
+    variance-function params)."""
+    block = design.blocks[0]
+    Lam = _factor(theta, design)  # noqa: N806
+    delta = Lam @ Lam.T
+    u, omega = _split(theta, design, structure)
+    log_s = variance.M @ omega if variance is not None else np.zeros(design.n_obs)
+    p = design.p
+    XtWX, XtWy, ytWy, logdet = np.zeros((p, p)), np.zeros(p), 0.0, 0.0  # noqa: N806
+    for idx, d in zip(batches.rows, batches.distances, strict=True):
+        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]  # noqa: N806  (k, n, q), (k, n, p), (k, n)
+        s = np.exp(log_s[idx])  # (k, n) SD ratios
+        if structure is None:
+            R_s = s[..., None] ** 2 * np.eye(idx.shape[1])  # noqa: N806
+        else:
+            R_s = s[..., :, None] * structure.from_distances(u, d, batches.n_max) * s[..., None, :]  # noqa: N806
+        W = Z @ delta @ np.swapaxes(Z, -1, -2) + R_s  # noqa: N806
+        C = np.linalg.cholesky(W)  # noqa: N806
+        logdet += 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum()
+        A = np.linalg.solve(C, np.concatenate([X, y[..., None]], axis=-1))  # noqa: N806  C^-1 [X y]
+        G = np.einsum("kna,knb->ab", A, A)  # noqa: N806
+        XtWX += G[:p, :p]
+        XtWy += G[:p, p]
+        ytWy += G[p, p]
+    beta = np.linalg.solve(XtWX, XtWy)
+    rWr = ytWy - beta @ XtWy  # noqa: N806
+    N = design.n_obs  # noqa: N806
+    dof = N - p if reml else N
+    sigma2 = rWr / dof
+    loglik = -0.5 * dof * (np.log(2 * np.pi * sigma2) + 1) - 0.5 * logdet
+    if reml:
+        loglik -= 0.5 * np.linalg.slogdet(XtWX)[1]
+    return float(loglik), beta, float(sigma2), XtWX
+
+
+@dataclass(frozen=True, eq=False)
+class CorrelatedFit:
+    """A REML/ML fit with serially correlated and/or heteroscedastic errors (see the module notation).
+
+    ``structure`` is None without a correlation structure, ``weights`` and ``variance`` (the variance function and
+    its bound ``M``) None without a variance function. ``batches`` are the subjects' rows and the distances between
+    their times (or positions) that the fit used (for :func:`hierlmm.implied_covariance` of a training subject).
+    ``D`` and ``sigma`` are on the scale of y (nlme's): ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``.
+    """
+
+    design: Design
+    method: str
+    structure: CorrelationStructure | None
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    D: np.ndarray
+    sigma: float
+    loglik: float
+    theta: np.ndarray
+    cov_theta: np.ndarray | None  # inverse Hessian: its correlation and variance-function blocks are nlme's
+    n_max: int
+    converged: bool
+    weights: VarianceFunction | None = None
+    variance: BoundVarianceFunction | None = None
+    batches: SubjectBatches | None = None
+
+    @property
+    def correlation_parameters(self) -> dict[str, float]:
+        """The correlation structure's parameters (``range``, ``phi``, ``rho``, ``nugget``; empty without one)."""
+        if self.structure is None:
+            return {}
+        return self.structure.parameters(self._part("correlation"), self.n_max)
+
+    @property
+    def omega(self) -> np.ndarray:
+        """The variance function's unconstrained parameters (``log s = M omega``; empty without one)."""
+        return self._part("variance")
+
+    @property
+    def variance_parameters(self) -> dict[str, float]:
+        """The variance function's parameters as nlme reports them (varIdent's SD ratios of strata 2..K, varPower's
+        ``power``, varExp's ``expon``; empty without one)."""
+        return {} if self.variance is None else self.variance.parameters(self.omega)
+
+    def correlation_intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """nlme-style intervals of the correlation parameters (empty where the Hessian is not positive definite)."""
+        if self.structure is None:
+            return {}
+        return self._intervals("correlation", lambda u: self.structure.parameters(u, self.n_max), level)
+
+    def variance_intervals(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
+        """nlme-style intervals of the variance function's parameters (empty where the Hessian is not positive
+        definite)."""
+        if self.variance is None:
+            return {}
+        return self._intervals("variance", self.variance.parameters, level)
+
+    def fixef(self) -> pd.DataFrame:
+        """nlme's fixed-effects table (nlme's denominator degrees of freedom)."""
+        se = np.sqrt(np.diag(self.cov_beta))
+        df = nlme_fixed_df(self.design)
+        t, p = t_tests(self.beta, se, df)
+        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df.astype(int), "t-value": t, "p-value": p},
+                            index=pd.Index(self.design.fixef_names, name="term"))
+
+    def _slice(self, part: str) -> slice:
+        k = layout_for(self.design).size
+        n_corr = self.structure.n_params if self.structure is not None else 0
+        return slice(k, k + n_corr) if part == "correlation" else slice(k + n_corr, self.theta.size)
+
+    def _part(self, part: str) -> np.ndarray:
+        return self.theta[self._slice(part)]
+
+    def _intervals(self, part: str, natural, level: float) -> dict[str, tuple[float, float]]:
+        """Normal intervals on the unconstrained scale, mapped to the natural one parameter by parameter."""
+        if self.cov_theta is None:
+            return {}
+        z = scipy.stats.norm.ppf(0.5 + level / 2)
+        u = self._part(part)
+        se = np.sqrt(np.diag(self.cov_theta)[self._slice(part)])
+        out = {}
+        for j, name in enumerate(natural(u)):
+            lo, hi = u.copy(), u.copy()
+            lo[j], hi[j] = u[j] - z * se[j], u[j] + z * se[j]
+            a, b = natural(lo)[name], natural(hi)[name]
+            out[name] = (min(a, b), max(a, b))
+        return out
+
+
+def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationStructure | str | None = None,
+                   method: str = "REML", *, weights: VarianceFunction | str | None = None) -> CorrelatedFit:
+    """Fit ``design`` with serially correlated and/or heteroscedastic errors by REML or ML.
+
+    Parameters
+    ----------
+    design
+        A design with one random-effects grouping factor.
+    data
+        The data the design was built from (for the correlation's time column and the variance covariates).
+    correlation
+        A :class:`~hierlmm.structures.serial_correlation.CorrelationStructure` or nlme's syntax
+        (``"corExp(form = ~ obstime | patient)"``); None for independent errors.
+    method
+        ``"REML"`` or ``"ML"``.
+    weights
+        A variance function (:mod:`hierlmm.structures.variance_functions`) or nlme's syntax (``"varIdent(form = ~ 1 |
+        drug)"``);
+        None for a constant error variance.
+    """
+    structure = None if correlation is None else (
+        correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation))
+    function = None if weights is None else parse_weights(weights)
+    if len(design.blocks) != 1:
+        raise NotSupportedError("Serial correlation and variance functions are supported with one random-effects "
+                                "grouping factor.", given=[b.factor for b in design.blocks],
+                                fix="Use one random-effects term.")
+    method = method.upper()
+    if method not in ("REML", "ML"):
+        raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
+    reml = method == "REML"
+    batches = subject_batches(design, data, structure)
+    variance = None if function is None else function.bind(design, data)
+    shift, centred = _centred(function, variance)
+    start = _start(design, structure, batches, method, variance)
+
+    def objective(theta: np.ndarray) -> float:
+        try:
+            return -profile(design, batches, structure, theta, reml, centred)[0]
+        except np.linalg.LinAlgError:
+            return np.inf
+
+    def objective_and_gradient(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        try:
+            value, gradient = profile_and_gradient(design, batches, structure, theta, reml, centred)
+        except np.linalg.LinAlgError:
+            return np.inf, np.zeros_like(theta)
+        return -value, -gradient
+
+    with threadpool_limits(1, user_api="blas"):  # small batched factorisations: BLAS threads only add wake-ups
+        result = scipy.optimize.minimize(objective_and_gradient, start, jac=True, method="BFGS",
+                                         options={"gtol": 1e-6, "maxiter": 1000})
+        theta = result.x
+        loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml, centred)  # noqa: N806
+        hessian = central_hessian(objective, theta)
+        grad = objective_and_gradient(theta)[1]
+    cov_theta = None
+    # a variance at its boundary (Model III: a log-scale element of D's factor at -19) leaves an eigenvalue that is
+    # zero up to rounding, whose sign is noise: positive definite means clearly positive, relative to the largest
+    if clearly_positive_definite(hessian):
+        cov_theta = np.linalg.inv(hessian)
+    else:
+        warnings.warn("The Hessian of the profiled log-likelihood is not positive definite at the optimum: the "
+                      "likelihood is flat in some variance parameters (for instance a random-effects variance "
+                      "going to 0), they are poorly determined, and no intervals are given. Simplify the random "
+                      "effects or the correlation, or see their posterior in a Bayesian fit.",
+                      ConvergenceWarning, stacklevel=2)
+    optimum = bool(result.success or np.max(np.abs(grad)) < 1e-2)
+    converged = optimum and cov_theta is not None  # a stationary point with a singular Hessian is no clear maximum
+    if not optimum:
+        warnings.warn(f"The optimiser stopped before the maximum (largest gradient {np.max(np.abs(grad)):.3g} on the "
+                      f"unconstrained scale; {result.message}): the likelihood is flat in some variance parameters, "
+                      "as the chapter reports for richer random effects with serial correlation. Simplify the "
+                      "random effects or the correlation, or see their posterior in a Bayesian fit.",
+                      ConvergenceWarning, stacklevel=2)
+    layout = layout_for(design)
+    Lam = _factor(theta, design)  # noqa: N806
+    N, p = design.n_obs, design.p  # noqa: N806
+    scale = sigma2 * (1.0 if reml else N / (N - p))
+    D = sigma2 * Lam @ Lam.T  # noqa: N806
+    sigma = float(np.sqrt(sigma2) * np.exp(-shift @ _split(theta, design, structure)[1]))  # back to nlme's S_i
+    theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
+    return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,
+                         cov_theta, batches.n_max, converged, function, variance, batches)
+
+
+def _factor(theta: np.ndarray, design: Design) -> np.ndarray:
+    """``Lambda`` from the leading part of ``theta`` (log-Cholesky, or as the block's structure says)."""
+    layout = layout_for(design)
+    return layout.factors(theta[: layout.size])[0]
+
+
+def _centred(function: VarianceFunction | None, variance: BoundVarianceFunction | None,
+             ) -> tuple[np.ndarray, BoundVarianceFunction | None]:
+    """Column means ``c`` of an unstratified varPower/varExp's ``M`` and the function with ``M - c``.
+
+    The engine optimises with the centred column (the same model: ``sigma`` absorbs ``exp(c omega)``), which
+    decorrelates ``omega`` from the scale; the fit reports nlme's ``sigma = sigma_c exp(-c omega)``. Intervals of
+    ``omega`` are unchanged by this reparametrisation of the other parameters.
+    """
+    if variance is None or function is None or function.kind == "varIdent" or function.strata:
+        return np.zeros(0 if variance is None else variance.M.shape[1]), variance
+    shift = variance.M.mean(axis=0)
+    return shift, dataclasses.replace(variance, M=variance.M - shift)
+
+
+def _split(theta: np.ndarray, design: Design, structure: CorrelationStructure | None,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The correlation (``u``) and variance-function (``omega``) parts of ``theta``."""
+    k = layout_for(design).size
+    n_corr = structure.n_params if structure is not None else 0
+    return theta[k:k + n_corr], theta[k + n_corr:]
+
+
+def _start(design: Design, structure: CorrelationStructure | None, batches: SubjectBatches, method: str,
+           variance: BoundVarianceFunction | None = None) -> np.ndarray:
+    q, layout = design.blocks[0].q, layout_for(design)
+    hier = starting_fit(design, method)
+    if hier is None:
+        first = np.zeros(layout.size)
+    else:
+        first = layout.from_factors([np.linalg.cholesky(hier.D[0] / hier.sigma**2 + 1e-6 * np.eye(q))])
+    span = np.concatenate([d.ravel() for d in batches.distances])
+    corr = structure.start(span) if structure is not None else np.zeros(0)
+    return np.concatenate([first, corr, variance.start if variance is not None else np.zeros(0)])

@@ -1,0 +1,235 @@
+"""What every ML/REML result shares: the :class:`~hierlmm.engines.fit_result.FitResult` interface, built once from
+each kind's own estimates.
+
+A result class (:class:`~hierlmm.engines.reml.ml_fit.MLFit`, :class:`~hierlmm.engines.reml.crossed_fit.CrossedFit`,
+:class:`~hierlmm.engines.reml.correlated_fit.CorrelatedFit`, :class:`~hierlmm.engines.reml.marginal_model.MarginalFit`)
+derives from :class:`REMLResult` and provides ``design``, ``method``, ``beta``, ``cov_beta``, ``D`` (a tuple, one
+matrix per block), ``sigma``, ``loglik``, ``converged``, ``n_theta`` (its number of covariance parameters besides
+``sigma``) and ``ranef()``; this class derives the rest: AIC and BIC, nlme's fixed-effects table, the variance
+components, fitted values, residuals, predictions for new rows and the printed summary.
+
+Notation
+--------
+Counted as nlme counts them: ``n_params = p + n_theta + 1`` (fixed effects, covariance parameters, ``sigma``);
+``AIC = -2 l + 2 n_params``; ``BIC = -2 l + log(n) n_params`` with ``n = N - p`` under REML and ``N`` under ML.
+Empirical-Bayes random effects (chapter 3.4), for subject ``i`` with ``r_i = y_i - X_i beta``:
+``b_i = D Z_i' V_i^-1 r_i``, the chapter's ``Var(b_i) = D Z_i' K_i Z_i D`` with
+``K_i = V_i^-1 - V_i^-1 X_i (sum_j X_j' V_j^-1 X_j)^-1 X_i' V_i^-1``, and the prediction-error covariance
+``Var(b_i - b_i_hat) = D - D Z_i' K_i Z_i D``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from hierlmm.design.design import Design, RandomEffectsBlock
+from hierlmm.engines.reml.prediction import predict
+from hierlmm.engines.reml.t_table import fixef_table, nlme_fixed_df
+from hierlmm.errors import DataError
+from hierlmm.structures.random_effects import correlated_pairs, sd_corr
+
+_STRUCTURE = {
+    "pdSymm": "General positive-definite, Log-Cholesky parametrization",
+    "pdDiag": "Diagonal",
+    "pdIdent": "Multiple of an Identity",
+    "pdCompSymm": "Compound Symmetry",
+}
+
+
+def structure_label(block: RandomEffectsBlock) -> str:
+    """nlme's name of a block's structure (``Structure:`` line of ``print.lme``)."""
+    if block.structure != "pdBlocked":
+        return _STRUCTURE.get(block.structure, block.structure)
+    parts, first = [], 0
+    for structure, q in block.parts:
+        parts.append(f"{_STRUCTURE.get(structure, structure)} for {', '.join(block.effect_names[first:first + q])}")
+        first += q
+    return "Blocked: " + "; ".join(parts)
+
+
+@dataclass(frozen=True, eq=False)
+class RandomEffects:
+    """Empirical-Bayes random effects of one grouping factor (see the module notation).
+
+    Attributes
+    ----------
+    factor
+        Grouping factor.
+    mean
+        DataFrame (levels x effects) of the posterior means ``b_i``.
+    cov_estimator
+        (levels, q, q): the chapter's ``D Z_i' K Z_i D``.
+    cov_prediction
+        (levels, q, q): ``D - D Z_i' K Z_i D``, the prediction-error covariance.
+    """
+
+    factor: str
+    mean: pd.DataFrame
+    cov_estimator: np.ndarray
+    cov_prediction: np.ndarray
+
+    def intervals(self, level: float = 0.95) -> pd.DataFrame:
+        """Pointwise prediction intervals ``b_i +- z * sqrt(diag(cov_prediction))``."""
+        z = scipy.stats.norm.ppf(0.5 + level / 2)
+        se = np.sqrt(np.clip(np.diagonal(self.cov_prediction, axis1=1, axis2=2), 0, None))
+        frames = {}
+        for j, name in enumerate(self.mean.columns):
+            frames[(name, "estimate")] = self.mean[name]
+            frames[(name, "lower")] = self.mean[name] - z * se[:, j]
+            frames[(name, "upper")] = self.mean[name] + z * se[:, j]
+        return pd.DataFrame(frames, index=self.mean.index)
+
+
+def random_effects(block: RandomEffectsBlock, mean: np.ndarray, cov_estimator: np.ndarray,
+                   cov_prediction: np.ndarray) -> RandomEffects:
+    """A block's :class:`RandomEffects` from arrays ordered like its levels."""
+    frame = pd.DataFrame(mean, index=pd.Index(block.levels, name=block.factor), columns=block.effect_names)
+    return RandomEffects(block.factor, frame, cov_estimator, cov_prediction)
+
+
+class REMLResult:
+    """The :class:`~hierlmm.engines.fit_result.FitResult` interface from a result's own estimates (see the module
+    docstring for what a subclass provides)."""
+
+    design: Design
+    method: str
+    kind: ClassVar[str] = "hierarchical"
+    title: ClassVar[str] = "Linear mixed-effects model"
+
+    # ---- provided by each kind ---------------------------------------------------------------------------------
+    @property
+    def n_theta(self) -> int:
+        """Number of covariance parameters besides ``sigma`` (random effects, correlation, variance function)."""
+        raise NotImplementedError
+
+    def ranef(self) -> dict[str, RandomEffects]:
+        """Empirical-Bayes random effects of every grouping factor (see the module notation)."""
+        raise NotImplementedError
+
+    # ---- derived ---------------------------------------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """Parameters counted by AIC/BIC: fixed effects, covariance parameters and sigma (as nlme)."""
+        return self.design.p + self.n_theta + 1
+
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion, ``-2 logLik + 2 n_params``."""
+        return float(-2 * self.loglik + 2 * self.n_params)
+
+    @property
+    def bic(self) -> float:
+        """Bayesian information criterion, ``-2 logLik + log(n) n_params`` (REML: ``n = N - p``, as nlme)."""
+        n = self.design.n_obs - (self.design.p if self.method == "REML" else 0)
+        return float(-2 * self.loglik + np.log(n) * self.n_params)
+
+    @cached_property
+    def df(self) -> np.ndarray:
+        """Denominator degrees of freedom of each fixed effect (nlme's between/within rule)."""
+        return nlme_fixed_df(self.design)
+
+    def fixef(self) -> pd.DataFrame:
+        """nlme's fixed-effects table: Value, Std.Error, DF, t-value, p-value, indexed by R's column names."""
+        return fixef_table(self.design, self.beta, self.cov_beta, self.df)
+
+    def varcorr(self) -> dict[str, pd.DataFrame]:
+        """Per grouping factor: the variances, SDs and correlations of the random effects; ``"Residual"``: sigma.
+
+        A negative variance (the marginal model) has no SD: its ``StdDev`` and correlations are NaN.
+        """
+        out: dict[str, pd.DataFrame] = {}
+        for block, D in zip(self.design.blocks, self.D, strict=True):  # noqa: N806 - the chapter's D
+            variance = np.diag(D)
+            sd = np.sqrt(np.where(variance >= 0, variance, np.nan))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = D / np.outer(sd, sd)
+            np.fill_diagonal(corr, 1.0)
+            frame = pd.DataFrame(corr, index=block.effect_names, columns=block.effect_names)
+            frame.insert(0, "StdDev", sd)
+            frame.insert(0, "Variance", variance)
+            out[block.factor] = frame
+        out["Residual"] = pd.DataFrame({"Variance": [self.sigma**2], "StdDev": [self.sigma]}, index=["Residual"])
+        return out
+
+    def fitted(self, level: int = 1) -> np.ndarray:
+        """Fitted values: ``level=0`` the population mean ``X beta``, ``level=1`` adds every block's ``Z b``."""
+        _check_level(level)
+        mu = self.design.X @ self.beta
+        if level == 0:
+            return mu
+        for block, effects in zip(self.design.blocks, self.ranef().values(), strict=True):
+            b = effects.mean.to_numpy()
+            mu = mu + np.einsum("nq,nq->n", block.Z, b[block.group_index])
+        return mu
+
+    def residuals(self, level: int = 1) -> np.ndarray:
+        """Raw residuals ``y - fitted(level)``."""
+        return self.design.y - self.fitted(level)
+
+    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame:
+        """The mean response for new rows (:func:`hierlmm.engines.reml.prediction.predict`)."""
+        return predict(self, newdata, level=level, interval=interval)
+
+    # ---- the printout ----------------------------------------------------------------------------------------------
+    def summary(self, data_name: str | None = None) -> str:
+        """An nlme-like printout (``summary(lme(...))``): fit criteria, random effects, error structure, fixed
+        effects, counts and the optimiser's verdict."""
+        lines = [f"{self.title} fit by {self.method}"]
+        if data_name:
+            lines.append(f"  Data: {data_name}")
+        lines += [f"  {'AIC':>10} {'BIC':>10} {'logLik':>10}",
+                  f"  {self.aic:10.3f} {self.bic:10.3f} {self.loglik:10.3f}", ""]
+        lines += self._random_effects_lines()
+        lines += self._error_structure_lines()
+        lines += ["", f"Fixed effects:  {self.design.spec.fixed_formula}"]
+        table = self.fixef()
+        width = max(len(n) for n in table.index)
+        lines.append(f" {'':<{width}} {'Value':>11} {'Std.Error':>10} {'DF':>5} {'t-value':>9} {'p-value':>8}")
+        for name, row in table.iterrows():
+            lines.append(f" {name:<{width}} {row['Value']:11.6f} {row['Std.Error']:10.6f} {int(row['DF']):5d} "
+                         f"{row['t-value']:9.4f} {row['p-value']:8.4f}")
+        lines += ["", f"Number of Observations: {self.design.n_obs}"]
+        lines.append("Number of Groups: " + ", ".join(f"{b.factor} {b.n_levels}" for b in self.design.blocks))
+        if self.design.missing.n_dropped:
+            lines.append(f"Missing values: {self.design.missing}")
+        lines.append(self._status_line())
+        return "\n".join(lines)
+
+    def _random_effects_lines(self) -> list[str]:
+        """The ``Random effects:`` block: per grouping factor its formula, structure, SDs and correlations."""
+        lines = ["Random effects:"]
+        for block, D in zip(self.design.blocks, self.D, strict=True):  # noqa: N806 - the chapter's D
+            sd, corr = sd_corr(D)
+            lines.append(f" Formula: ~{block.effects.deparse()} | {block.factor}")
+            lines.append(f" Structure: {structure_label(block)}")
+            width = max(11, *(len(n) for n in block.effect_names))
+            corr_head = "Corr" if correlated_pairs(block) else ""
+            lines.append(f" {'':<{width}} {'StdDev':>10}  {corr_head}")
+            for j, name in enumerate(block.effect_names):
+                cells = ""
+                if corr_head:
+                    first = "(Intr)" if block.effect_names[0] == "(Intercept)" else ""
+                    cells = " ".join(f"{corr[j, k]:6.3f}" for k in range(j)) if j else first
+                lines.append(f" {name:<{width}} {sd[j]:10.7f}  {cells}")
+        lines.append(f" {'Residual':<11} {self.sigma:10.7f}")
+        return lines
+
+    def _error_structure_lines(self) -> list[str]:
+        """Lines on the within-subject errors beyond ``sigma^2 I`` (none for iid errors)."""
+        return []
+
+    def _status_line(self) -> str:
+        """The optimiser's verdict."""
+        return "Optimizer: " + ("converged" if self.converged else "NOT converged (see the warning)")
+
+
+def _check_level(level: int) -> None:
+    """Levels 0 (population) and 1 (every block's random effects) are the ones defined for every fit."""
+    if level not in (0, 1):
+        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
