@@ -19,7 +19,8 @@ demo: $(STAMP)
 	$(VENV)/bin/hierlmm demo --out out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hierlmm tests bench
+	$(VENV)/bin/ruff check hierlmm tests bench docs/*.py
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 test: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider

@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-import hierlmm  # noqa: E402
-from hierlmm import plots  # noqa: E402
+import hierlmm
+from hierlmm import plots
 
 OUT = Path(__file__).parent / "img"
 OUT.mkdir(exist_ok=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import hierlmm  # noqa: E402
+import hierlmm
 
 OUT = Path(__file__).parent / "img"
 OUT.mkdir(exist_ok=True)

@@ -7,20 +7,29 @@ The pipeline, every stage public::
     fit = hierlmm.fit_ml(design, "REML")                                                # MLFit
     print(hierlmm.summary(fit))
 
-or in one call: ``hierlmm.fit(formula, data)``.
+or in one call: ``hierlmm.fit(formula, data)``. Every fit, REML or Bayesian, of every kind, offers one interface
+(:class:`FitResult`, :class:`BayesResult`): ``beta``, ``D``, ``sigma``, ``fixef()``, ``varcorr()``, ``ranef()``,
+``fitted()``, ``residuals()``, ``predict()``, ``summary()``. The package's layout follows the pipeline:
+``formula -> spec -> design -> structures -> kernels -> engines -> inference -> report -> api/cli``
+(docs/architecture.md).
 """
 
 from hierlmm import datasets
-from hierlmm.api import fit, fit_bayes, fit_ml, model_spec
+from hierlmm.api import fit, fit_bayes, fit_ml, model_spec, predict
 from hierlmm.design.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.engines.bayes.bayes_fit import BayesFit, Diagnostics
 from hierlmm.engines.bayes.correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
 from hierlmm.engines.bayes.hierarchical_model import BayesModel, build_bayes_model
+from hierlmm.engines.bayes.marginal_model import MarginalBayesFit
 from hierlmm.engines.bayes.priors import Priors, default_priors
+from hierlmm.engines.bayes.sampling import SamplerOptions
+from hierlmm.engines.fit_result import BayesResult, FitResult
+from hierlmm.engines.reml.correlated_fit import CorrelatedFit, fit_correlated
+from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
-from hierlmm.engines.reml.ml_fit import MLFit, RandomEffects
-from hierlmm.engines.reml.prediction import predict
+from hierlmm.engines.reml.ml_fit import MLFit
 from hierlmm.engines.reml.profiled_likelihood import profiled_deviance
+from hierlmm.engines.reml.result import RandomEffects
 from hierlmm.errors import (
     BoundaryWarning,
     ConvergenceWarning,
@@ -54,5 +63,6 @@ __all__ = [
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdBlocked", "pdCompSymm", "pdDiag", "pdIdent",
     "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
     "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
-    "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated",
+    "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
+    "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit",
 ]

@@ -16,11 +16,15 @@ from hierlmm.design.design import Design, build_design
 from hierlmm.design.sufficient_stats import outermost_block
 from hierlmm.engines.bayes.bayes_fit import BayesFit, fit_bayes_hierarchical
 from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
-from hierlmm.engines.bayes.marginal_model import fit_bayes_marginal
+from hierlmm.engines.bayes.marginal_model import MarginalBayesFit, fit_bayes_marginal
+from hierlmm.engines.bayes.posterior_result import PosteriorResult
+from hierlmm.engines.bayes.sampling import SamplerOptions
+from hierlmm.engines.fit_result import BayesResult, FitResult
 from hierlmm.engines.reml.correlated_fit import CorrelatedFit, fit_correlated
 from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
 from hierlmm.engines.reml.ml_fit import MLFit, fit_ml
+from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import SpecError
 from hierlmm.spec.model_spec import ModelSpec, PdMat, model_spec
 from hierlmm.structures.variance_functions import VarianceFunction
@@ -93,43 +97,46 @@ def fit_bayes(
     design: Design,
     *,
     sampler: str = "marginal",
-    chains: int = 4,
-    draws: int = 1000,
+    options: SamplerOptions | None = None,
+    chains: int | None = None,
+    draws: int | None = None,
     tune: int | None = None,
-    cores: int = 2,
-    seed: int = 1,
+    cores: int | None = None,
+    seed: int | None = None,
+    target_accept: float | None = None,
+    progressbar: bool | None = None,
     priors: Mapping[str, Any] | None = None,
     centered: Sequence[str] | str = (),
-    target_accept: float | None = None,
-    progressbar: bool = True,
     pointwise: bool | None = None,
     kind: str = "hierarchical",
     correlation: Any = None,
     data: pd.DataFrame | None = None,
     log_sd_design: Any = None,
     weights: str | None = None,
-) -> BayesFit:
-    """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie).
+) -> BayesFit | MarginalBayesFit:
+    """Sample the posterior of ``design``'s model with NUTS (nutpie).
 
     Parameters
     ----------
     design
         The design.
     sampler
-        ``"marginal"`` (default: NUTS on the marginal likelihood, then exact draws of ``b``) or ``"joint"``.
-    chains, draws, tune, cores, seed
-        NUTS settings (``draws`` and ``tune`` per chain; ``tune`` 1000 by default, 2000 with a correlation structure).
+        ``"marginal"`` (default: NUTS on the marginalised likelihood, then exact draws of ``b``) or ``"joint"``.
+    options
+        NUTS settings, a :class:`~hierlmm.engines.bayes.sampling.SamplerOptions` (4 chains x (1000 tuning + 1000)
+        draws, 2 cores, seed 1 by default); or give any of them as keywords instead (not both):
+    chains, draws, tune, cores, seed, target_accept, progressbar
+        ``draws`` and ``tune`` per chain; ``tune`` 1000 by default, 2000 with a correlation structure;
+        ``target_accept`` nutpie's default (0.8), 0.9 for the joint sampler and for correlated or heteroscedastic
+        errors.
     priors
         Overrides of the default priors (:func:`hierlmm.engines.bayes.priors.with_overrides`).
     centered
         Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
         (:mod:`hierlmm.engines.bayes.parametrisation`).
-    target_accept
-        NUTS' target acceptance rate (default nutpie's).
-    progressbar
-        Show sampling progress.
     pointwise
-        Store the per-observation log-likelihood (default: when draws x observations <= 5e7).
+        Store the per-observation log-likelihood (default: when draws x observations <= 5e7). Only for the
+        hierarchical model with independent errors; the other fits store the per-subject one (``y_subject``).
     kind
         ``"hierarchical"`` (default) or ``"marginal"``: the marginal model, D free to be indefinite
         (:func:`hierlmm.engines.bayes.marginal_model.fit_bayes_marginal`, which returns a ``MarginalBayesFit``).
@@ -139,30 +146,44 @@ def fit_bayes(
         (:func:`hierlmm.engines.bayes.correlated_fit.fit_bayes_correlated`, which returns a ``CorrelatedBayesFit``).
     weights
         A variance function in nlme's syntax (``"varIdent(form = ~ 1 | drug)"``), the same as ``log_sd_design``
-        bound from it (:mod:`hierlmm.structures.variance_functions`), with or without a ``correlation``; its parameters
-        are
-        reported under nlme's names.
+        bound from it (:mod:`hierlmm.structures.variance_functions`), with or without a ``correlation``; its
+        parameters are reported under nlme's names.
     """
-    if correlation is not None or log_sd_design is not None or weights is not None:
-        if data is None or sampler != "marginal" or centered or kind != "hierarchical":
-            raise SpecError("Correlated or heteroscedastic errors are sampled with the marginal sampler of the "
-                            "hierarchical model, and need the data (for the times and the variance covariates).",
-                            given={"correlation": correlation, "weights": weights,
-                                   "data": None if data is None else "given", "sampler": sampler, "kind": kind},
-                            fix="Pass data=, and drop sampler=, centered= and kind=.")
-        return fit_bayes_correlated(design, data, correlation, weights=weights, log_sd_design=log_sd_design,
-                                    chains=chains, draws=draws, tune=tune, cores=cores, seed=seed, priors=priors,
-                                    target_accept=target_accept, progressbar=progressbar)
-    tune = 1000 if tune is None else tune
-    if kind == "marginal":
-        if sampler != "marginal" or centered:
-            raise SpecError("The marginal model has no random effects to sample: sampler and centered do not apply.",
-                            given={"sampler": sampler, "centered": centered}, fix="Drop sampler= and centered=.")
-        return fit_bayes_marginal(design, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
-                                  priors=priors, progressbar=progressbar)
-    if kind != "hierarchical":
+    options = SamplerOptions.resolve(options, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                     target_accept=target_accept, progressbar=progressbar)
+    if kind not in ("hierarchical", "marginal"):
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
+    if correlation is not None or log_sd_design is not None or weights is not None:
+        if data is None or sampler != "marginal" or centered or kind != "hierarchical" or pointwise:
+            raise SpecError("Correlated or heteroscedastic errors are sampled with the marginal sampler of the "
+                            "hierarchical model, need the data (for the times and the variance covariates), and "
+                            "store the per-subject log-likelihood only.",
+                            given={"correlation": correlation, "weights": weights,
+                                   "data": None if data is None else "given", "sampler": sampler, "kind": kind,
+                                   "centered": centered, "pointwise": pointwise},
+                            fix="Pass data=, and drop sampler=, centered=, kind= and pointwise=.")
+        return fit_bayes_correlated(design, data, correlation, weights=weights, log_sd_design=log_sd_design,
+                                    options=options, priors=priors)
+    if kind == "marginal":
+        if sampler != "marginal" or centered or pointwise:
+            raise SpecError("The marginal model has no random effects to sample or condition on: sampler, centered "
+                            "and pointwise do not apply (it stores the per-subject log-likelihood).",
+                            given={"sampler": sampler, "centered": centered, "pointwise": pointwise},
+                            fix="Drop sampler=, centered= and pointwise=.")
+        return fit_bayes_marginal(design, options=options, priors=priors)
+    return fit_bayes_hierarchical(design, sampler=sampler, options=options, priors=priors, centered=centered,
+                                  pointwise=pointwise)
 
-    return fit_bayes_hierarchical(design, sampler=sampler, chains=chains, draws=draws, tune=tune, cores=cores,
-                                  seed=seed, priors=priors, centered=centered, target_accept=target_accept,
-                                  progressbar=progressbar, pointwise=pointwise)
+
+def predict(fit: FitResult | BayesResult, newdata: pd.DataFrame, *, level: int = 0,
+            interval: float | None = 0.95) -> pd.DataFrame:
+    """The mean response of any fit for ``newdata`` (its ``predict``): ``fit`` and, with ``interval``, a pointwise
+    ``interval``-level band (``lower``, ``upper``): a confidence interval of the population mean for an ML/REML fit
+    (with ``se``; level 0 only), a credible interval for a Bayesian one (with the posterior ``sd``)."""
+    if isinstance(fit, REMLResult):
+        return fit.predict(newdata, level=level, interval=interval)
+    if isinstance(fit, PosteriorResult):
+        out = fit.predict(newdata, level=level, ci_prob=0.95 if interval is None else interval)
+        return out[["fit", "sd"]] if interval is None else out
+    raise SpecError("predict() takes a hierlmm fit.", given=type(fit).__name__,
+                    fix="Pass the result of hierlmm.fit, hierlmm.fit_ml or hierlmm.fit_bayes.")

@@ -27,18 +27,12 @@ from hierlmm.kernels.crossed_loglik import is_crossed
 from hierlmm.report.summaries import (
     bayes_summary,
     bayes_to_dict,
-    correlated_to_dict,
-    crossed_summary,
-    crossed_to_dict,
-    marginal_summary,
-    marginal_to_dict,
     save_fit,
     summary,
     to_dict,
 )
 from hierlmm.spec.model_files import load_spec
 from hierlmm.spec.model_spec import PdMat
-from hierlmm.structures.variance_functions import describe
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_plot.toml"
 
@@ -94,61 +88,37 @@ def _fit_command(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         design = build_design(spec, data)
         out: dict = {}
-        ml = None
+        ml, bayes = None, None
         if args.correlation or args.weights:
             if method != "NUTS":
-                correlated = fit_correlated(design, data, args.correlation, "REML" if method == "BOTH" else method,
-                                            weights=args.weights)
-                out = correlated_to_dict(correlated)
-                print(correlated.fixef().to_string(float_format=lambda x: f"{x:.5g}"))
-                if correlated.structure is not None:
-                    print(f"correlation {correlated.structure.kind}: {out['correlation']['parameters']}, "
-                          f"95% intervals {out['correlation']['intervals']}")
-                if correlated.weights is not None:
-                    print(describe(correlated.weights, correlated.variance, correlated.omega))
-                    print(f" 95% intervals: {out['variance_function']['intervals']}")
-                print(f"logLik {correlated.loglik:.3f}; residual SD {correlated.sigma:.5g}")
-            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (hierlmm.engines.bayes.correlated_fit)
+                ml = fit_correlated(design, data, args.correlation, "REML" if method == "BOTH" else method,
+                                    weights=args.weights)
+            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (engines.bayes.correlated_fit)
                 bayes = _nuts(design, args, correlation=args.correlation, weights=args.weights, data=data)
-                print(bayes_summary(bayes, data_name))
-                nuts = bayes_to_dict(bayes)
-                out = nuts if method == "NUTS" else {**out, "method": "both", "reml": dict(out),
-                                                     **{k: nuts[k] for k in ("posterior", "diagnostics")}}
-                if method == "BOTH":
-                    print("\nBayes against REML:\n"
-                          + compare(bayes, correlated).to_string(float_format=lambda x: f"{x:.4g}"))
-                if args.out:
-                    saved = save_fit(bayes, args.out, correlated if method == "BOTH" else None,
-                                     tree_format=args.tree_format)
-                    print(f"\nsaved {', '.join(str(s) for s in saved)}")
         elif args.kind == "marginal":
             if method not in ("REML", "ML", "NUTS"):
                 raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
                                         given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
             if method == "NUTS":
-                marginal_nuts = fit_bayes(design, kind="marginal", chains=args.chains, draws=args.draws,
-                                          tune=args.tune, cores=args.cores, seed=args.seed,
-                                          progressbar=not args.quiet, priors=getattr(args, "priors", None))
-                print(bayes_summary(marginal_nuts, data_name))
-                out = bayes_to_dict(marginal_nuts)
+                bayes = fit_bayes(design, kind="marginal", chains=args.chains, draws=args.draws, tune=args.tune,
+                                  cores=args.cores, seed=args.seed, progressbar=not args.quiet,
+                                  priors=getattr(args, "priors", None))
             else:
-                marginal = fit_marginal(design, method)
-                print(marginal_summary(marginal, data_name))
-                out = marginal_to_dict(marginal)
-        elif method in ("REML", "ML", "BOTH") and is_crossed(design):  # lme4's engine (engines.reml.crossed_fit)
-            ml = fit_crossed(design, "REML" if method == "BOTH" else method)
-            print(crossed_summary(ml, data_name))
-            out = crossed_to_dict(ml)
-        elif method in ("REML", "ML", "BOTH"):
-            ml = fit_ml(design, "REML" if method == "BOTH" else method)
+                ml = fit_marginal(design, method)
+        else:
+            if method in ("REML", "ML", "BOTH"):  # crossed factors: lme4's engine (engines.reml.crossed_fit)
+                engine = fit_crossed if is_crossed(design) else fit_ml
+                ml = engine(design, "REML" if method == "BOTH" else method)
+            if method in ("NUTS", "BOTH"):
+                bayes = _nuts(design, args)
+        if ml is not None:
             print(summary(ml, data_name))
             out = to_dict(ml)
-        if args.kind != "marginal" and not (args.correlation or args.weights) and method in ("NUTS", "BOTH"):
-            bayes = _nuts(design, args)
-            print(bayes_summary(bayes, data_name))
+        if bayes is not None:
+            print(("\n" if ml is not None else "") + bayes_summary(bayes, data_name))
             nuts = bayes_to_dict(bayes)
-            out = nuts if ml is None else {**out, "method": "both", "reml": out, **{k: nuts[k] for k in
-                                                                                   ("posterior", "diagnostics")}}
+            out = nuts if ml is None else {**out, "method": "both", "reml": dict(out),
+                                           **{k: nuts[k] for k in ("posterior", "diagnostics")}}
             if ml is not None:
                 print("\nBayes against REML:\n" + compare(bayes, ml).to_string(float_format=lambda x: f"{x:.4g}"))
             if args.out:

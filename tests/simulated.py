@@ -27,7 +27,7 @@ def random_factors(design, rng: np.random.Generator) -> list[np.ndarray]:
     """A random lower-triangular factor L per block of a design (positive diagonal), for likelihood checks."""
     out = []
     for block in design.blocks:
-        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))  # noqa: N806
+        L = np.tril(rng.normal(0, 0.4, (block.q, block.q)))
         L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
         out.append(L)
     return out

@@ -20,11 +20,11 @@ from hierlmm.design.design import Design
 class CrossProducts:
     """``Z'Z``, ``Z'X``, ``Z'y``, ``X'X``, ``X'y``, ``y'y`` and where each block's columns start in Z."""
 
-    ZtZ: np.ndarray  # noqa: N815
-    ZtX: np.ndarray  # noqa: N815
-    Zty: np.ndarray  # noqa: N815
-    XtX: np.ndarray  # noqa: N815
-    Xty: np.ndarray  # noqa: N815
+    ZtZ: np.ndarray
+    ZtX: np.ndarray
+    Zty: np.ndarray
+    XtX: np.ndarray
+    Xty: np.ndarray
     yty: float
     offsets: tuple[int, ...]
 
@@ -40,8 +40,8 @@ def cross_products(design: Design) -> CrossProducts:
                                                                                       * block.q)))
         offsets.append(start)
         start += block.n_levels * block.q
-    Z = scipy.sparse.csr_matrix(sum(_pad(p, start) for p in pieces))  # noqa: N806
-    X, y = design.X, design.y  # noqa: N806
+    Z = scipy.sparse.csr_matrix(sum(_pad(p, start) for p in pieces))
+    X, y = design.X, design.y
     return CrossProducts((Z.T @ Z).toarray(), np.asarray(Z.T @ X), np.asarray(Z.T @ y).ravel(), X.T @ X, X.T @ y,
                          float(y @ y), tuple(offsets))
 

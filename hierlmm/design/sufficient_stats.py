@@ -50,18 +50,18 @@ class SubjectStats:
     yty: float
 
     @cached_property
-    def T(self) -> np.ndarray:  # noqa: N802
+    def T(self) -> np.ndarray:
         """``[Z_i'X_i, Z_i'y_i]`` of every subject, (M, Q, p + 1)."""
         return np.concatenate([self.ZtX, self.Zty[:, :, None]], axis=2)
 
     @cached_property
-    def T_rows(self) -> np.ndarray:  # noqa: N802
+    def T_rows(self) -> np.ndarray:
         """``T`` with each subject's columns as rows, (M * (p + 1), Q): ``T_rows @ Lambda`` is ``(Lambda'T)'``."""
-        M, Q, k = self.T.shape  # noqa: N806
+        M, Q, k = self.T.shape
         return np.ascontiguousarray(self.T.transpose(0, 2, 1).reshape(M * k, Q))
 
     @cached_property
-    def XyXy(self) -> np.ndarray:  # noqa: N802
+    def XyXy(self) -> np.ndarray:
         """``[X y]'[X y]``, (p + 1, p + 1)."""
         p = self.XtX.shape[0]
         out = np.empty((p + 1, p + 1))
@@ -69,12 +69,12 @@ class SubjectStats:
         return out
 
     @property
-    def M(self) -> int:  # noqa: N802
+    def M(self) -> int:
         """Number of subjects."""
         return self.ZtZ.shape[0]
 
     @property
-    def Q(self) -> int:  # noqa: N802
+    def Q(self) -> int:
         """Length of a subject's stacked random-effects vector."""
         return self.ZtZ.shape[1]
 
@@ -122,7 +122,7 @@ def _nests(inner: np.ndarray, outer: np.ndarray) -> bool:
     return len(np.unique(pairs[:, 0])) == len(pairs)
 
 
-def _group_sum(values: np.ndarray, index: np.ndarray, M: int) -> np.ndarray:  # noqa: N803
+def _group_sum(values: np.ndarray, index: np.ndarray, M: int) -> np.ndarray:
     """Sum rows of ``values`` by group (vectorised, sorted reduceat)."""
     order = np.argsort(index, kind="stable")
     sorted_index = index[order]
@@ -148,7 +148,7 @@ def subject_stats(design: Design) -> SubjectStats:
         )
     top = _outermost(design)
     subject = design.blocks[top].group_index
-    M = design.blocks[top].n_levels  # noqa: N806
+    M = design.blocks[top].n_levels
     n = design.n_obs
     layouts: list[BlockLayout] = []
     offset = 0
@@ -169,15 +169,15 @@ def subject_stats(design: Design) -> SubjectStats:
             row_slot = level_slot[block.group_index]
         layouts.append(BlockLayout(k, offset, block.q, slot_level.shape[1], slot_level, row_slot))
         offset += block.q * slot_level.shape[1]
-    Zs = np.zeros((n, offset))  # noqa: N806
+    Zs = np.zeros((n, offset))
     rows = np.arange(n)
     for lay in layouts:
-        Z = design.blocks[lay.block].Z  # noqa: N806
+        Z = design.blocks[lay.block].Z
         for j in range(lay.q):
             Zs[rows, lay.offset + lay.row_slot * lay.q + j] = Z[:, j]
-    X, y = design.X, design.y  # noqa: N806
-    ZtZ = _group_sum(Zs[:, :, None] * Zs[:, None, :], subject, M)  # noqa: N806
-    ZtX = _group_sum(Zs[:, :, None] * X[:, None, :], subject, M)  # noqa: N806
-    Zty = _group_sum(Zs * y[:, None], subject, M)  # noqa: N806
+    X, y = design.X, design.y
+    ZtZ = _group_sum(Zs[:, :, None] * Zs[:, None, :], subject, M)
+    ZtX = _group_sum(Zs[:, :, None] * X[:, None, :], subject, M)
+    Zty = _group_sum(Zs * y[:, None], subject, M)
     counts = np.bincount(subject, minlength=M)
     return SubjectStats(top, subject, counts, tuple(layouts), Zs, ZtZ, ZtX, Zty, X.T @ X, X.T @ y, float(y @ y))

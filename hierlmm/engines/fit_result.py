@@ -38,8 +38,8 @@ from hierlmm.design.design import Design
 class FitResult(Protocol):
     """What every ML/REML result offers (:mod:`hierlmm.engines.reml`; see the module notation).
 
-    ``method`` is ``"REML"`` or ``"ML"``; ``kind`` one of ``"hierarchical"``, ``"crossed"``, ``"correlated"``
-    (serially correlated and/or heteroscedastic errors) or ``"marginal"``. ``loglik`` is the maximised
+    ``method`` is ``"REML"`` or ``"ML"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"`` (the
+    command line's ``--kind``). ``loglik`` is the maximised
     (restricted) log-likelihood in nlme's form, ``aic`` and ``bic`` nlme's (REML: ``N - p`` observations).
     ``fixef()`` is nlme's table (Value, Std.Error, DF, t-value, p-value), ``varcorr()`` per grouping factor the
     variances, SDs and correlations (and ``"Residual"``), ``ranef()`` per grouping factor a
@@ -57,7 +57,7 @@ class FitResult(Protocol):
     def cov_beta(self) -> np.ndarray: ...
 
     @property
-    def D(self) -> tuple[np.ndarray, ...]: ...  # noqa: N802 - the chapter's name
+    def D(self) -> tuple[np.ndarray, ...]: ...  # the chapter's name
 
     @property
     def sigma(self) -> float: ...
@@ -93,8 +93,8 @@ class FitResult(Protocol):
 class BayesResult(Protocol):
     """What every Bayesian result offers (:mod:`hierlmm.engines.bayes`; see the module notation).
 
-    ``method`` is ``"NUTS"``; ``kind`` one of ``"hierarchical"``, ``"correlated"`` or ``"marginal"``; ``tree`` the
-    ArviZ DataTree. Point quantities (``beta``, ``cov_beta``, ``D``, ``sigma``, ``fitted``, ``residuals``) are
+    ``method`` is ``"NUTS"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"``; ``tree`` the ArviZ
+    DataTree. Point quantities (``beta``, ``cov_beta``, ``D``, ``sigma``, ``fitted``, ``residuals``) are
     posterior means; ``fixef()``, ``varcorr()``, ``ranef()`` and ``summary()`` posterior tables (mean, sd,
     equal-tailed interval, R-hat, ESS); ``predict()`` the posterior mean and credible band of the mean response.
     ``loglik``, ``aic`` and ``bic`` raise :class:`~hierlmm.errors.NotSupportedError`: a posterior has no maximised
@@ -113,7 +113,7 @@ class BayesResult(Protocol):
     def cov_beta(self) -> np.ndarray: ...
 
     @property
-    def D(self) -> tuple[np.ndarray, ...]: ...  # noqa: N802 - the chapter's name
+    def D(self) -> tuple[np.ndarray, ...]: ...  # the chapter's name
 
     @property
     def sigma(self) -> float: ...

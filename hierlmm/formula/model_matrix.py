@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from itertools import product
 
 import numpy as np
+import scipy.linalg
 
 from hierlmm.errors import DataError
 from hierlmm.formula.evaluation import Factor, Numeric, Value
@@ -126,7 +127,6 @@ def check_full_rank(matrix: np.ndarray, names: tuple[str, ...], what: str, sourc
 
 
 def _qr_pivot(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import scipy.linalg
 
     return scipy.linalg.qr(matrix, mode="economic", pivoting=True)
 

@@ -27,17 +27,15 @@ def ml_parameters(fit: MLFit) -> pd.DataFrame:
     table = fit.fixef()
     for name, row in table.iterrows():
         rows[f"beta[{name}]"] = (row["Value"], row["Std.Error"])
-    Ds = [fit.D] if isinstance(fit.D, np.ndarray) and fit.D.ndim == 2 else fit.D  # noqa: N806  (one block: dense)
-    for block, D in zip(fit.design.blocks, Ds, strict=True):  # noqa: N806
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):
         sd, corr = sd_corr(D)
         for j, name in enumerate(block.effect_names):
             rows[sd_label(block.factor, name)] = (sd[j], np.nan)
         for j, k in correlated_pairs(block):
             rows[cor_label(block.factor, block.effect_names[k], block.effect_names[j])] = (corr[j, k], np.nan)
     rows["sigma"] = (fit.sigma, np.nan)
-    # a fit with correlated or heteroscedastic errors (hierlmm.engines.reml.correlated_fit): nlme's parameters under
-    # the names
-    # of hierlmm.engines.bayes.correlated_fit's summaries
+    # a fit with correlated or heteroscedastic errors (engines.reml.correlated_fit): nlme's parameters under the
+    # names of engines.bayes.correlated_fit's summaries
     rows.update({k: (v, np.nan) for k, v in getattr(fit, "correlation_parameters", {}).items()})
     variance = getattr(fit, "variance", None)
     if variance is not None:

@@ -82,11 +82,11 @@ def _training(fit: Any, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]
                                     given="CorrelatedFit.batches is None",
                                     fix="Refit with hierlmm.fit(..., correlation=..., weights=...).")
         stacks = [(rows, d, None) for rows, d in zip(fit.batches.rows, fit.batches.distances, strict=True)]
-        M = None if fit.variance is None else fit.variance.M[idx]  # noqa: N806
+        M = None if fit.variance is None else fit.variance.M[idx]
     else:
         stacks = [(b.rows, b.distances, b.M) for b in fit.bayes_model.batches]
-        M = None  # noqa: N806
-    for rows, d, batch_M in stacks:  # noqa: N806
+        M = None
+    for rows, d, batch_M in stacks:
         if rows.shape[1] == idx.size:
             k = np.flatnonzero(rows[:, 0] == idx[0])
             if k.size:
@@ -98,7 +98,7 @@ def _new(fit: Any, params: ErrorParameters, data: pd.DataFrame) -> tuple[np.ndar
     """Distances (n, n), same-subject mask (n, n) and ``M`` rows (n, k) of new rows."""
     n = len(data)
     structure = params.structure
-    M = new_log_sd_rows(fit, params, data)  # noqa: N806
+    M = new_log_sd_rows(fit, params, data)
     if structure is None:
         return np.zeros((n, n)), np.eye(n, dtype=bool), M
     labels = np.asarray(grouping_labels(data, (structure.group,)), dtype=object)
@@ -153,9 +153,9 @@ def error_covariance(fit: Any, subject: Any = None, rows: pd.DataFrame | None = 
                         fix="error_covariance(fit, subject='450') or error_covariance(fit, rows=grid).")
     params = error_parameters(fit)
     if subject is not None:
-        d, M = _training(fit, subject_rows(fit.design, subject))  # noqa: N806
+        d, M = _training(fit, subject_rows(fit.design, subject))
         return params.matrices(d, M)
-    d, same, M = _new(fit, params, rows.reset_index(drop=True))  # noqa: N806
+    d, same, M = _new(fit, params, rows.reset_index(drop=True))
     return params.matrices(d, M, same)
 
 
@@ -163,7 +163,7 @@ def sd_ratio_draws(fit: Any, data: pd.DataFrame) -> np.ndarray:
     """The rows' SD ratios ``s_r`` (S, n) on new rows (ones without a variance function), per draw."""
     params = error_parameters(fit)
     data = data.reset_index(drop=True)
-    M = new_log_sd_rows(fit, params, data)  # noqa: N806
+    M = new_log_sd_rows(fit, params, data)
     return np.broadcast_to(params.sd_ratios(M) if M is not None else np.ones((1, len(data))),
                            (params.sigma.size, len(data)))
 
@@ -172,13 +172,13 @@ def predictive_errors(fit: CorrelatedBayesFit, rng: np.random.Generator) -> np.n
     """Draws (S, n_obs) of the errors of the training rows, ``e_i ~ N(0, sigma^2 S_i R_i S_i)`` at every posterior
     draw, by a batched Cholesky factorisation per subject size, ``CHUNK`` draws at a time."""
     params = error_parameters(fit)
-    S = params.sigma.size  # noqa: N806
+    S = params.sigma.size
     out = np.zeros((S, fit.design.n_obs))
     for start in range(0, S, CHUNK):
         chunk = slice(start, start + CHUNK)
         part = params.draws(chunk)
         for batch in fit.bayes_model.batches:
-            C = np.linalg.cholesky(part.matrices(batch.distances, batch.M))  # noqa: N806  (s, k, n, n)
+            C = np.linalg.cholesky(part.matrices(batch.distances, batch.M))  # (s, k, n, n)
             z = rng.standard_normal(C.shape[:-1])
             out[chunk][:, batch.rows] = (C @ z[..., None])[..., 0]
     return out

@@ -30,7 +30,6 @@ import pandas as pd
 
 from hierlmm.design.design import Design, grouping_labels, new_model_matrices
 from hierlmm.engines.bayes.posterior_tree import block_factors
-from hierlmm.engines.reml.correlated_fit import CorrelatedFit
 from hierlmm.errors import DataError, NotSupportedError
 from hierlmm.inference.error_covariance import error_covariance, has_error_structure, subject_rows
 
@@ -40,17 +39,15 @@ def covariance_draws(fit: Any) -> tuple[list[np.ndarray], np.ndarray]:
     if getattr(fit, "kind", "hierarchical") == "marginal":  # one block; D may be indefinite
         if hasattr(fit, "tree"):
             post = fit.tree["posterior"]
-            D = post["D"].values  # noqa: N806
+            D = post["D"].values
             return [D.reshape(-1, *D.shape[2:])], post["sigma"].values.reshape(-1)
-        return [np.asarray(fit.D)[None]], np.array([fit.sigma])
+        return [np.asarray(fit.D[0])[None]], np.array([fit.sigma])
     if hasattr(fit, "tree"):  # a BayesFit
         post = fit.tree["posterior"].to_dataset()
-        C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+        C, S = post.sizes["chain"], post.sizes["draw"]
         factors = block_factors(fit.bayes_model, post)
-        Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in factors]  # noqa: N806
+        Ds = [(Lk @ np.swapaxes(Lk, -1, -2)).reshape(C * S, *Lk.shape[2:]) for Lk in factors]
         return Ds, post["sigma"].values.reshape(C * S)
-    if isinstance(fit, CorrelatedFit):  # one grouping factor: D is one matrix
-        return [np.asarray(fit.D)[None]], np.array([fit.sigma])
     return [np.asarray(D)[None] for D in fit.D], np.array([fit.sigma])
 
 
@@ -93,13 +90,13 @@ class ImpliedCovariance:
         return np.linalg.eigvalsh(self.V)[:, 0] > 0
 
 
-def _assemble(Zs: list[np.ndarray], groups: list[np.ndarray], Ds: list[np.ndarray], errors: np.ndarray,  # noqa: N803
+def _assemble(Zs: list[np.ndarray], groups: list[np.ndarray], Ds: list[np.ndarray], errors: np.ndarray,
               ) -> np.ndarray:
     """``sum_k [same level] Z_k D_k Z_k'`` plus the errors' covariance ``errors`` (S, n, n)."""
-    V = np.array(errors, dtype=float)  # noqa: N806
-    for Z, g, D in zip(Zs, groups, Ds, strict=True):  # noqa: N806
+    V = np.array(errors, dtype=float)
+    for Z, g, D in zip(Zs, groups, Ds, strict=True):
         same = (g[:, None] == g[None, :]).astype(float)
-        V = V + np.einsum("ra,sab,tb->srt", Z, D, Z) * same  # noqa: N806
+        V = V + np.einsum("ra,sab,tb->srt", Z, D, Z) * same
     return V
 
 
@@ -127,18 +124,18 @@ def implied_covariance(fit: Any, subject: str | None = None, rows: pd.DataFrame 
         of the variance function the fit did not see.
     """
     design: Design = fit.design
-    Ds, sigma = covariance_draws(fit)  # noqa: N806
+    Ds, sigma = covariance_draws(fit)
     if (subject is None) == (rows is None):
         raise DataError("Give either subject= or rows=.", given={"subject": subject, "rows": rows is not None},
                         fix="implied_covariance(fit, subject='450') or implied_covariance(fit, rows=grid).")
     if subject is not None:
         idx = subject_rows(design, subject)
-        Zs = [b.Z[idx] for b in design.blocks]  # noqa: N806
+        Zs = [b.Z[idx] for b in design.blocks]
         groups = [b.group_index[idx] for b in design.blocks]
         frame = pd.DataFrame({"row": design.rows[idx]})
     else:
         data = rows.reset_index(drop=True)
-        _, Zs = new_model_matrices(design, data)  # noqa: N806
+        _, Zs = new_model_matrices(design, data)
         groups = [np.asarray(grouping_labels(data, b.grouping)) for b in design.blocks]
         frame = data
     if has_error_structure(fit):
@@ -158,10 +155,10 @@ def icc(fit: Any, ci_prob: float = 0.95) -> pd.DataFrame:
                                 "on their times and strata.", given=type(fit).__name__,
                                 fix="Read it from hierlmm.implied_covariance(fit, subject=...).correlation (or "
                                     "rows= for chosen times).")
-    Ds, sigma = covariance_draws(fit)  # noqa: N806
+    Ds, sigma = covariance_draws(fit)
     out = []
     tail = (1 - ci_prob) / 2
-    for block, D in zip(design.blocks, Ds, strict=True):  # noqa: N806
+    for block, D in zip(design.blocks, Ds, strict=True):
         if "(Intercept)" not in block.effect_names:
             continue
         j = block.effect_names.index("(Intercept)")

@@ -23,49 +23,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pymc as pm
 import xarray as xr
 
-from hierlmm.design.design import grouping_labels, new_model_matrices
 from hierlmm.engines.bayes.bayes_fit import BayesFit
 from hierlmm.engines.bayes.hierarchical_model import build_bayes_model, var_name
-from hierlmm.engines.bayes.posterior_tree import block_factors
-from hierlmm.errors import DataError
+from hierlmm.engines.bayes.posterior_result import flat_draws, mean_draws
 from hierlmm.inference.error_covariance import has_error_structure, predictive_errors, sd_ratio_draws
-
-
-def _flat(fit: BayesFit, name: str) -> np.ndarray:
-    values = fit.tree["posterior"][name].values
-    return values.reshape(-1, *values.shape[2:])
-
-
-def mean_draws(fit: BayesFit, newdata: pd.DataFrame, level: int = 0, seed: int = 1) -> np.ndarray:
-    """Draws (S, n) of the mean response for ``newdata`` at ``level`` 0 (population) or 1 (subject)."""
-    if level not in (0, 1):
-        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
-    X, Zs = new_model_matrices(fit.design, newdata)  # noqa: N806
-    beta = _flat(fit, "beta")
-    mu = beta @ X.T
-    if level == 0:
-        return mu
-    rng = np.random.default_rng(seed)
-    post = fit.tree["posterior"].to_dataset()
-    factors = [f.reshape(-1, *f.shape[2:]) for f in block_factors(fit.bayes_model, post)]
-    for block, Z, L in zip(fit.design.blocks, Zs, factors, strict=True):  # noqa: N806
-        missing = [c for c in block.grouping if c not in newdata.columns]
-        if missing:
-            raise DataError(f"Level-1 predictions need the grouping column(s) {missing}.",
-                            given=list(newdata.columns), fix="Add the subject identifiers, or use level=0.")
-        labels = grouping_labels(newdata.reset_index(drop=True), block.grouping)
-        index = {lv: k for k, lv in enumerate(block.levels)}
-        b_all = _flat(fit, var_name("b", block.factor))  # (S, levels, q)
-        for label in dict.fromkeys(labels):
-            rows = np.array([k for k, lv in enumerate(labels) if lv == label])
-            if label in index:
-                b = b_all[:, index[label], :]
-            else:  # a new subject: b ~ N(0, D) draw by draw
-                b = np.einsum("sab,sb->sa", L, rng.standard_normal((L.shape[0], block.q)))
-            mu[:, rows] += b @ Z[rows].T
-    return mu
 
 
 def trajectories(fit: BayesFit, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95,
@@ -82,7 +46,7 @@ def trajectories(fit: BayesFit, newdata: pd.DataFrame, *, level: int = 0, ci_pro
     """
     mu = mean_draws(fit, newdata, level, seed)
     if predictive:
-        sd = _flat(fit, "sigma")[:, None]
+        sd = flat_draws(fit, "sigma")[:, None]
         if has_error_structure(fit):
             sd = sd * sd_ratio_draws(fit, newdata)
         mu = mu + sd * np.random.default_rng(seed + 1).standard_normal(mu.shape)
@@ -101,16 +65,16 @@ def add_posterior_predictive(fit: BayesFit, seed: int = 1) -> Any:
     """
     design = fit.design
     post = fit.tree["posterior"]
-    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
-    mu = _flat(fit, "beta") @ design.X.T
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    mu = flat_draws(fit, "beta") @ design.X.T
     for block in design.blocks:
-        b = _flat(fit, var_name("b", block.factor))
+        b = flat_draws(fit, var_name("b", block.factor))
         mu = mu + np.einsum("nq,snq->sn", block.Z, b[:, block.group_index, :])
     rng = np.random.default_rng(seed)
     if has_error_structure(fit):
         y = mu + predictive_errors(fit, rng)
     else:
-        y = mu + _flat(fit, "sigma")[:, None] * rng.standard_normal(mu.shape)
+        y = mu + flat_draws(fit, "sigma")[:, None] * rng.standard_normal(mu.shape)
     fit.tree["posterior_predictive"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(
         y.reshape(C, D, -1), dims=("chain", "draw", "obs"),
         coords={"chain": post["chain"].values, "draw": post["draw"].values})}))
@@ -119,7 +83,6 @@ def add_posterior_predictive(fit: BayesFit, seed: int = 1) -> Any:
 
 def prior_predictive(fit_or_design: Any, *, draws: int = 500, priors: dict | None = None, seed: int = 1) -> Any:
     """Draws from the prior and the prior predictive distribution of y (to check the priors), as a DataTree."""
-    import pymc as pm
 
     design = fit_or_design.design if isinstance(fit_or_design, BayesFit) else fit_or_design
     if isinstance(fit_or_design, BayesFit) and priors is None:

@@ -77,17 +77,17 @@ def simulate(
         if design.missing.n_dropped:
             raise DataError("Rows with missing covariates cannot be simulated.", given=design.missing.n_dropped,
                             fix="Drop or complete those rows first.")
-    beta, Ds, sigma = _parameters(design, params)  # noqa: N806
+    beta, Ds, sigma = _parameters(design, params)
     rng = np.random.default_rng(seed)
     mean = design.X @ beta
     if kind == "hierarchical":
         y = mean + sigma * rng.standard_normal(design.n_obs)
-        for block, D in zip(design.blocks, Ds, strict=True):  # noqa: N806
+        for block, D in zip(design.blocks, Ds, strict=True):
             if np.linalg.eigvalsh(D)[0] < -1e-12:
                 raise SpecError(f"D of {block.factor} is not positive semi-definite, so it is no covariance matrix "
                                 "of random effects.", given=D.tolist(),
                                 fix="Use kind='marginal', which only needs every V_i positive definite.")
-            L = np.linalg.cholesky(D + 1e-12 * np.eye(block.q))  # noqa: N806
+            L = np.linalg.cholesky(D + 1e-12 * np.eye(block.q))
             b = rng.standard_normal((block.n_levels, block.q)) @ L.T
             y = y + (block.Z * b[block.group_index]).sum(axis=1)
     else:
@@ -95,7 +95,7 @@ def simulate(
         outer = design.blocks[0]
         for level in range(outer.n_levels):
             idx = np.flatnonzero(outer.group_index == level)
-            V = _assemble([b.Z[idx] for b in design.blocks], [b.group_index[idx] for b in design.blocks],  # noqa: N806
+            V = _assemble([b.Z[idx] for b in design.blocks], [b.group_index[idx] for b in design.blocks],
                           [D[None] for D in Ds], sigma**2 * np.eye(idx.size)[None])[0]
             lowest = np.linalg.eigvalsh(V)[0]
             if lowest <= 0:
@@ -126,18 +126,18 @@ def _parameters(design: Any, params: Mapping[str, Any]) -> tuple[np.ndarray, lis
         if beta.size != design.p:
             raise SpecError(f"beta needs {design.p} values.", given=beta.tolist(),
                             fix=f"One per column: {list(design.fixef_names)}.")
-    D_in = params["D"]  # noqa: N806
+    D_in = params["D"]
     if not isinstance(D_in, Mapping):
         if len(design.blocks) != 1:
             raise SpecError("With several grouping factors D must be {factor: matrix}.", given=D_in,
                             fix=f"Use the factors {[b.factor for b in design.blocks]}.")
-        D_in = {design.blocks[0].factor: D_in}  # noqa: N806
-    Ds = []  # noqa: N806
+        D_in = {design.blocks[0].factor: D_in}
+    Ds = []
     for block in design.blocks:
         if block.factor not in D_in:
             raise SpecError(f"D has no matrix for {block.factor}.", given=sorted(D_in),
                             fix=f"Give one for each of {[b.factor for b in design.blocks]}.")
-        D = np.atleast_2d(np.asarray(D_in[block.factor], dtype=float))  # noqa: N806
+        D = np.atleast_2d(np.asarray(D_in[block.factor], dtype=float))
         if D.shape != (block.q, block.q) or not np.allclose(D, D.T):
             raise SpecError(f"D of {block.factor} must be a symmetric {block.q} x {block.q} matrix "
                             f"({', '.join(block.effect_names)}).", given=D.tolist(), fix="Give a symmetric matrix.")

@@ -38,6 +38,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import pytensor.tensor as pt
+from pytensor.tensor import linalg
+from pytensor.tensor.linalg import block_diag
 
 from hierlmm.design.cross_products import cross_products
 from hierlmm.design.design import Design
@@ -94,9 +97,9 @@ class CrossedStats:
         rest = tuple(k for k in range(len(sizes)) if k != e)
         cols_e = np.arange(cp.offsets[e], cp.offsets[e] + sizes[e])
         cols_r = np.concatenate([np.arange(cp.offsets[k], cp.offsets[k] + sizes[k]) for k in rest])
-        M, q = design.blocks[e].n_levels, design.blocks[e].q  # noqa: N806
-        S_ee_full = cp.ZtZ[np.ix_(cols_e, cols_e)].reshape(M, q, M, q)  # noqa: N806
-        S_ee = S_ee_full[np.arange(M), :, np.arange(M), :]  # the diagonal blocks (the rest are zero)  # noqa: N806
+        M, q = design.blocks[e].n_levels, design.blocks[e].q
+        S_ee_full = cp.ZtZ[np.ix_(cols_e, cols_e)].reshape(M, q, M, q)
+        S_ee = S_ee_full[np.arange(M), :, np.arange(M), :]  # the diagonal blocks (the rest are zero)
         return cls(e, rest, tuple(b.n_levels for b in design.blocks), tuple(b.q for b in design.blocks),
                    np.ascontiguousarray(S_ee), cp.ZtZ[np.ix_(cols_e, cols_r)].reshape(M, q, -1),
                    cp.ZtZ[np.ix_(cols_r, cols_r)], cp.Zty[cols_e].reshape(M, q), cp.ZtX[cols_e].reshape(M, q, -1),
@@ -113,7 +116,7 @@ class CrossedStats:
         return n_values, grams
 
     @property
-    def Q_r(self) -> int:  # noqa: N802
+    def Q_r(self) -> int:
         """Number of random effects outside the eliminated block."""
         return self.S_rr.shape[0]
 
@@ -129,8 +132,6 @@ class CrossedStats:
 
 def _rest_factor(cs: CrossedStats, factors: list) -> object:
     """``Lambda_r`` (Q_r x Q_r, PyTensor): every non-eliminated block's factor repeated per level, block diagonal."""
-    import pytensor.tensor as pt
-    from pytensor.tensor.linalg import block_diag
 
     pieces = [pt.linalg.kron(np.eye(cs.levels[k]), pt.as_tensor(factors[k])) for k in cs.rest]
     return pieces[0] if len(pieces) == 1 else block_diag(*pieces)
@@ -143,7 +144,7 @@ def _rest_scale(cs: CrossedStats, factors: list, pt) -> tuple[object, bool]:
     return _rest_factor(cs, factors), False
 
 
-def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = True):  # noqa: N803
+def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = True):
     """The marginal log-likelihood (module notation) as a PyTensor scalar of ``beta`` (p,), every block's factor
     ``L_k`` (q_k, q_k) and ``sigma``; differentiable by PyTensor.
 
@@ -158,14 +159,12 @@ def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = 
     levels with equal ``n_l`` share one precomputed ``sum s_l s_l'`` (:attr:`CrossedStats.gram_groups`; glaucoma:
     18 groups for 139 patients).
     """
-    import pytensor.tensor as pt
-    from pytensor.tensor import linalg
 
     if kernel and all(q == 1 for q in cs.qs):
         lam_r, _ = _rest_scale(cs, factors, pt)
         return crossed_loglik_op(cs, beta, pt.as_tensor(factors[cs.eliminated])[0, 0], lam_r, sigma)
     s2 = sigma**2
-    Le = pt.as_tensor(factors[cs.eliminated])  # noqa: N806
+    Le = pt.as_tensor(factors[cs.eliminated])
     q = cs.S_ee.shape[1]
     c_e = pt.as_tensor(cs.Zy_e) - pt.dot(pt.as_tensor(cs.ZX_e), beta)  # (M, q)
     c_r = pt.as_tensor(cs.Zy_r) - pt.dot(pt.as_tensor(cs.ZX_r), beta)  # (Q_r,)
@@ -181,38 +180,37 @@ def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = 
         vv = Le[0, 0] ** 2 * (c_e[:, 0] ** 2 / a).sum()
         lam, diagonal = _rest_scale(cs, factors, pt)
         if diagonal:
-            C = pt.eye(cs.Q_r) + lam[:, None] * inner * lam[None, :]  # noqa: N806
+            C = pt.eye(cs.Q_r) + lam[:, None] * inner * lam[None, :]
             t = lam * t0
         else:
-            C = pt.eye(cs.Q_r) + pt.dot(lam.T, pt.dot(inner, lam))  # noqa: N806
+            C = pt.eye(cs.Q_r) + pt.dot(lam.T, pt.dot(inner, lam))
             t = pt.dot(lam.T, t0)
     else:  # batched Cholesky of the q x q blocks, written out entry by entry (vectorised over levels)
-        Lr = _rest_factor(cs, factors)  # noqa: N806
+        Lr = _rest_factor(cs, factors)
         u_e = pt.dot(c_e, Le)  # rows: (L_e' c_e,l)'
         u_r = pt.dot(Lr.T, c_r)
-        SL = pt.dot(pt.as_tensor(cs.S_er), Lr)  # (M, q, Q_r): Z_el'Z_r Lambda_r  # noqa: N806
-        A_er = pt.tensordot(Le, SL, axes=[[0], [1]]).dimshuffle(1, 0, 2) / s2  # (M, q, Q_r)  # noqa: N806
-        A_rr = pt.eye(cs.Q_r) + pt.dot(Lr.T, pt.dot(pt.as_tensor(cs.S_rr), Lr)) / s2  # noqa: N806
-        S_ee = pt.as_tensor(cs.S_ee)  # noqa: N806
-        A_ee = pt.tensordot(pt.tensordot(S_ee, Le, axes=[[2], [0]]), Le, axes=[[1], [0]]) / s2 + pt.eye(q)  # noqa: N806
+        SL = pt.dot(pt.as_tensor(cs.S_er), Lr)  # (M, q, Q_r): Z_el'Z_r Lambda_r
+        A_er = pt.tensordot(Le, SL, axes=[[0], [1]]).dimshuffle(1, 0, 2) / s2  # (M, q, Q_r)
+        A_rr = pt.eye(cs.Q_r) + pt.dot(Lr.T, pt.dot(pt.as_tensor(cs.S_rr), Lr)) / s2
+        S_ee = pt.as_tensor(cs.S_ee)
+        A_ee = pt.tensordot(pt.tensordot(S_ee, Le, axes=[[2], [0]]), Le, axes=[[1], [0]]) / s2 + pt.eye(q)
         rows, logdet_e = _unrolled_batched_solve(A_ee, pt.concatenate([A_er, u_e[:, :, None]], axis=2), q)
-        W = pt.stack([r[:, :-1] for r in rows], axis=1)  # (M, q, Q_r)  # noqa: N806
+        W = pt.stack([r[:, :-1] for r in rows], axis=1)  # (M, q, Q_r)
         v = pt.stack([r[:, -1] for r in rows], axis=1)  # (M, q)
-        C = A_rr - pt.tensordot(W, W, axes=[[0, 1], [0, 1]])  # noqa: N806
+        C = A_rr - pt.tensordot(W, W, axes=[[0, 1], [0, 1]])
         t = u_r - pt.tensordot(W, v, axes=[[0, 1], [0, 1]])
         vv = (v**2).sum()
-    Rc = linalg.cholesky(C)  # noqa: N806
+    Rc = linalg.cholesky(C)
     z = linalg.solve_triangular(Rc, t, lower=True)
     logdet = logdet_e + 2 * pt.log(pt.diagonal(Rc)).sum()
     quad = (rr - (vv + (z**2).sum()) / s2) / s2
     return -0.5 * (cs.n * pt.log(2 * np.pi * s2) + logdet + quad)
 
 
-def _unrolled_batched_solve(A, B, q: int):  # noqa: N803
+def _unrolled_batched_solve(A, B, q: int):
     """Rows of ``R_l^-1 B_l`` and ``sum_l log|A_l|`` for lower Cholesky factors ``A_l = R_l R_l'``, (M, q, q) and
     (M, q, K): each entry of R one elementwise operation over the M levels (PyTensor's batched ``cholesky`` loops
     over matrices one at a time)."""
-    import pytensor.tensor as pt
 
     low: list[list] = [[None] * q for _ in range(q)]
     logdet = 0.0
@@ -246,8 +244,8 @@ class CrossedPieces:
     def of(cls, cs: CrossedStats, beta: np.ndarray, factors: list[np.ndarray], sigma: np.ndarray) -> CrossedPieces:
         """For draws ``beta`` (S, p), every block's factors (S, q_k, q_k) and ``sigma`` (S,)."""
         s2 = (sigma**2)[:, None, None]
-        Le = factors[cs.eliminated]  # noqa: N806
-        Lr = np.zeros((beta.shape[0], cs.Q_r, cs.Q_r))  # noqa: N806
+        Le = factors[cs.eliminated]
+        Lr = np.zeros((beta.shape[0], cs.Q_r, cs.Q_r))
         for k, cols in cs.rest_slices():  # every level's block on the diagonal
             n, q = cs.levels[k], cs.qs[k]
             Lr[:, cols, cols] = np.einsum("ij,sab->siajb", np.eye(n), factors[k]).reshape(-1, n * q, n * q)
@@ -256,16 +254,16 @@ class CrossedPieces:
         rr = cs.yty - 2 * beta @ cs.Xty + np.einsum("sp,pk,sk->s", beta, cs.XtX, beta)
         u_e = np.einsum("smq,sqa->sma", c_e, Le)
         u_r = np.einsum("sr,sra->sa", c_r, Lr)
-        A_ee = np.einsum("sba,mbc,scd->smad", Le, cs.S_ee, Le, optimize=True) / s2[..., None] + np.eye(Le.shape[-1])  # noqa: N806
-        M, q = cs.S_er.shape[:2]  # noqa: N806
-        SL = (cs.S_er.reshape(M * q, -1)[None] @ Lr).reshape(-1, M, q, cs.Q_r)  # batched BLAS  # noqa: N806
-        A_er = np.einsum("sba,smbk->smak", Le, SL) / s2[..., None]  # noqa: N806
-        A_rr = np.eye(cs.Q_r) + Lr.transpose(0, 2, 1) @ cs.S_rr @ Lr / s2  # noqa: N806
-        R = cholesky_lower(A_ee)  # noqa: N806
-        W = np.swapaxes(solve_lower(R[:, :, None], np.swapaxes(A_er, -1, -2)), -1, -2)  # noqa: N806
+        A_ee = np.einsum("sba,mbc,scd->smad", Le, cs.S_ee, Le, optimize=True) / s2[..., None] + np.eye(Le.shape[-1])
+        M, q = cs.S_er.shape[:2]
+        SL = (cs.S_er.reshape(M * q, -1)[None] @ Lr).reshape(-1, M, q, cs.Q_r)  # batched BLAS
+        A_er = np.einsum("sba,smbk->smak", Le, SL) / s2[..., None]
+        A_rr = np.eye(cs.Q_r) + Lr.transpose(0, 2, 1) @ cs.S_rr @ Lr / s2
+        R = cholesky_lower(A_ee)
+        W = np.swapaxes(solve_lower(R[:, :, None], np.swapaxes(A_er, -1, -2)), -1, -2)
         v = solve_lower(R, u_e)
-        Wf = W.reshape(W.shape[0], M * q, cs.Q_r)  # noqa: N806
-        Rc = np.linalg.cholesky(A_rr - np.swapaxes(Wf, 1, 2) @ Wf)  # noqa: N806
+        Wf = W.reshape(W.shape[0], M * q, cs.Q_r)
+        Rc = np.linalg.cholesky(A_rr - np.swapaxes(Wf, 1, 2) @ Wf)
         z = solve_lower(Rc, u_r - np.einsum("smak,sma->sk", W, v))
         return cls(Le, Lr, R, W, v, Rc, z, rr)
 

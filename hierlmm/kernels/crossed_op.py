@@ -43,22 +43,22 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 
 
 @numba.njit(cache=True)
-def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_er, S_rr, Zy_e, ZX_e, Zy_r,  # noqa: N803, PLR0915
+def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_er, S_rr, Zy_e, ZX_e, Zy_r,
                             ZX_r, XtX, Xty, yty, n_total):
     """Value and gradient (``beta``, ``lam_e``, ``lam_r``, ``sigma``) of the marginal log-likelihood (module
     notation). ``n_values`` (G,) and ``grams`` (G, Q_r, Q_r) are :attr:`CrossedStats.gram_groups`, ``n_l`` (M,)
     the eliminated levels' counts, ``S_er`` (M, Q_r)."""
-    M, Q = S_er.shape  # noqa: N806
-    G, p = n_values.shape[0], beta.shape[0]  # noqa: N806
+    M, Q = S_er.shape
+    G, p = n_values.shape[0], beta.shape[0]
     s2 = sigma * sigma
     s4 = s2 * s2
     t_e = lam_e * lam_e / s2
-    XtXb = XtX @ beta  # noqa: N806
+    XtXb = XtX @ beta
     rr = yty + beta @ (XtXb - 2.0 * Xty)
     c_e = Zy_e - ZX_e @ beta
     c_r = Zy_r - ZX_r @ beta
     # C = I + Lambda_r (S_rr / s2 - sum_g omega_g H_g) Lambda_r and G_2 = sum_g omega2_g H_g (lower triangles)
-    C = np.zeros((Q, Q))  # noqa: N806
+    C = np.zeros((Q, Q))
     g2 = np.zeros((Q, Q))
     for g in range(G):
         d = 1.0 + t_e * n_values[g]
@@ -81,11 +81,11 @@ def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_e
             t[i] -= S_er[m, i] * f
     t *= lam_r
     # Cholesky C = R R' (lower), its inverse, z = R^-1 t, w_r = R'^-1 z
-    R = np.zeros((Q, Q))  # noqa: N806
+    R = np.zeros((Q, Q))
     logdet = cholesky_lower(C, R)  # hierlmm.kernels.small_linalg
     if math.isnan(logdet):  # C = I + Lambda_r (...) Lambda_r is positive definite but for rounding
         return math.nan, np.zeros(p), math.nan, np.zeros(Q), math.nan
-    Rinv = np.zeros((Q, Q))  # noqa: N806
+    Rinv = np.zeros((Q, Q))
     lower_inverse(R, Rinv)
     z = np.zeros(Q)
     for i in range(Q):
@@ -170,7 +170,7 @@ class CrossedLoglik(Op):
 @register_funcify_default_op_cache_key(CrossedLoglik)
 def _numba_crossed_loglik(op: CrossedLoglik, node=None, **kwargs):
     @numba.njit
-    def crossed_loglik(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_er, S_rr, Zy_e, ZX_e, Zy_r, ZX_r,  # noqa: N803
+    def crossed_loglik(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_er, S_rr, Zy_e, ZX_e, Zy_r, ZX_r,
                        XtX, Xty, yty, n_total):
         c = np.ascontiguousarray  # C-layout types for the kernel (no copy of C-ordered data): 2x faster loops
         value, d_beta, d_lam_e, d_lam_r, d_sigma = crossed_loglik_and_grad(

@@ -41,13 +41,13 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 
 
 @numba.njit(cache=True)
-def gaussian_loglik_and_grad(V, r):  # noqa: N803
+def gaussian_loglik_and_grad(V, r):
     """``(l, dl/dV, dl/dr)`` for ``V`` (k, n, n) and ``r`` (k, n) (module notation)."""
     k, n = r.shape
-    dV = np.zeros((k, n, n))  # noqa: N806
+    dV = np.zeros((k, n, n))
     dr = np.zeros((k, n))
-    C = np.zeros((n, n))  # noqa: N806
-    Ci = np.zeros((n, n))  # noqa: N806  C^-1
+    C = np.zeros((n, n))
+    Ci = np.zeros((n, n))  # C^-1
     z = np.zeros(n)
     total = 0.0
     for i in range(k):
@@ -104,20 +104,20 @@ class DenseGaussianLoglik(Op):
 
     __props__ = ()
 
-    def make_node(self, V, r):  # noqa: N803
-        V = pt.as_tensor(V).astype("float64")  # noqa: N806
+    def make_node(self, V, r):
+        V = pt.as_tensor(V).astype("float64")
         r = pt.as_tensor(r).astype("float64")
         return Apply(self, [V, r], [pt.dscalar(), V.type(), r.type()])
 
     def perform(self, node, inputs, outputs):
-        V, r = inputs  # noqa: N806
-        value, dV, dr = gaussian_loglik_and_grad(np.ascontiguousarray(V), np.ascontiguousarray(r))  # noqa: N806
+        V, r = inputs
+        value, dV, dr = gaussian_loglik_and_grad(np.ascontiguousarray(V), np.ascontiguousarray(r))
         outputs[0][0] = np.asarray(value)
         outputs[1][0] = dV
         outputs[2][0] = dr
 
     def pullback(self, inputs, outputs, output_grads):
-        _, dV, dr = outputs  # noqa: N806
+        _, dV, dr = outputs
         g = output_grads[0]
         return [g * dV, g * dr]
 
@@ -128,13 +128,13 @@ class DenseGaussianLoglik(Op):
 @register_funcify_default_op_cache_key(DenseGaussianLoglik)
 def _numba_dense_gaussian(op: DenseGaussianLoglik, node=None, **kwargs):
     @numba.njit
-    def dense_gaussian(V, r):  # noqa: N803
-        value, dV, dr = gaussian_loglik_and_grad(np.ascontiguousarray(V), np.ascontiguousarray(r))  # noqa: N806
+    def dense_gaussian(V, r):
+        value, dV, dr = gaussian_loglik_and_grad(np.ascontiguousarray(V), np.ascontiguousarray(r))
         return np.asarray(value), dV, dr
 
     return dense_gaussian, _SOURCE_VERSION
 
 
-def dense_gaussian_loglik(V, r):  # noqa: N803
+def dense_gaussian_loglik(V, r):
     """``sum_i log N(r_i | 0, V_i)`` as a PyTensor scalar, differentiable through the kernel's gradient."""
     return DenseGaussianLoglik()(V, r)[0]

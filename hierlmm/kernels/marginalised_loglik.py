@@ -28,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytensor.tensor as pt
+from pytensor.tensor.linalg import block_diag
 
 from hierlmm.design.design import Design
 from hierlmm.design.sufficient_stats import SubjectStats, _group_sum, stack_factors, subject_stats
@@ -46,7 +48,7 @@ class MarginalStats:
     def of(cls, design: Design, stats: SubjectStats | None = None) -> MarginalStats:
         """Compute them from a design."""
         stats = stats if stats is not None else subject_stats(design)
-        X, y, M = design.X, design.y, stats.M  # noqa: N806
+        X, y, M = design.X, design.y, stats.M
         return cls(
             stats,
             _group_sum(X[:, :, None] * X[:, None, :], stats.subject_index, M),
@@ -57,11 +59,9 @@ class MarginalStats:
 
 def stacked_factor(stats: SubjectStats, factors: list) -> object:
     """The stacked (Q x Q) factor from each block's factor; works for NumPy arrays and PyTensor tensors."""
-    import pytensor.tensor as pt
 
     if not any(isinstance(f, pt.TensorVariable) for f in factors):
         return stack_factors(stats, factors)
-    from pytensor.tensor.linalg import block_diag
 
     # block_diag rather than set_subtensor into a constant: Numba (nutpie) refuses to write into constants.
     pieces = [pt.as_tensor(factors[lay.block]) for lay in stats.layouts for _ in range(lay.n_slots)]
@@ -78,15 +78,15 @@ class DrawPieces:
     rr: np.ndarray
 
     @classmethod
-    def of(cls, ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:  # noqa: N803
+    def of(cls, ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:
         """Compute them for draws ``beta`` (S, p), stacked ``L`` (S, Q, Q), ``sigma`` (S,)."""
         s = ms.subject
-        S, M, p = beta.shape[0], s.M, beta.shape[1]  # noqa: N806
+        S, M, p = beta.shape[0], s.M, beta.shape[1]
         s2 = sigma**2
-        A = congruence(L, s.ZtZ) / s2[:, None, None, None] + np.eye(s.Q)  # noqa: N806
-        Ztr = s.Zty[None] - np.moveaxis(np.tensordot(s.ZtX, beta, axes=([2], [1])), -1, 0)  # noqa: N806
+        A = congruence(L, s.ZtZ) / s2[:, None, None, None] + np.eye(s.Q)
+        Ztr = s.Zty[None] - np.moveaxis(np.tensordot(s.ZtX, beta, axes=([2], [1])), -1, 0)
         u = times(np.swapaxes(L, -1, -2), Ztr) / s2[:, None, None]
-        XtXb = (beta @ np.moveaxis(ms.XtX_i, 1, 0).reshape(p, M * p)).reshape(S, M, p)  # noqa: N806
+        XtXb = (beta @ np.moveaxis(ms.XtX_i, 1, 0).reshape(p, M * p)).reshape(S, M, p)
         rr = ms.yty_i[None] - 2 * beta @ ms.Xty_i.T + (XtXb * beta[:, None, :]).sum(-1)
         return cls(A, cholesky_lower(A), u, rr)
 
@@ -106,12 +106,12 @@ operation over all draws and subjects): NumPy's batched ``matmul``/``cholesky`` 
 the slowest steps of a fit."""
 
 
-def congruence(L: np.ndarray, S: np.ndarray) -> np.ndarray:  # noqa: N803
+def congruence(L: np.ndarray, S: np.ndarray) -> np.ndarray:
     """``L_s' S_m L_s`` for every draw ``s`` (L: (S, Q, Q)) and subject ``m`` (S: (M, Q, Q)): (S, M, Q, Q)."""
-    Q = L.shape[-1]  # noqa: N806
+    Q = L.shape[-1]
     if Q > SMALL:
         return np.swapaxes(L, -1, -2)[:, None] @ S[None] @ L[:, None]
-    SL = [[sum(S[None, :, c, d] * L[:, None, d, b] for d in range(Q)) for b in range(Q)] for c in range(Q)]  # noqa: N806
+    SL = [[sum(S[None, :, c, d] * L[:, None, d, b] for d in range(Q)) for b in range(Q)] for c in range(Q)]
     out = np.empty((L.shape[0], S.shape[0], Q, Q))
     for a in range(Q):
         for b in range(a, Q):
@@ -120,20 +120,20 @@ def congruence(L: np.ndarray, S: np.ndarray) -> np.ndarray:  # noqa: N803
     return out
 
 
-def times(L: np.ndarray, v: np.ndarray) -> np.ndarray:  # noqa: N803
+def times(L: np.ndarray, v: np.ndarray) -> np.ndarray:
     """``L_s v_sm`` for draws ``s`` (L: (S, Q, Q)) and subjects ``m`` (v: (S, M, Q)): (S, M, Q)."""
-    Q = L.shape[-1]  # noqa: N806
+    Q = L.shape[-1]
     if Q > SMALL:
         return (L[:, None] @ v[..., None])[..., 0]
     return np.stack([sum(L[:, None, a, c] * v[..., c] for c in range(Q)) for a in range(Q)], axis=-1)
 
 
-def cholesky_lower(A: np.ndarray) -> np.ndarray:  # noqa: N803
+def cholesky_lower(A: np.ndarray) -> np.ndarray:
     """Lower Cholesky factors of a batch of symmetric positive-definite matrices (..., Q, Q) (see :data:`SMALL`)."""
-    Q = A.shape[-1]  # noqa: N806
+    Q = A.shape[-1]
     if Q > SMALL:
         return np.linalg.cholesky(A)
-    R = np.zeros_like(A)  # noqa: N806
+    R = np.zeros_like(A)
     for j in range(Q):
         R[..., j, j] = np.sqrt(A[..., j, j] - (R[..., j, :j] ** 2).sum(-1))
         for i in range(j + 1, Q):
@@ -141,7 +141,7 @@ def cholesky_lower(A: np.ndarray) -> np.ndarray:  # noqa: N803
     return R
 
 
-def solve_lower(R: np.ndarray, b: np.ndarray) -> np.ndarray:  # noqa: N803
+def solve_lower(R: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``R^-1 b`` for lower-triangular ``R`` (..., Q, Q) and ``b`` (..., Q), by forward substitution written out
     over the Q columns (each step vectorised over draws and subjects; NumPy's batched ``solve`` on many 2x2
     systems was the slowest step of a fit)."""
@@ -151,7 +151,7 @@ def solve_lower(R: np.ndarray, b: np.ndarray) -> np.ndarray:  # noqa: N803
     return x
 
 
-def solve_lower_transposed(R: np.ndarray, b: np.ndarray) -> np.ndarray:  # noqa: N803
+def solve_lower_transposed(R: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``R'^-1 b`` for lower-triangular ``R`` (..., Q, Q), by back substitution (see :func:`solve_lower`)."""
     x = np.empty_like(b)
     for j in reversed(range(b.shape[-1])):
@@ -159,7 +159,7 @@ def solve_lower_transposed(R: np.ndarray, b: np.ndarray) -> np.ndarray:  # noqa:
     return x
 
 
-def subject_loglik_numpy(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float) -> np.ndarray:  # noqa: N803
+def subject_loglik_numpy(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float) -> np.ndarray:
     """Per-subject marginal log-likelihood for one parameter value (NumPy; for LOO and tests)."""
     s = np.array([sigma], dtype=float)
     return DrawPieces.of(ms, np.asarray(beta)[None], np.asarray(L)[None], s).loglik(ms, s)[0]
@@ -169,14 +169,13 @@ MAX_UNROLLED = 8
 """Largest stacked block whose Cholesky factorisation is written out elementwise (vectorised over subjects)."""
 
 
-def _unrolled_cholesky(LSL, u, s2, Q: int):  # noqa: N803
+def _unrolled_cholesky(LSL, u, s2, Q: int):
     """``log|A_i|`` and ``u_i' A_i^-1 u_i`` for all subjects, with ``A_i = I + LSL_i / s2``, by a Cholesky
     factorisation written out entry by entry: each entry is one elementwise operation over the M subjects.
 
     Written by hand: PyTensor's batched ``cholesky``/``solve_triangular`` loop over subjects one small matrix at a
     time under Numba, which made a 3x3 model's gradient many times slower than these few vector operations.
     """
-    import pytensor.tensor as pt
 
     a = [[LSL[:, i, j] / s2 + (1.0 if i == j else 0.0) for j in range(Q)] for i in range(Q)]
     low: list[list] = [[None] * Q for _ in range(Q)]
@@ -194,16 +193,15 @@ def _unrolled_cholesky(LSL, u, s2, Q: int):  # noqa: N803
     return logdet, sum(wj**2 for wj in w)
 
 
-def subject_loglik_pytensor(ms: MarginalStats, beta, L, sigma):  # noqa: N803
+def subject_loglik_pytensor(ms: MarginalStats, beta, L, sigma):
     """Per-subject marginal log-likelihood as a PyTensor expression of ``beta`` (p,), ``L`` (Q, Q), ``sigma``."""
-    import pytensor.tensor as pt
 
     s = ms.subject
-    M, Q = s.M, s.Q  # noqa: N806
+    M, Q = s.M, s.Q
     s2 = sigma**2
-    SL = pt.dot(pt.as_tensor(s.ZtZ.reshape(M * Q, Q)), L).reshape((M, Q, Q))  # noqa: N806
-    LSL = pt.dot(SL.transpose(0, 2, 1).reshape((M * Q, Q)), L).reshape((M, Q, Q))  # noqa: N806
-    Ztr = pt.as_tensor(s.Zty) - pt.dot(pt.as_tensor(s.ZtX), beta)  # (M, Q)  # noqa: N806
+    SL = pt.dot(pt.as_tensor(s.ZtZ.reshape(M * Q, Q)), L).reshape((M, Q, Q))
+    LSL = pt.dot(SL.transpose(0, 2, 1).reshape((M * Q, Q)), L).reshape((M, Q, Q))
+    Ztr = pt.as_tensor(s.Zty) - pt.dot(pt.as_tensor(s.ZtX), beta)  # (M, Q)
     u = pt.dot(Ztr, L)  # rows: (L' Z'r)'
     rr = pt.as_tensor(ms.yty_i) - 2 * pt.dot(pt.as_tensor(ms.Xty_i), beta) + (
         pt.dot(pt.dot(pt.as_tensor(ms.XtX_i), beta), beta)
@@ -211,22 +209,22 @@ def subject_loglik_pytensor(ms: MarginalStats, beta, L, sigma):  # noqa: N803
     if Q == 1:
         a = 1 + LSL[:, 0, 0] / s2
         logdet = pt.log(a)
-        uAu = u[:, 0] ** 2 / a  # noqa: N806
+        uAu = u[:, 0] ** 2 / a
     elif Q == 2:
         a = 1 + LSL[:, 0, 0] / s2
         b = LSL[:, 0, 1] / s2
         d = 1 + LSL[:, 1, 1] / s2
         det = a * d - b * b
         logdet = pt.log(det)
-        uAu = (d * u[:, 0] ** 2 - 2 * b * u[:, 0] * u[:, 1] + a * u[:, 1] ** 2) / det  # noqa: N806
+        uAu = (d * u[:, 0] ** 2 - 2 * b * u[:, 0] * u[:, 1] + a * u[:, 1] ** 2) / det
     elif Q <= MAX_UNROLLED:
-        logdet, uAu = _unrolled_cholesky(LSL, u, s2, Q)  # noqa: N806
+        logdet, uAu = _unrolled_cholesky(LSL, u, s2, Q)
     else:
-        A = LSL / s2 + pt.eye(Q)  # noqa: N806
+        A = LSL / s2 + pt.eye(Q)
         chol = pt.linalg.cholesky(A)
         logdet = 2 * pt.log(pt.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
         w = pt.linalg.solve_triangular(chol, u[:, :, None], lower=True)[:, :, 0]
-        uAu = (w**2).sum(axis=1)  # noqa: N806
+        uAu = (w**2).sum(axis=1)
     n = pt.as_tensor(s.n_per_subject.astype(float))
     quad = (rr - uAu / s2) / s2
     return -0.5 * (n * pt.log(2 * np.pi * s2) + logdet + quad)

@@ -40,7 +40,7 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 
 
 @numba.njit(cache=True, fastmath=False)
-def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):  # noqa: N803, PLR0912, PLR0915
+def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
     """Total marginal log-likelihood and its gradient with respect to ``beta``, ``L`` and ``sigma``.
 
     Parameters
@@ -59,9 +59,9 @@ def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_tot
     value, d_beta (p,), d_L (Q, Q), d_sigma
         ``d_L`` is the gradient with respect to every entry of ``L`` (the upper triangle's is meaningless).
     """
-    M, Q, p = ZtX.shape  # noqa: N806
+    M, Q, p = ZtX.shape
     s2 = sigma * sigma
-    XtXb = np.zeros(p)  # noqa: N806
+    XtXb = np.zeros(p)
     for a in range(p):
         acc = 0.0
         for b in range(p):
@@ -72,17 +72,17 @@ def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_tot
     for a in range(p):
         rr += beta[a] * (XtXb[a] - 2.0 * Xty[a])
         d_beta[a] = (Xty[a] - XtXb[a]) / s2
-    d_L = np.zeros((Q, Q))  # noqa: N806
+    d_L = np.zeros((Q, Q))
     c = np.zeros(Q)
     u = np.zeros(Q)
     w = np.zeros(Q)
-    Lw = np.zeros(Q)  # noqa: N806
-    SLw = np.zeros(Q)  # noqa: N806
-    SL = np.zeros((Q, Q))  # noqa: N806
-    A = np.zeros((Q, Q))  # noqa: N806
-    R = np.zeros((Q, Q))  # noqa: N806  lower Cholesky factor of A
-    Ainv = np.zeros((Q, Q))  # noqa: N806
-    Rinv = np.zeros((Q, Q))  # noqa: N806
+    Lw = np.zeros(Q)
+    SLw = np.zeros(Q)
+    SL = np.zeros((Q, Q))
+    A = np.zeros((Q, Q))
+    R = np.zeros((Q, Q))  # lower Cholesky factor of A
+    Ainv = np.zeros((Q, Q))
+    Rinv = np.zeros((Q, Q))
     logdet = 0.0
     uw_sum = 0.0
     ww_sum = 0.0
@@ -154,14 +154,14 @@ def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_tot
 @numba.njit(cache=True)
 def _global_terms(beta, XtX, Xty, yty, s2):
     """``r'r`` and ``X'r / s2`` from the global cross-products."""
-    XtXb = XtX @ beta  # noqa: N806
+    XtXb = XtX @ beta
     return yty + beta @ (XtXb - 2.0 * Xty), (Xty - XtXb) / s2
 
 
 @numba.njit(cache=True)
-def marginal_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):  # noqa: N803
+def marginal_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
     """:func:`marginal_loglik_and_grad` written out for one random effect (Q = 1): several times faster."""
-    M, _, p = ZtX.shape  # noqa: N806
+    M, _, p = ZtX.shape
     s2 = sigma * sigma
     s4 = s2 * s2
     rr, d_beta = _global_terms(beta, XtX, Xty, yty, s2)
@@ -185,15 +185,15 @@ def marginal_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_
         g00 += -sl * inv / s2 + (c0 * w0 - sl * w0 * w0 / s2) / s4
     value = -0.5 * (n_total * (LOG_2PI + math.log(s2)) + logdet + (rr - uw / s2) / s2)
     d_s2 = -0.5 * (n_total / s2 - (M - tr) / s2 - rr / s4 + (uw + ww) / (s4 * s2))
-    d_L = np.zeros((1, 1))  # noqa: N806
+    d_L = np.zeros((1, 1))
     d_L[0, 0] = g00
     return value, d_beta, d_L, 2.0 * sigma * d_s2
 
 
 @numba.njit(cache=True)
-def marginal_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):  # noqa: N803, PLR0915
+def marginal_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
     """:func:`marginal_loglik_and_grad` written out for two random effects (Q = 2): several times faster."""
-    M, _, p = ZtX.shape  # noqa: N806
+    M, _, p = ZtX.shape
     s2 = sigma * sigma
     s4 = s2 * s2
     rr, d_beta = _global_terms(beta, XtX, Xty, yty, s2)
@@ -234,12 +234,12 @@ def marginal_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_
         g11 += -(sl10 * i01 + sl11 * i11) / s2 + (c1 * w1 - slw1 * w1 / s2) / s4
     value = -0.5 * (n_total * (LOG_2PI + math.log(s2)) + logdet + (rr - uw / s2) / s2)
     d_s2 = -0.5 * (n_total / s2 - (2 * M - tr) / s2 - rr / s4 + (uw + ww) / (s4 * s2))
-    d_L = np.zeros((2, 2))  # noqa: N806
+    d_L = np.zeros((2, 2))
     d_L[0, 0], d_L[1, 0], d_L[1, 1] = g00, g10, g11
     return value, d_beta, d_L, 2.0 * sigma * d_s2
 
 
-def kernel_for(Q: int):  # noqa: N803
+def kernel_for(Q: int):
     """The fastest kernel for ``Q`` stacked random effects."""
     return {1: marginal_loglik_and_grad_q1, 2: marginal_loglik_and_grad_q2}.get(Q, marginal_loglik_and_grad)
 
@@ -255,19 +255,19 @@ class MarginalLoglik(Op):
 
     __props__ = ("Q",)
 
-    def __init__(self, Q: int) -> None:  # noqa: N803
+    def __init__(self, Q: int) -> None:
         self.Q = int(Q)
 
-    def make_node(self, beta, L, sigma, *data):  # noqa: N803
+    def make_node(self, beta, L, sigma, *data):
         beta = pt.as_tensor(beta).astype("float64")
-        L = pt.as_tensor(L).astype("float64")  # noqa: N806
+        L = pt.as_tensor(L).astype("float64")
         sigma = pt.as_tensor(sigma).astype("float64")
         data = [pt.as_tensor(d).astype("float64") for d in data]
         return Apply(self, [beta, L, sigma, *data], [pt.dscalar(), beta.type(), L.type(), sigma.type()])
 
     def perform(self, node, inputs, outputs):
-        beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total = inputs  # noqa: N806
-        value, d_beta, d_L, d_sigma = kernel_for(self.Q)(  # noqa: N806
+        beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total = inputs
+        value, d_beta, d_L, d_sigma = kernel_for(self.Q)(
             np.ascontiguousarray(beta), np.ascontiguousarray(L), float(sigma), ZtZ, ZtX, Zty, XtX, Xty,
             float(yty), float(n_total))
         outputs[0][0] = np.asarray(value)
@@ -276,7 +276,7 @@ class MarginalLoglik(Op):
         outputs[3][0] = np.asarray(d_sigma)
 
     def pullback(self, inputs, outputs, output_grads):
-        _, d_beta, d_L, d_sigma = outputs  # noqa: N806
+        _, d_beta, d_L, d_sigma = outputs
         g = output_grads[0]
         return [g * d_beta, g * d_L, g * d_sigma] + [disconnected_type() for _ in inputs[3:]]
 
@@ -289,8 +289,8 @@ def _numba_marginal_loglik(op: MarginalLoglik, node=None, **kwargs):
     kernel = kernel_for(op.Q)
 
     @numba.njit
-    def marginal_loglik(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):  # noqa: N803
-        value, d_beta, d_L, d_sigma = kernel(np.ascontiguousarray(beta), np.ascontiguousarray(L), sigma.item(),  # noqa: N806
+    def marginal_loglik(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
+        value, d_beta, d_L, d_sigma = kernel(np.ascontiguousarray(beta), np.ascontiguousarray(L), sigma.item(),
                                              ZtZ, ZtX, Zty, XtX, Xty, yty.item(), n_total.item())
         return np.asarray(value), d_beta, d_L, np.asarray(d_sigma)
 
@@ -304,7 +304,7 @@ def marginal_data(ms: MarginalStats) -> tuple[np.ndarray, ...]:
     return (*arrays, np.asarray(ms.yty_i.sum(), dtype=np.float64), np.asarray(s.n_per_subject.sum(), dtype=np.float64))
 
 
-def marginal_loglik_op(ms: MarginalStats, beta, L, sigma):  # noqa: N803
+def marginal_loglik_op(ms: MarginalStats, beta, L, sigma):
     """The total marginal log-likelihood as a PyTensor scalar of ``beta`` (p,), stacked ``L`` (Q, Q) and ``sigma``,
     differentiable through the kernel's analytic gradient."""
     data = [pt.constant(d) for d in marginal_data(ms)]

@@ -21,7 +21,7 @@ LOG_2PI = math.log(2.0 * math.pi)  # log(2 pi), the Gaussian constant of every k
 
 
 @numba.njit(cache=True)
-def cholesky_lower(A, R):  # noqa: N803
+def cholesky_lower(A, R):
     """Fill ``R`` (lower) with ``A = R R'``; return ``log|A|``, or NaN (``R`` incomplete) if ``A`` is not positive
     definite."""
     n = A.shape[0]
@@ -43,7 +43,7 @@ def cholesky_lower(A, R):  # noqa: N803
 
 
 @numba.njit(cache=True)
-def lower_inverse(R, Rinv):  # noqa: N803
+def lower_inverse(R, Rinv):
     """Fill ``Rinv`` with ``R^-1`` (lower triangular; its upper triangle set to 0), column by column."""
     n = R.shape[0]
     for j in range(n):
@@ -58,7 +58,7 @@ def lower_inverse(R, Rinv):  # noqa: N803
 
 
 @numba.njit(cache=True)
-def inverse_from_lower_inverse(Rinv, Ainv):  # noqa: N803
+def inverse_from_lower_inverse(Rinv, Ainv):
     """Fill ``Ainv`` with ``A^-1 = R^-T R^-1`` (symmetric) from ``R^-1``."""
     n = Rinv.shape[0]
     for a in range(n):

@@ -59,7 +59,7 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 
 
 @numba.njit(cache=True)
-def woodbury_loglik_and_grad(r, v, L, Z, offsets):  # noqa: N803, PLR0912, PLR0915
+def woodbury_loglik_and_grad(r, v, L, Z, offsets):
     """``(l, dl/dr, dl/dv, dl/dL)`` (module notation).
 
     Parameters
@@ -71,22 +71,22 @@ def woodbury_loglik_and_grad(r, v, L, Z, offsets):  # noqa: N803, PLR0912, PLR09
     offsets : (subjects + 1,) integer array
         Subject ``i``'s rows are ``offsets[i]:offsets[i + 1]``.
     """
-    N, q = Z.shape  # noqa: N806
+    N, q = Z.shape
     dr = np.zeros(N)
     dv = np.zeros(N)
-    dL = np.zeros((q, q))  # noqa: N806
-    P = np.zeros((q, q))  # noqa: N806  Z'WZ
-    PL = np.zeros((q, q))  # noqa: N806
-    A = np.zeros((q, q))  # noqa: N806
-    R = np.zeros((q, q))  # noqa: N806  lower Cholesky factor of A
-    Rinv = np.zeros((q, q))  # noqa: N806
-    Ainv = np.zeros((q, q))  # noqa: N806
-    K = np.zeros((q, q))  # noqa: N806  L A^-1 L', so that g_j'A^-1 g_j = z_j'K z_j
-    LAinv = np.zeros((q, q))  # noqa: N806
+    dL = np.zeros((q, q))
+    P = np.zeros((q, q))  # Z'WZ
+    PL = np.zeros((q, q))
+    A = np.zeros((q, q))
+    R = np.zeros((q, q))  # lower Cholesky factor of A
+    Rinv = np.zeros((q, q))
+    Ainv = np.zeros((q, q))
+    K = np.zeros((q, q))  # L A^-1 L', so that g_j'A^-1 g_j = z_j'K z_j
+    LAinv = np.zeros((q, q))
     t = np.zeros(q)  # Z'Wr
     c = np.zeros(q)
     m = np.zeros(q)
-    Lm = np.zeros(q)  # noqa: N806
+    Lm = np.zeros(q)
     h = np.zeros(q)
     total = 0.0
     for i in range(offsets.size - 1):
@@ -183,9 +183,9 @@ def woodbury_loglik_and_grad(r, v, L, Z, offsets):  # noqa: N803, PLR0912, PLR09
 
 
 @numba.njit(cache=True)
-def woodbury_loglik_and_grad_q1(r, v, L, Z, offsets):  # noqa: N803
+def woodbury_loglik_and_grad_q1(r, v, L, Z, offsets):
     """:func:`woodbury_loglik_and_grad` written out for one random effect (q = 1): ``A_i`` is a scalar."""
-    N = r.size  # noqa: N806
+    N = r.size
     dr = np.zeros(N)
     dv = np.zeros(N)
     l00 = L[0, 0]
@@ -218,16 +218,16 @@ def woodbury_loglik_and_grad_q1(r, v, L, Z, offsets):  # noqa: N803
             dv[j] = 0.5 * (aj * rho - 1.0 + wj * k * z * z)
             h += aj * z
         d00 += h * m - p * l00 * inv
-    dL = np.zeros((1, 1))  # noqa: N806
+    dL = np.zeros((1, 1))
     dL[0, 0] = d00
     return total, dr, dv, dL
 
 
 @numba.njit(cache=True)
-def woodbury_loglik_and_grad_q2(r, v, L, Z, offsets):  # noqa: N803, PLR0915
+def woodbury_loglik_and_grad_q2(r, v, L, Z, offsets):
     """:func:`woodbury_loglik_and_grad` written out for two random effects (q = 2): every q x q quantity in
     scalars (``L`` need not be triangular)."""
-    N = r.size  # noqa: N806
+    N = r.size
     dr = np.zeros(N)
     dv = np.zeros(N)
     l00, l01, l10, l11 = L[0, 0], L[0, 1], L[1, 0], L[1, 1]
@@ -279,7 +279,7 @@ def woodbury_loglik_and_grad_q2(r, v, L, Z, offsets):  # noqa: N803, PLR0915
         d01 += h0 * m1 - (pl00 * i01 + pl01 * i11)
         d10 += h1 * m0 - (pl10 * i00 + pl11 * i01)
         d11 += h1 * m1 - (pl10 * i01 + pl11 * i11)
-    dL = np.zeros((2, 2))  # noqa: N806
+    dL = np.zeros((2, 2))
     dL[0, 0], dL[0, 1], dL[1, 0], dL[1, 1] = d00, d01, d10, d11
     return total, dr, dv, dL
 
@@ -300,17 +300,17 @@ class WoodburyLoglik(Op):
     def __init__(self, q: int) -> None:
         self.q = int(q)
 
-    def make_node(self, r, v, L, Z, offsets):  # noqa: N803
+    def make_node(self, r, v, L, Z, offsets):
         r = pt.as_tensor(r).astype("float64")
         v = pt.as_tensor(v).astype("float64")
-        L = pt.as_tensor(L).astype("float64")  # noqa: N806
-        Z = pt.as_tensor(Z).astype("float64")  # noqa: N806
+        L = pt.as_tensor(L).astype("float64")
+        Z = pt.as_tensor(Z).astype("float64")
         offsets = pt.as_tensor(offsets).astype("int64")
         return Apply(self, [r, v, L, Z, offsets], [pt.dscalar(), r.type(), v.type(), L.type()])
 
     def perform(self, node, inputs, outputs):
-        r, v, L, Z, offsets = inputs  # noqa: N806
-        value, dr, dv, dL = kernel_for(self.q)(  # noqa: N806
+        r, v, L, Z, offsets = inputs
+        value, dr, dv, dL = kernel_for(self.q)(
             np.ascontiguousarray(r), np.ascontiguousarray(v), np.ascontiguousarray(L), Z, offsets)
         outputs[0][0] = np.asarray(value)
         outputs[1][0] = dr
@@ -318,7 +318,7 @@ class WoodburyLoglik(Op):
         outputs[3][0] = dL
 
     def pullback(self, inputs, outputs, output_grads):
-        _, dr, dv, dL = outputs  # noqa: N806
+        _, dr, dv, dL = outputs
         g = output_grads[0]
         return [g * dr, g * dv, g * dL, disconnected_type(), disconnected_type()]
 
@@ -331,8 +331,8 @@ def _numba_woodbury(op: WoodburyLoglik, node=None, **kwargs):
     kernel = kernel_for(op.q)
 
     @numba.njit
-    def woodbury(r, v, L, Z, offsets):  # noqa: N803
-        value, dr, dv, dL = kernel(  # noqa: N806
+    def woodbury(r, v, L, Z, offsets):
+        value, dr, dv, dL = kernel(
             np.ascontiguousarray(r), np.ascontiguousarray(v), np.ascontiguousarray(L), Z, offsets)
         return np.asarray(value), dr, dv, dL
 
@@ -348,9 +348,9 @@ def subject_offsets(group_index: np.ndarray, n_subjects: int) -> tuple[np.ndarra
     return order, offsets
 
 
-def woodbury_loglik(r, v, L, Z: np.ndarray, offsets: np.ndarray):  # noqa: N803
+def woodbury_loglik(r, v, L, Z: np.ndarray, offsets: np.ndarray):
     """``sum_i log N(r_i | 0, Z_i L L'Z_i' + diag(exp(v_i)))`` as a PyTensor scalar of ``r`` (N,), ``v`` (N,) and
     ``L`` (q, q), rows sorted by subject (``offsets``); differentiable through the kernel's gradient."""
-    Z = np.ascontiguousarray(Z, dtype=np.float64)  # noqa: N806
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
     return WoodburyLoglik(Z.shape[1])(r, v, L, pt.constant(Z), pt.constant(offsets))[0]

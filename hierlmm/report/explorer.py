@@ -62,8 +62,8 @@ def implied_structure(sd0: float, sd1: float, rho: float, sigma: float, n_visits
                       ) -> ImpliedStructure:
     """``D`` and ``V`` for visits at ``0, spacing, ..., (n_visits - 1) spacing``."""
     times = spacing * np.arange(n_visits, dtype=float)
-    D = np.array([[sd0**2, rho * sd0 * sd1], [rho * sd0 * sd1, sd1**2]])  # noqa: N806
-    Z = np.column_stack([np.ones(n_visits), times])  # noqa: N806
+    D = np.array([[sd0**2, rho * sd0 * sd1], [rho * sd0 * sd1, sd1**2]])
+    Z = np.column_stack([np.ones(n_visits), times])
     return ImpliedStructure(times, D, Z @ D @ Z.T + sigma**2 * np.eye(n_visits))
 
 

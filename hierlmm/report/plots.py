@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import arviz_base as azb
 import numpy as np
 import pandas as pd
 
@@ -48,7 +49,7 @@ def subject_panel(
         Optional function applied to the observed response before plotting (e.g. ``np.log`` when the model's
         response is ``log(serBilir)``); by default the design's response values are plotted.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     design = fit.design
     if time not in data.columns:
@@ -84,7 +85,7 @@ def subject_panel(
 
 def forest(bayes: BayesFit, ml: MLFit, ci_prob: float = 0.95):
     """Forest plot: each parameter's posterior interval beside the ML/REML estimate (+- 1.96 SE when there is one)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     table = compare(bayes, ml, ci_prob)
     fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(table) + 1))
@@ -109,23 +110,21 @@ def forest(bayes: BayesFit, ml: MLFit, ci_prob: float = 0.95):
 
 def rank_plot(fit: BayesFit):
     """Rank plots of the reported parameters (arviz_plots)."""
-    import arviz_base as azb
-    import arviz_plots as azp
+    import arviz_plots as azp  # lazy: arviz_plots: ~1 s to import, needed only to draw
 
     return azp.plot_rank(azb.from_dict({"posterior": fit.parameter_draws()}))
 
 
 def trace_plot(fit: BayesFit):
     """Trace and marginal density of the reported parameters (arviz_plots)."""
-    import arviz_base as azb
-    import arviz_plots as azp
+    import arviz_plots as azp  # lazy: arviz_plots: ~1 s to import, needed only to draw
 
     return azp.plot_trace_dist(azb.from_dict({"posterior": fit.parameter_draws()}))
 
 
 def ppc_plot(fit: BayesFit, num_samples: int = 50):
     """Posterior predictive check of y (adds ``posterior_predictive`` to the tree when missing)."""
-    import arviz_plots as azp
+    import arviz_plots as azp  # lazy: arviz_plots: ~1 s to import, needed only to draw
 
     if "posterior_predictive" not in fit.tree.children:
         add_posterior_predictive(fit)
@@ -144,7 +143,7 @@ def covariance_heatmap(implied: ImpliedCovariance, which: str = "correlation", l
     labels
         Tick labels of the rows (e.g. the visit times).
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     values = implied.summary(which)["mean"]
     fig, ax = plt.subplots(figsize=(4.6, 4))
@@ -166,7 +165,7 @@ def covariance_heatmap(implied: ImpliedCovariance, which: str = "correlation", l
 def variance_function(implied: ImpliedCovariance, time: str, ci_prob: float = 0.95, ax: Any = None):
     """The variance function ``Var(y(t)) = z(t)' D z(t) + sigma^2`` over the rows' ``time`` column, with a
     ``ci_prob`` band for a Bayesian fit; and the correlation of ``y(t)`` with the first row's ``y``."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     t = np.asarray(implied.rows[time], dtype=float)
     var = implied.summary("variance", ci_prob)

@@ -47,27 +47,27 @@ class PdMat:
     parts: tuple[PdMat, ...] = ()
 
 
-def pdSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+def pdSymm(formula: str) -> PdMat:  # nlme's name
     """General positive-definite D (nlme's ``pdSymm``/``pdLogChol``; lme4's ``(x | g)``)."""
     return PdMat("pdSymm", formula)
 
 
-def pdDiag(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+def pdDiag(formula: str) -> PdMat:  # nlme's name
     """Diagonal D: uncorrelated random effects (nlme's ``pdDiag``; lme4's ``(x || g)``)."""
     return PdMat("pdDiag", formula)
 
 
-def pdIdent(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+def pdIdent(formula: str) -> PdMat:  # nlme's name
     """A multiple of the identity: uncorrelated random effects with one common variance (nlme's ``pdIdent``)."""
     return PdMat("pdIdent", formula)
 
 
-def pdCompSymm(formula: str) -> PdMat:  # noqa: N802 - nlme's name
+def pdCompSymm(formula: str) -> PdMat:  # nlme's name
     """Compound symmetry: one common variance and one common correlation (nlme's ``pdCompSymm``)."""
     return PdMat("pdCompSymm", formula)
 
 
-def pdBlocked(parts: list[PdMat] | tuple[PdMat, ...]) -> PdMat:  # noqa: N802 - nlme's name
+def pdBlocked(parts: list[PdMat] | tuple[PdMat, ...]) -> PdMat:  # nlme's name
     """Block-diagonal D, each block with its own structure (nlme's ``pdBlocked(list(pdSymm(~ 1), ...))``; lme4's
     ``(1 | g) + (0 + x | g)``): effects in different blocks are uncorrelated."""
     parts = tuple(parts) if isinstance(parts, (list, tuple)) else ()

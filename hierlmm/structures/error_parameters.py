@@ -58,26 +58,26 @@ class ErrorParameters:
         return dataclasses.replace(self, sigma=self.sigma[index], free={k: v[index] for k, v in self.free.items()},
                                    omega=None if self.omega is None else self.omega[index])
 
-    def sd_ratios(self, M: np.ndarray | None) -> np.ndarray:  # noqa: N803
+    def sd_ratios(self, M: np.ndarray | None) -> np.ndarray:
         """``s = exp(M omega)``: (S, ..., n) for ``M`` (..., n, k); ones (1, ..., n) without a variance function."""
         if self.omega is None or M is None:
             return np.ones((1, *(() if M is None else M.shape[:-1])))
         return np.exp(np.einsum("...nm,sm->s...n", M, self.omega))
 
-    def matrices(self, d: np.ndarray, M: np.ndarray | None, same: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
+    def matrices(self, d: np.ndarray, M: np.ndarray | None, same: np.ndarray | None = None) -> np.ndarray:
         """``E`` (S, ..., n, n) (module notation) for distances ``d`` (..., n, n), ``M`` rows (..., n, k) or None,
         and ``same`` (n, n) whether two rows share a subject (None: they all do)."""
         n = d.shape[-1]
         ones = (1,) * d.ndim
         if self.structure is None:
-            R = np.eye(n)  # noqa: N806
+            R = np.eye(n)
         elif self.unconstrained is not None:
-            R = self.structure.from_distances(self.unconstrained, d, self.n_max)[None]  # noqa: N806
+            R = self.structure.from_distances(self.unconstrained, d, self.n_max)[None]
         else:
             free = {k: v.reshape(-1, *ones) for k, v in self.free.items()}
-            R = correlation_matrix(self.structure, free, d[None], n, self.n_max, np)  # noqa: N806
+            R = correlation_matrix(self.structure, free, d[None], n, self.n_max, np)
         if same is not None:
-            R = np.where(same, R, 0.0)  # noqa: N806
+            R = np.where(same, R, 0.0)
         s = self.sd_ratios(M) if M is not None else np.ones((1, *d.shape[:-1]))
-        E = (self.sigma**2).reshape(-1, *ones) * s[..., :, None] * R * s[..., None, :]  # noqa: N806
+        E = (self.sigma**2).reshape(-1, *ones) * s[..., :, None] * R * s[..., None, :]
         return np.broadcast_to(E, (self.sigma.size, *d.shape))

@@ -47,7 +47,7 @@ def compound_symmetry_t(rho: float, q: int) -> float:
     return float(np.log((rho + a) / (1.0 - rho)))
 
 
-def cholesky_derivative(L: np.ndarray, dC: np.ndarray) -> np.ndarray:  # noqa: N803
+def cholesky_derivative(L: np.ndarray, dC: np.ndarray) -> np.ndarray:
     """``d chol(C)`` in direction ``dC``: ``L Phi(L^-1 dC L^-T)``, ``Phi`` the lower triangle with half diagonal."""
     inner = np.linalg.solve(L, np.linalg.solve(L, dC).T).T
     phi = np.tril(inner)
@@ -112,25 +112,25 @@ class BlockParam:
         if log_diagonal:
             v[scale] = np.exp(v[scale])
             ds[scale] = v[scale]
-        L = np.zeros((q, q))  # noqa: N806
-        J = np.zeros((self.size if jacobian else 0, q, q))  # noqa: N806
+        L = np.zeros((q, q))
+        J = np.zeros((self.size if jacobian else 0, q, q))
         if self.structure in ("pdSymm", "pdDiag"):
             rows, cols = np.tril_indices(q) if self.structure == "pdSymm" else (np.arange(q), np.arange(q))
             L[rows, cols] = v
             if jacobian:
                 J[np.arange(self.size), rows, cols] = ds
         elif self.structure == "pdIdent":
-            L = v[0] * np.eye(q)  # noqa: N806
+            L = v[0] * np.eye(q)
             if jacobian:
                 J[0] = ds[0] * np.eye(q)
         elif self.structure == "pdCompSymm":
             rho, drho = compound_symmetry_rho(v[1], q) if q > 1 else (0.0, 0.0)
-            C = (1.0 - rho) * np.eye(q) + rho  # noqa: N806
+            C = (1.0 - rho) * np.eye(q) + rho
             try:
                 chol = np.linalg.cholesky(C)
             except np.linalg.LinAlgError:  # rho at the edge of its range (|t| huge): treat as not evaluable
                 raise np.linalg.LinAlgError("compound symmetry not positive definite") from None
-            L = v[0] * chol  # noqa: N806
+            L = v[0] * chol
             if jacobian:
                 J[0] = ds[0] * chol
                 if q > 1:
@@ -139,7 +139,7 @@ class BlockParam:
             first = 0
             for sub in self.sub_blocks():
                 own = np.asarray(values, dtype=float)[sub.start:sub.start + sub.size]
-                Ls, Js = sub.factor_and_jacobian(own, log_diagonal, jacobian)  # noqa: N806
+                Ls, Js = sub.factor_and_jacobian(own, log_diagonal, jacobian)
                 block = slice(first, first + sub.q)
                 L[block, block] = Ls
                 if jacobian:
@@ -147,11 +147,11 @@ class BlockParam:
                 first += sub.q
         return L, J
 
-    def from_factor(self, L: np.ndarray, log_diagonal: bool = True) -> np.ndarray:  # noqa: N803
+    def from_factor(self, L: np.ndarray, log_diagonal: bool = True) -> np.ndarray:
         """Parameters whose factor reproduces ``L L'`` (the nearest in this structure when it is not of it)."""
         q = self.q
-        L = L * np.sign(np.where(np.diag(L) == 0, 1.0, np.diag(L)))[None, :]  # noqa: N806
-        D = L @ L.T  # noqa: N806
+        L = L * np.sign(np.where(np.diag(L) == 0, 1.0, np.diag(L)))[None, :]
+        D = L @ L.T
         if self.structure == "pdSymm":
             values = L[np.tril_indices(q)]
         elif self.structure == "pdDiag":
@@ -238,7 +238,7 @@ class ThetaLayout:
         return all(b.structure in ("pdSymm", "pdDiag") for b in self.blocks)
 
 
-def sd_corr(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+def sd_corr(D: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Standard deviations and correlation matrix of a covariance matrix (correlations with a 0 SD are 0)."""
     sd = np.sqrt(np.clip(np.diag(D), 0, None))
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -37,6 +37,8 @@ from hierlmm.errors import DataError, SpecError
 TYPES = ("corExp", "corGaus", "corCAR1", "corAR1", "corCompSymm")
 # the kinds with a range parameter in the Bayesian model (corCAR1: phi = exp(-1 / range))
 RANGE_KINDS = ("corExp", "corGaus", "corCAR1")
+_DESCRIPTION = {"corExp": "Exponential spatial correlation", "corGaus": "Gaussian spatial correlation",
+                "corCAR1": "Continuous AR(1)", "corAR1": "AR(1)", "corCompSymm": "Compound symmetry"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class CorrelationStructure:
     def form(self) -> str:
         """nlme's ``form``: ``"~ obstime | patient"``, ``"~ 1 | id"``."""
         return f"~ {self.time or 1} | {self.group}"
+
+    @property
+    def description(self) -> str:
+        """nlme's name of the structure (``Correlation Structure:`` line of ``print.lme``)."""
+        return _DESCRIPTION[self.kind] + (" with a nugget" if self.nugget else "")
 
     @property
     def n_params(self) -> int:
@@ -111,13 +118,13 @@ class CorrelationStructure:
         if self.kind == "corCompSymm":
             return np.where(off, p["rho"], 1.0)
         if self.kind == "corExp":
-            R = np.exp(-d / p["range"])  # noqa: N806
+            R = np.exp(-d / p["range"])
         elif self.kind == "corGaus":
-            R = np.exp(-((d / p["range"]) ** 2))  # noqa: N806
+            R = np.exp(-((d / p["range"]) ** 2))
         else:  # corCAR1 and corAR1 (integer lags)
-            R = p["phi"] ** d  # noqa: N806
+            R = p["phi"] ** d
         if self.nugget:
-            R = np.where(off, (1 - p["nugget"]) * R, 1.0)  # noqa: N806
+            R = np.where(off, (1 - p["nugget"]) * R, 1.0)
         return R
 
 
@@ -201,11 +208,11 @@ def correlation_matrix(structure: CorrelationStructure | None, free: Mapping[str
         rho = correlation_values(structure, free, n_max, lib)["rho"]
         return np.eye(n) + off * rho
     if structure.kind in ("corExp", "corCAR1"):
-        R = lib.exp(-d / free["range"])  # noqa: N806
+        R = lib.exp(-d / free["range"])
     elif structure.kind == "corGaus":
-        R = lib.exp(-((d / free["range"]) ** 2))  # noqa: N806
+        R = lib.exp(-((d / free["range"]) ** 2))
     else:
-        R = (2.0 * free["phi01"] - 1.0) ** d  # noqa: N806  (integer lags)
+        R = (2.0 * free["phi01"] - 1.0) ** d  # (integer lags)
     if structure.nugget:
-        R = np.eye(n) + off * (1.0 - free["nugget"]) * R  # noqa: N806
+        R = np.eye(n) + off * (1.0 - free["nugget"]) * R
     return R

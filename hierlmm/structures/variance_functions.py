@@ -108,7 +108,7 @@ class VarianceFunction:
         rows = np.asarray(design.rows)
         strata, labels = self._strata(design, data, rows)
         x = None if self.kind == "varIdent" else self._covariate(data, rows, "rows the model uses")
-        M = self._matrix(x, strata, len(labels))  # noqa: N806
+        M = self._matrix(x, strata, len(labels))
         kept = {"function": self, "levels": tuple(labels)}
         if self.kind == "varIdent":
             return BoundVarIdent(M, tuple(labels[1:]), np.zeros(len(labels) - 1), reference=labels[0], **kept)
@@ -316,17 +316,17 @@ def parse_weights(text: str | VarianceFunction) -> VarianceFunction:
     return _checked(kind, lhs, tuple(s.strip() for s in strata.split("*")) if strata else (), text)
 
 
-def varIdent(form: str) -> VarianceFunction:  # noqa: N802 - nlme's name
+def varIdent(form: str) -> VarianceFunction:  # nlme's name
     """One SD ratio per stratum: ``varIdent("~ 1 | sex")``."""
     return parse_weights(f"varIdent(form = {form})")
 
 
-def varPower(form: str) -> VarianceFunction:  # noqa: N802 - nlme's name
+def varPower(form: str) -> VarianceFunction:  # nlme's name
     """SD ratio ``|x|^delta``: ``varPower("~ x")`` (``"~ x | g"``: a ``delta`` per stratum)."""
     return parse_weights(f"varPower(form = {form})")
 
 
-def varExp(form: str) -> VarianceFunction:  # noqa: N802 - nlme's name
+def varExp(form: str) -> VarianceFunction:  # nlme's name
     """SD ratio ``exp(t x)``: ``varExp("~ x")`` (``"~ x | g"``: a ``t`` per stratum)."""
     return parse_weights(f"varExp(form = {form})")
 

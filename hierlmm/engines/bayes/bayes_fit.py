@@ -21,14 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import arviz_base as azb
+import arviz_stats as azs
 import numpy as np
 import pandas as pd
+import pymc as pm
 
 from hierlmm.design.design import Design
 from hierlmm.engines.bayes.hierarchical_model import BayesModel, build_bayes_model, cor_label, sd_label, var_name
-from hierlmm.engines.bayes.posterior_tree import complete_tree
+from hierlmm.engines.bayes.posterior_result import PosteriorResult
+from hierlmm.engines.bayes.posterior_tree import block_factors, complete_tree
 from hierlmm.engines.bayes.random_effects_covariance import set_initial_values
-from hierlmm.engines.bayes.sampling import sample_posterior
+from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.start import starting_fit
 from hierlmm.structures.random_effects import correlated_pairs
 
@@ -46,12 +50,12 @@ def _initial_values(bm: BayesModel, reml: Any) -> None:
     model = bm.model
     model.set_initval(model["beta_centred"], bm.to_centred(reml.beta))
     model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
-    for block, D in zip(design.blocks, reml.D, strict=True):  # noqa: N806
+    for block, D in zip(design.blocks, reml.D, strict=True):
         set_initial_values(model, block, bm.priors, D)
 
 
 @dataclass(frozen=True, eq=False)
-class BayesFit:
+class BayesFit(PosteriorResult):
     """A Bayesian fit: the model, its DataTree, and summaries in the chapter's names.
 
     Attributes
@@ -77,6 +81,11 @@ class BayesFit:
     def sampler(self) -> str:
         """``"marginal"`` or ``"joint"``."""
         return self.bayes_model.sampler
+
+    def _D_draws(self) -> list[np.ndarray]:  # the chapter's D
+        """Every block's ``D = L L'`` per draw, (S, q, q)."""
+        factors = block_factors(self.bayes_model, self.tree["posterior"].to_dataset())
+        return [(L @ np.swapaxes(L, -1, -2)).reshape(-1, *L.shape[2:]) for L in factors]
 
     def parameter_draws(self) -> dict[str, np.ndarray]:
         """Draws (chain, draw) of every reported parameter, by its reported name."""
@@ -135,8 +144,6 @@ class BayesFit:
 
 def summarise_draws(draws: Mapping[str, np.ndarray], ci_prob: float = 0.95) -> pd.DataFrame:
     """mean, sd, equal-tailed ``ci_prob`` interval, R-hat, bulk/tail ESS and MCSE of draws (chain, draw) by name."""
-    import arviz_base as azb
-    import arviz_stats as azs
 
     tree = azb.from_dict({"posterior": dict(draws)})
     with warnings.catch_warnings():
@@ -210,7 +217,6 @@ def divergence_quantiles(draws: Mapping[str, np.ndarray], diverging: np.ndarray,
 
 def diagnose(fit: BayesFit, rhat_max: float = 1.01, ess_min: float = 400.0, bfmi_min: float = 0.3) -> Diagnostics:
     """Check a fit; every problem found comes with the fix to try."""
-    import arviz_stats as azs
 
     table = fit.summary()
     stats = fit.tree["sample_stats"]
@@ -254,37 +260,30 @@ def fit_bayes_hierarchical(
     design: Design,
     *,
     sampler: str = "marginal",
-    chains: int = 4,
-    draws: int = 1000,
-    tune: int = 1000,
-    cores: int = 2,
-    seed: int = 1,
+    options: SamplerOptions | None = None,
     priors: Mapping[str, Any] | None = None,
     centered: Sequence[str] | str = (),
-    target_accept: float | None = None,
-    progressbar: bool = True,
     pointwise: bool | None = None,
 ) -> BayesFit:
     """Sample the posterior of the hierarchical model of ``design`` with NUTS (nutpie): the driver behind
     :func:`hierlmm.fit_bayes` for independent errors (its arguments are documented there)."""
     t0 = time.perf_counter()
+    options = (options or SamplerOptions()).with_default_tune(1000)
     reml = _reml_start(design)
     bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
     _initial_values(bm, reml)
-    nuts: dict[str, Any] = {} if target_accept is None else {"target_accept": target_accept}
-    if sampler == "joint":  # measured on AIDS (docs/bayes.md): Stan's variance-based mass matrix and a higher
-        nuts = {"adaptation": "draw_diag", "target_accept": 0.9, **nuts}  # acceptance mix better
+    # joint sampler, measured on AIDS (docs/bayes.md): Stan's variance-based mass matrix and a higher acceptance mix
+    # better
+    nuts = options.nuts_settings(**({"adaptation": "draw_diag", "target_accept": 0.9} if sampler == "joint" else {}))
     logging.getLogger("pymc").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not link to a BLAS.*")
         warnings.filterwarnings("ignore", message=".*BLAS.*", category=UserWarning)
         if sampler == "marginal":  # a handful of parameters: the cached route (hierlmm.engines.bayes.sampling)
-            tree = sample_posterior(bm.model, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
-                                    progressbar=progressbar, **nuts)
+            tree = sample_posterior(bm.model, options, **nuts)
         else:  # hundreds of parameters: nutpie's compiled callback is worth its compilation
-            import pymc as pm
-
-            tree = pm.sample(model=bm.model, nuts_sampler="nutpie", chains=chains, cores=cores, draws=draws,
-                             tune=tune, random_seed=seed, progressbar=progressbar, quiet=not progressbar, nuts=nuts)
-    complete_tree(bm, tree, np.random.default_rng(seed), pointwise)
+            tree = pm.sample(model=bm.model, nuts_sampler="nutpie", chains=options.chains, cores=options.cores,
+                             draws=options.draws, tune=options.tune, random_seed=options.seed,
+                             progressbar=options.progressbar, quiet=not options.progressbar, nuts=nuts)
+    complete_tree(bm, tree, np.random.default_rng(options.seed), pointwise)
     return BayesFit(bm, tree, time.perf_counter() - t0)

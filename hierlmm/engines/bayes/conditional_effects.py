@@ -24,7 +24,7 @@ from hierlmm.kernels.marginalised_loglik import DrawPieces, MarginalStats, solve
 def draw_effects(
     ms: MarginalStats,
     beta: np.ndarray,
-    L: np.ndarray,  # noqa: N803
+    L: np.ndarray,
     sigma: np.ndarray,
     rng: np.random.Generator,
     pieces: DrawPieces | None = None,
@@ -52,12 +52,12 @@ def draw_effects(
     return times(L, v)
 
 
-def conditional_moments(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float):  # noqa: N803
+def conditional_moments(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float):
     """Mean (M, Q) and covariance (M, Q, Q) of ``b_i | y_i, theta`` at one parameter value (for tests/REML)."""
     s = ms.subject
-    A = np.einsum("ba,mbc,cd->mad", L, s.ZtZ, L) / sigma**2 + np.eye(s.Q)  # noqa: N806
+    A = np.einsum("ba,mbc,cd->mad", L, s.ZtZ, L) / sigma**2 + np.eye(s.Q)
     u = (s.Zty - s.ZtX @ beta) @ L / sigma**2
-    A_inv = np.linalg.inv(A)  # noqa: N806
+    A_inv = np.linalg.inv(A)
     mean = np.einsum("ab,mbc,mc->ma", L, A_inv, u)
     cov = np.einsum("ab,mbc,dc->mad", L, A_inv, L)
     return mean, cov

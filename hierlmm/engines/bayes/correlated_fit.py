@@ -42,7 +42,7 @@ from hierlmm.engines.bayes.correlated_model import (
 from hierlmm.engines.bayes.hierarchical_model import var_name
 from hierlmm.engines.bayes.posterior_tree import _derived_parameters, block_factors
 from hierlmm.engines.bayes.random_effects_covariance import set_initial_values
-from hierlmm.engines.bayes.sampling import sample_posterior
+from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.correlated_fit import fit_correlated
 from hierlmm.errors import SpecError
 from hierlmm.kernels.small_linalg import LOG_2PI
@@ -58,12 +58,12 @@ def free_draws(bm: CorrelatedBayesModel, post: Any) -> dict[str, np.ndarray]:
     return {k: np.asarray(post[k].values) for k in ("range", "phi01", "rho01", "nugget") if k in post}
 
 
-def subject_terms(bm: CorrelatedBayesModel, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray,  # noqa: N803
+def subject_terms(bm: CorrelatedBayesModel, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray,
                   free: Mapping[str, np.ndarray], omega: np.ndarray | None,
                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Per draw (leading axis S) and subject: ``log p(y_i)`` (S, subjects) and, given ``rng``, one exact draw of
     every ``b_i`` (S, subjects, q) (module notation). ``beta`` (S, p), ``L`` (S, q, q), ``sigma`` (S,)."""
-    S, q = beta.shape[0], L.shape[-1]  # noqa: N806
+    S, q = beta.shape[0], L.shape[-1]
     n_levels = bm.design.blocks[0].n_levels
     ll = np.zeros((S, n_levels))
     b = np.zeros((S, n_levels, q)) if rng is not None else None
@@ -71,15 +71,15 @@ def subject_terms(bm: CorrelatedBayesModel, beta: np.ndarray, L: np.ndarray, sig
     for batch in bm.batches:
         n = batch.y.shape[1]
         r = batch.y[None] - np.einsum("knp,sp->skn", batch.X, beta)
-        ZL = np.einsum("knq,sqr->sknr", batch.Z, L)  # noqa: N806
-        E = errors.matrices(batch.distances, batch.M)  # noqa: N806  sigma^2 S R S, (S, k, n, n)
-        C = np.linalg.cholesky(ZL @ np.swapaxes(ZL, -1, -2) + E)  # noqa: N806
+        ZL = np.einsum("knq,sqr->sknr", batch.Z, L)
+        E = errors.matrices(batch.distances, batch.M)  # sigma^2 S R S, (S, k, n, n)
+        C = np.linalg.cholesky(ZL @ np.swapaxes(ZL, -1, -2) + E)
         w = np.linalg.solve(C, r[..., None])  # C is triangular; batched LAPACK solve is fast at these sizes
         logdet = 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum(-1)
         ll[:, batch.subjects] = -0.5 * (n * LOG_2PI + logdet + (w[..., 0] ** 2).sum(-1))
         if rng is not None:
-            G = np.linalg.solve(C, ZL)  # noqa: N806  (S, k, n, q)
-            Gt = np.swapaxes(G, -1, -2)  # noqa: N806
+            G = np.linalg.solve(C, ZL)  # (S, k, n, q)
+            Gt = np.swapaxes(G, -1, -2)
             mean_u = (Gt @ w)[..., 0]
             cov_u = np.eye(q) - Gt @ G
             eps = rng.standard_normal(mean_u.shape)
@@ -100,7 +100,7 @@ def initial_values(bm: CorrelatedBayesModel, reml: Any) -> None:
         model.set_initval(model["sigma_centred"], max(reml.sigma * float(np.exp(bm.log_sd_centre @ omega)), 1e-3))
     else:
         model.set_initval(model["sigma"], max(reml.sigma, 1e-3))
-    set_initial_values(model, block, bm.priors, reml.D)
+    set_initial_values(model, block, bm.priors, reml.D[0])
     params = reml.correlation_parameters
     if "range" in model.named_vars:  # bounded away from the flat tails, where REML may stop
         rng_value = params["range"] if "range" in params else -1.0 / np.log(np.clip(params["phi"], 1e-3, 0.999))
@@ -127,9 +127,8 @@ def _reml(bm: CorrelatedBayesModel, data: pd.DataFrame, weights: Any) -> Any:
 @dataclass(frozen=True, eq=False)
 class CorrelatedBayesFit(BayesFit):
     """A Bayesian fit with serially correlated and/or heteroscedastic errors:
-    :class:`~hierlmm.engines.bayes.bayes_fit.BayesFit`'s
-    methods, with the correlation parameters and the variance function's (nlme's names; ``omega[...]`` for a bare
-    log-SD design) added to ``summary()``."""
+    :class:`~hierlmm.engines.bayes.bayes_fit.BayesFit`'s methods, with the correlation parameters and the variance
+    function's (nlme's names; ``omega[...]`` for a bare log-SD design) added to ``summary()``."""
 
     @property
     def structure(self) -> CorrelationStructure | None:
@@ -171,14 +170,15 @@ def fit_bayes_correlated(
     *,
     weights: Any = None,
     log_sd_design: Any = None,
-    chains: int = 4,
-    draws: int = 1000,
-    tune: int | None = None,
-    cores: int = 2,
-    seed: int = 1,
+    options: SamplerOptions | None = None,
     priors: Mapping[str, Any] | None = None,
+    chains: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    cores: int | None = None,
+    seed: int | None = None,
     target_accept: float | None = None,
-    progressbar: bool = True,
+    progressbar: bool | None = None,
     **nuts: Any,
 ) -> CorrelatedBayesFit:
     """Sample the posterior of ``design`` with serially correlated and/or heteroscedastic errors by NUTS (nutpie),
@@ -198,16 +198,19 @@ def fit_bayes_correlated(
     log_sd_design
         Heteroscedastic errors: ``(M, names)`` with log SD ratio = ``M omega`` (see
         :func:`hierlmm.engines.bayes.correlated_model.build_correlated_bayes_model`); ``None``: homoscedastic.
-    chains, draws, tune, cores, seed, target_accept, progressbar
-        NUTS settings (``draws`` and ``tune`` per chain; ``tune`` 2000 by default with a correlation structure, 1000
-        without; ``target_accept`` 0.9 by default, with nutpie's low-rank
-        mass-matrix adaptation).
+    options
+        NUTS settings (:class:`~hierlmm.engines.bayes.sampling.SamplerOptions`), or give them as keywords
+        (``chains``, ``draws``, ``tune``, ``cores``, ``seed``, ``target_accept``, ``progressbar``), not both. Here
+        ``tune`` is 2000 by default with a correlation structure, 1000 without, and ``target_accept`` 0.9, with
+        nutpie's low-rank mass-matrix adaptation.
     priors
         Overrides of the default priors (:mod:`hierlmm.engines.bayes.correlated_model`).
     nuts
         Further settings for ``nutpie.sample`` (e.g. ``adaptation="low_rank"``).
     """
     t0 = time.perf_counter()
+    options = SamplerOptions.resolve(options, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                     target_accept=target_accept, progressbar=progressbar)
     function = None
     if weights is not None:
         if log_sd_design is not None:
@@ -221,21 +224,18 @@ def fit_bayes_correlated(
                         fix="Use hierlmm.fit_bayes(design), or pass correlation= or weights=.")
     bm = build_correlated_bayes_model(design, data, correlation, priors=priors, log_sd_design=log_sd_design)
     initial_values(bm, _reml(bm, data, function))
-    if tune is None:  # the chapter's Model II with corExp, 4 x 1000 draws, seeds 1-5: 1000 tuning steps left R-hat
-        # up to 1.25 (2 of 3 seeds over 1.01), 2000 gave R-hat <= 1.007 on all five (docs/serial_correlation.md)
-        tune = 2000 if bm.structure is not None else 1000
+    # the chapter's Model II with corExp, 4 x 1000 draws, seeds 1-5: 1000 tuning steps left R-hat up to 1.25 (2 of 3
+    # seeds over 1.01), 2000 gave R-hat <= 1.007 on all five (docs/serial_correlation.md)
+    options = options.with_default_tune(2000 if bm.structure is not None else 1000)
     # nutpie's low-rank mass matrix and a higher target acceptance, measured on the chapter's Model III (corExp,
     # 4 x (1000 + 1000)): 178 s, R-hat 1.006, min bulk ESS 1247, no divergence, against 373 s, R-hat 1.012 and
     # ESS 934 with the diagonal default (which also left one divergence in Model II); docs/serial_correlation.md
-    nuts = {"adaptation": "low_rank", "target_accept": 0.9, **nuts}
-    if target_accept is not None:
-        nuts["target_accept"] = target_accept
+    nuts = options.nuts_settings(**{"adaptation": "low_rank", "target_accept": 0.9, **nuts})
     logging.getLogger("pymc").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*BLAS.*")
-        tree = sample_posterior(bm.model, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
-                                progressbar=progressbar, **nuts)
-    complete_correlated_tree(bm, tree, np.random.default_rng(seed))
+        tree = sample_posterior(bm.model, options, **nuts)
+    complete_correlated_tree(bm, tree, np.random.default_rng(options.seed))
     return CorrelatedBayesFit(bm, tree, time.perf_counter() - t0)
 
 
@@ -244,7 +244,7 @@ def complete_correlated_tree(bm: CorrelatedBayesModel, tree: Any, rng: np.random
     ``log_likelihood/y_subject`` to a sampled tree."""
     design, block = bm.design, bm.design.blocks[0]
     post = tree["posterior"].to_dataset()
-    C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    C, S = post.sizes["chain"], post.sizes["draw"]
     factors = block_factors(bm, post)
     _derived_parameters(bm, post, factors)
     free = free_draws(bm, post)
@@ -253,7 +253,7 @@ def complete_correlated_tree(bm: CorrelatedBayesModel, tree: Any, rng: np.random
     if "sigma_centred" in post:  # nlme's sigma: the SD where the variance function's ratio is 1
         post["sigma"] = post["sigma_centred"] * np.exp(-(post["omega"].values @ bm.log_sd_centre))
     flat = {k: v.reshape(C * S) for k, v in free.items()}
-    beta, L = post["beta"].values.reshape(C * S, -1), factors[0].reshape(C * S, block.q, block.q)  # noqa: N806
+    beta, L = post["beta"].values.reshape(C * S, -1), factors[0].reshape(C * S, block.q, block.q)
     sigma = post["sigma"].values.reshape(C * S)
     omega = post["omega"].values.reshape(C * S, -1) if "omega" in post else None
     lls, bs = [], []

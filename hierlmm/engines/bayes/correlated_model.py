@@ -64,6 +64,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
 
 from hierlmm.design.design import Design
 from hierlmm.design.subject_batches import subject_batches
@@ -194,17 +196,17 @@ def log_sd_matrix(log_sd_design: Any, design: Design) -> tuple[np.ndarray | None
     if log_sd_design is None:
         return None, ()
     if hasattr(log_sd_design, "M"):
-        M, names = log_sd_design.M, log_sd_design.names  # noqa: N806
+        M, names = log_sd_design.M, log_sd_design.names
     else:
         try:
-            M, names = log_sd_design  # noqa: N806
+            M, names = log_sd_design
         except (TypeError, ValueError):
             raise SpecError("log_sd_design must be a pair (M, names).", given=type(log_sd_design).__name__,
                             fix="Pass (an n_obs x k array, k parameter names), or None.") from None
-    M = np.asarray(M, dtype=float)  # noqa: N806
+    M = np.asarray(M, dtype=float)
     names = tuple(str(n) for n in names)
     if M.ndim == 1:
-        M = M[:, None]  # noqa: N806
+        M = M[:, None]
     if M.ndim != 2 or M.shape[0] != design.n_obs or M.shape[1] != len(names):
         raise SpecError("The log-SD design must have one row per observation used and one column per name.",
                         given={"shape": M.shape, "n_obs": design.n_obs, "names": names},
@@ -216,7 +218,7 @@ def log_sd_matrix(log_sd_design: Any, design: Design) -> tuple[np.ndarray | None
 
 
 def stack_batches(design: Design, data: pd.DataFrame, structure: CorrelationStructure | None,
-                  M: np.ndarray | None) -> tuple[tuple[SizeBatch, ...], int]:  # noqa: N803
+                  M: np.ndarray | None) -> tuple[tuple[SizeBatch, ...], int]:
     """The design's subjects stacked by size (see :class:`SizeBatch`), and the largest size."""
     block = design.blocks[0]
     sb = subject_batches(design, data, structure)  # checks the grouping and the time column
@@ -248,14 +250,14 @@ def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure | N
     and its gradient are :mod:`hierlmm.kernels.dense_gaussian_op`'s kernel."""
     n = batch.y.shape[1]
     r = batch.y - pt.tensordot(batch.X, beta, axes=[[2], [0]])  # (k, n)
-    ZL = pt.tensordot(batch.Z, chol, axes=[[2], [0]])  # noqa: N806  (k, n, q)
-    R = correlation_matrix(structure, free, batch.distances, n, n_max, pt)  # noqa: N806
+    ZL = pt.tensordot(batch.Z, chol, axes=[[2], [0]])  # (k, n, q)
+    R = correlation_matrix(structure, free, batch.distances, n, n_max, pt)
     if omega is not None:
         s = pt.exp(pt.tensordot(batch.M, omega, axes=[[2], [0]]))  # (k, n)
-        E = sigma**2 * s[:, :, None] * R * s[:, None, :]  # noqa: N806
+        E = sigma**2 * s[:, :, None] * R * s[:, None, :]
     else:
-        E = sigma**2 * R  # noqa: N806
-    V = pt.matmul(ZL, ZL.transpose(0, 2, 1)) + E  # noqa: N806
+        E = sigma**2 * R
+    V = pt.matmul(ZL, ZL.transpose(0, 2, 1)) + E
     return dense_gaussian_loglik(V, r)
 
 
@@ -275,7 +277,7 @@ def _correlation_variables(pm: Any, structure: CorrelationStructure | None, cp: 
     return free
 
 
-def _independent_loglik(pt: Any, design: Design, M: np.ndarray | None, beta: Any, chol: Any, sigma: Any,  # noqa: N803
+def _independent_loglik(pt: Any, design: Design, M: np.ndarray | None, beta: Any, chol: Any, sigma: Any,
                         omega: Any) -> Any:
     """Sum of ``log p(y_i)`` over all subjects with ``R_i = I``, as a PyTensor graph:
     :mod:`hierlmm.kernels.woodbury_op`'s
@@ -317,8 +319,6 @@ def build_correlated_bayes_model(
         ``None`` (homoscedastic), a pair ``(M, names)`` with ``M`` (n_obs x k) such that log SD ratio = ``M omega``,
         or a bound variance function with ``.M`` and ``.names``.
     """
-    import pymc as pm
-    import pytensor.tensor as pt
 
     structure = correlation if correlation is None or isinstance(correlation, CorrelationStructure) \
         else parse_correlation(correlation)
@@ -329,7 +329,7 @@ def build_correlated_bayes_model(
     overrides = dict(priors or {})
     corr_overrides = {k: overrides.pop(k) for k in CORRELATION_PRIOR_KEYS if k in overrides}
     base = with_overrides(default_priors(design), design, overrides)
-    M, names = log_sd_matrix(log_sd_design, design)  # noqa: N806
+    M, names = log_sd_matrix(log_sd_design, design)
     batches, n_max = stack_batches(design, data, structure, M)
     cp = correlation_priors(structure, batches, corr_overrides)
     _, x_mean, intercept = _centring(design)

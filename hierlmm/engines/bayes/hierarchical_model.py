@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
 
 from hierlmm.design.design import Design
 from hierlmm.engines.bayes.parametrisation import Parametrisation, parametrisation
@@ -115,7 +117,7 @@ class BayesModel:
 
 
 def _centring(design: Design) -> tuple[np.ndarray, np.ndarray, int | None]:
-    X = design.X  # noqa: N806
+    X = design.X
     constant = np.all(X == X[:1], axis=0)
     intercept = next((j for j in range(design.p) if design.fixef_names[j] == "(Intercept)"), None)
     mean = np.where(constant, 0.0, X.mean(axis=0)) if intercept is not None else np.zeros(design.p)
@@ -146,8 +148,6 @@ def build_bayes_model(
     reml
         A REML fit of the design, read by ``centered="auto"`` (fitted when needed and not given).
     """
-    import pymc as pm
-    import pytensor.tensor as pt
 
     if sampler not in SAMPLERS:
         raise SpecError("Unknown sampler.", given=sampler, fix="Use sampler='marginal' or sampler='joint'.")
@@ -159,7 +159,7 @@ def build_bayes_model(
         priors = with_overrides(default_priors(design), design, priors)
     crossed = is_crossed(design)
     stats = CrossedStats.of(design) if crossed else MarginalStats.of(design)
-    Xc, x_mean, intercept = _centring(design)  # noqa: N806
+    Xc, x_mean, intercept = _centring(design)
     coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
     for block in design.blocks:
         coords[f"{block.factor}__effect"] = list(block.effect_names)

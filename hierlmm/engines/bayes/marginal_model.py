@@ -29,14 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
 import xarray as xr
 
 from hierlmm.design.design import Design
-from hierlmm.engines.bayes.bayes_fit import diagnose, summarise_draws
+from hierlmm.engines.bayes.bayes_fit import Diagnostics, diagnose, summarise_draws
 from hierlmm.engines.bayes.hierarchical_model import _centring
+from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.bayes.posterior_tree import packed_to_chol
 from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
-from hierlmm.engines.bayes.sampling import sample_posterior
+from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.marginal_model import check_unstructured, kappa_of
 from hierlmm.errors import NotSupportedError
 from hierlmm.kernels.marginalised_loglik import MarginalStats
@@ -48,9 +52,9 @@ def subject_terms(ms: MarginalStats, beta: Any, delta: Any, lib: Any) -> tuple[A
     ``beta`` (..., p) and ``delta`` (..., q, q) may carry leading draw axes (NumPy only)."""
     s = ms.subject
     c = s.Zty - (s.ZtX @ beta[..., None, :, None])[..., 0] if lib is np else s.Zty - lib.dot(s.ZtX, beta)
-    S = s.ZtZ  # noqa: N806
+    S = s.ZtZ
     if s.Q > 2:  # batched factorisations: general, slower to compile and to run than the closed forms below
-        M = np.eye(s.Q) + S @ delta[..., None, :, :] if lib is np else lib.eye(s.Q) + lib.matmul(S, delta)  # noqa: N806
+        M = np.eye(s.Q) + S @ delta[..., None, :, :] if lib is np else lib.eye(s.Q) + lib.matmul(S, delta)
         if lib is np:
             logdet = np.linalg.slogdet(M)[1]
             x = np.linalg.solve(M, c[..., None])[..., 0]
@@ -107,8 +111,6 @@ class MarginalBayesModel:
 
 def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any] | None = None) -> MarginalBayesModel:
     """Compile the marginal model of ``design`` to PyMC (one grouping factor, one or two random effects)."""
-    import pymc as pm
-    import pytensor.tensor as pt
 
     if len(design.blocks) != 1:
         raise NotSupportedError("The Bayesian marginal model supports one grouping factor (the subject).",
@@ -130,39 +132,41 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
         sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
         if block.q == 1:
             lam = pm.HalfStudentT("lambda", nu=3, sigma=scales[0])
-            P = pt.reshape(lam**2, (1, 1))  # noqa: N806
+            P = pt.reshape(lam**2, (1, 1))
         else:
             chol, _, _ = pm.LKJCholeskyCov("chol_P", n=block.q, eta=1.0, sd_dist=pm.HalfStudentT.dist(
                 nu=3, sigma=scales, shape=block.q), compute_corr=True, store_in_trace=False)
-            P = chol @ chol.T  # noqa: N806
+            P = chol @ chol.T
         delta = P - kappa * pt.eye(block.q)
         pm.Potential("marginal_loglik", subject_loglik(stats, beta, delta, sigma, pt).sum())
     return MarginalBayesModel(design, priors, model, kappa, stats, x_mean, intercept)
 
 
-def fit_bayes_marginal(design: Design, *, chains: int = 4, draws: int = 1000, tune: int = 1000, cores: int = 2,
-                       seed: int = 1, priors: Mapping[str, Any] | None = None, progressbar: bool = True) -> Any:
-    """Sample the marginal model of ``design`` with NUTS; returns a
-    :class:`hierlmm.engines.bayes.bayes_fit.BayesFit`-like
-    :class:`MarginalBayesFit`."""
+def fit_bayes_marginal(design: Design, *, options: SamplerOptions | None = None,
+                       priors: Mapping[str, Any] | None = None, chains: int | None = None, draws: int | None = None,
+                       tune: int | None = None, cores: int | None = None, seed: int | None = None,
+                       target_accept: float | None = None, progressbar: bool | None = None) -> MarginalBayesFit:
+    """Sample the marginal model of ``design`` with NUTS (settings: ``options``, or the keywords of
+    :class:`~hierlmm.engines.bayes.sampling.SamplerOptions`); returns a :class:`MarginalBayesFit`."""
     t0 = time.perf_counter()
+    options = SamplerOptions.resolve(options, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
+                                     target_accept=target_accept, progressbar=progressbar).with_default_tune(1000)
     bm = build_marginal_bayes_model(design, priors)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*BLAS.*")
-        tree = sample_posterior(bm.model, chains=chains, draws=draws, tune=tune, cores=cores, seed=seed,
-                                progressbar=progressbar)
+        tree = sample_posterior(bm.model, options, **options.nuts_settings())
     post = tree["posterior"].to_dataset()
-    C, S = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    C, S = post.sizes["chain"], post.sizes["draw"]
     beta = _from_centred(bm, post["beta_centred"].values)
     sigma = post["sigma"].values
     q = design.blocks[0].q
     if q == 1:
-        P = (post["lambda"].values ** 2)[..., None, None]  # noqa: N806
+        P = (post["lambda"].values ** 2)[..., None, None]
     else:
-        L = packed_to_chol(post["chol_P"].values, q)  # noqa: N806
-        P = L @ np.swapaxes(L, -1, -2)  # noqa: N806
+        L = packed_to_chol(post["chol_P"].values, q)
+        P = L @ np.swapaxes(L, -1, -2)
     delta = P - bm.kappa * np.eye(q)
-    D = delta * (sigma**2)[..., None, None]  # noqa: N806
+    D = delta * (sigma**2)[..., None, None]
     names = list(design.blocks[0].effect_names)
     post["beta"] = xr.DataArray(beta, dims=("chain", "draw", "fixef"), coords={"fixef": list(design.fixef_names)})
     post["D"] = xr.DataArray(D, dims=("chain", "draw", "effect", "effect_bis"),
@@ -185,7 +189,7 @@ def _from_centred(bm: MarginalBayesModel, beta_c: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class MarginalBayesFit:
+class MarginalBayesFit(PosteriorResult):
     """A Bayesian fit of the marginal model: ``summary()`` (beta, the entries of D, sigma, ICC), ``diagnostics()``
     and the DataTree (``posterior``: ``beta``, ``D``, ``min_eigen_D``, ``sigma``; ``log_likelihood/y_subject``)."""
 
@@ -205,7 +209,7 @@ class MarginalBayesFit:
         post = self.tree["posterior"]
         block = self.design.blocks[0]
         out = {f"beta[{n}]": post["beta"].values[..., j] for j, n in enumerate(self.design.fixef_names)}
-        D = post["D"].values  # noqa: N806
+        D = post["D"].values
         for j, a in enumerate(block.effect_names):
             for k in range(j + 1):
                 out[f"D[{block.factor}:{block.effect_names[k]},{a}]"] = D[..., k, j]
@@ -215,10 +219,32 @@ class MarginalBayesFit:
             out["icc"] = D[..., i, i] / (D[..., i, i] + out["sigma"] ** 2)
         return out
 
-    def summary(self, ci_prob: float = 0.95):
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """mean, sd, equal-tailed interval, R-hat, ESS and MCSE of every parameter."""
         return summarise_draws(self.parameter_draws(), ci_prob)
 
-    def diagnostics(self):
+    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the fixed effects, indexed by R's column names."""
+        table = self.summary(ci_prob).loc[[f"beta[{n}]" for n in self.design.fixef_names]]
+        table.index = pd.Index(self.design.fixef_names, name="term")
+        return table
+
+    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the entries of D (which may be indefinite), sigma and the ICC."""
+        table = self.summary(ci_prob)
+        return table.loc[[i for i in table.index if not i.startswith("beta[")]]
+
+    def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]:
+        """Refused: the marginal model has no random effects."""
+        raise NotSupportedError(
+            "The marginal model has no random effects: D is only a parameter of V_i = Z_i D Z_i' + sigma^2 I and may "
+            "be indefinite, so there is no distribution b_i ~ N(0, D) to draw b_i from.",
+            given="a MarginalBayesFit", fix="Fit the hierarchical model (hierlmm.fit_bayes(design)) for the b_i.")
+
+    def diagnostics(self) -> Diagnostics:
         """Divergences, R-hat, ESS and E-BFMI, each with what to do about it."""
         return diagnose(self)
+
+    def _D_draws(self) -> list[np.ndarray]:  # the chapter's D
+        D = self.tree["posterior"]["D"].values
+        return [D.reshape(-1, *D.shape[2:])]

@@ -113,14 +113,14 @@ def shrinkage(design: Design, reml: Any) -> dict[str, np.ndarray]:
     ``D[j, j]`` is 0): near 0, the subjects' data pin the effect down; near 1, they say little about it."""
     out = {}
     s2 = reml.sigma**2
-    for block, D in zip(design.blocks, reml.D, strict=True):  # noqa: N806
+    for block, D in zip(design.blocks, reml.D, strict=True):
         d = np.diag(D)
         if np.any(d <= 1e-12 * max(1.0, d.max())):
             out[block.factor] = np.full(block.q, np.nan)
             continue
-        ZtZ = np.zeros((block.n_levels, block.q, block.q))  # noqa: N806
+        ZtZ = np.zeros((block.n_levels, block.q, block.q))
         np.add.at(ZtZ, block.group_index, block.Z[:, :, None] * block.Z[:, None, :])
-        C = np.linalg.inv(np.linalg.inv(D)[None] + ZtZ / s2)  # noqa: N806
+        C = np.linalg.inv(np.linalg.inv(D)[None] + ZtZ / s2)
         out[block.factor] = np.diagonal(C, axis1=1, axis2=2).mean(axis=0) / d
     return out
 

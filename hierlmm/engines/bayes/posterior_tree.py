@@ -41,7 +41,7 @@ def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarr
     (``factors``: every block's factor per draw, from :func:`block_factors`)."""
     design = bm.design
     post["beta"] = post["beta_centred"].copy(data=bm.from_centred(post["beta_centred"].values))
-    for block, Lk in zip(design.blocks, factors, strict=True):  # noqa: N806
+    for block, Lk in zip(design.blocks, factors, strict=True):
         f = block.factor
         if var_name("sd", f) in post:  # a diagonal block: its SDs are the free parameters
             continue
@@ -55,7 +55,7 @@ def _derived_parameters(bm: BayesModel, post: xr.Dataset, factors: list[np.ndarr
                                                         f"{f}__effect_bis": list(block.effect_names)})
 
 
-def _joint_effects(bm: BayesModel, post: xr.Dataset, block: Any, Lk: np.ndarray) -> xr.DataArray:  # noqa: N803
+def _joint_effects(bm: BayesModel, post: xr.Dataset, block: Any, Lk: np.ndarray) -> xr.DataArray:
     """A block's ``b`` draws from the joint sampler's free variables: ``b = z L'`` with the centred part's
     ``z = L_cc^-1 (c - m)`` (:mod:`hierlmm.engines.bayes.parametrisation`)."""
     f = block.factor
@@ -85,8 +85,8 @@ def _nested_effects(bm: BayesModel, post: xr.Dataset, beta: np.ndarray, factors:
     """Per-subject marginal log-likelihoods (draws, subjects) and, for the marginal sampler, exact ``b`` draws
     added to ``post`` (nested factors: :mod:`hierlmm.engines.bayes.conditional_effects`)."""
     design, ms = bm.design, bm.stats
-    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
-    L = stack_factors(ms.subject, factors)  # noqa: N806
+    C, D = post.sizes["chain"], post.sizes["draw"]
+    L = stack_factors(ms.subject, factors)
     chunks = [slice(i, i + 500) for i in range(0, C * D, 500)]
     pieces = [DrawPieces.of(ms, beta[c], L[c], sigma[c]) for c in chunks]
     ll_subject = np.concatenate([p.loglik(ms, sigma[c]) for p, c in zip(pieces, chunks, strict=True)])
@@ -117,7 +117,7 @@ def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise
     """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
     design, ms = bm.design, bm.stats
     post = tree["posterior"].to_dataset()
-    C, D = post.sizes["chain"], post.sizes["draw"]  # noqa: N806
+    C, D = post.sizes["chain"], post.sizes["draw"]
     per_draw = block_factors(bm, post)  # (chain, draw, q, q) per block
     _derived_parameters(bm, post, per_draw)
     beta = post["beta"].values.reshape(C * D, -1)
@@ -131,7 +131,7 @@ def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise
     else:
         ll_subject = _nested_effects(bm, post, beta, factors, sigma, rng)
     if bm.sampler == "joint":
-        for block, Lk in zip(design.blocks, per_draw, strict=True):  # noqa: N806
+        for block, Lk in zip(design.blocks, per_draw, strict=True):
             post[var_name("b", block.factor)] = _joint_effects(bm, post, block, Lk)
     tree["posterior"] = xr.DataTree(post)
     coords = {"chain": post["chain"].values, "draw": post["draw"].values}

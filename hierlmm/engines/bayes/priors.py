@@ -68,7 +68,7 @@ class Priors:
 
 def default_priors(design: Design) -> Priors:
     """The documented default priors, scaled to the data of ``design``."""
-    y, X = design.y, design.X  # noqa: N806
+    y, X = design.y, design.X
     s_y = float(np.std(y, ddof=1)) or 1.0
     mu, sd = [], []
     for j in range(design.p):

@@ -56,7 +56,7 @@ def block_factor(pm: Any, pt: Any, block: Any, priors: Priors) -> Any:
                 factors.append(s * pt.eye(piece.q))
             else:
                 rho = pm.Uniform(f"rho_{name}", lower=-1.0 / (piece.q - 1), upper=1.0)
-                C = (1.0 - rho) * pt.eye(piece.q) + rho * pt.ones((piece.q, piece.q))  # noqa: N806
+                C = (1.0 - rho) * pt.eye(piece.q) + rho * pt.ones((piece.q, piece.q))
                 factors.append(s * pt.linalg.cholesky(C))
     if len(factors) == 1:
         return factors[0]
@@ -73,29 +73,29 @@ def factor_draws(block: Any, post: Any, priors: Priors) -> np.ndarray:
         if kind == "pdSymm":
             packed = post[f"chol_{name}"].values
             rows, cols = np.tril_indices(piece.q)
-            L = np.zeros((*packed.shape[:-1], piece.q, piece.q))  # noqa: N806
+            L = np.zeros((*packed.shape[:-1], piece.q, piece.q))
             L[..., rows, cols] = packed
         elif kind == "pdDiag":
             sd = post[f"sd_{name}"].values
-            L = sd[..., :, None] * np.eye(piece.q)  # noqa: N806
+            L = sd[..., :, None] * np.eye(piece.q)
         else:
             s = post[f"s_{name}"].values
             if kind == "pdIdent":
-                L = s[..., None, None] * np.eye(piece.q)  # noqa: N806
+                L = s[..., None, None] * np.eye(piece.q)
             else:
                 rho = post[f"rho_{name}"].values[..., None, None]
-                C = (1.0 - rho) * np.eye(piece.q) + rho  # noqa: N806
-                L = s[..., None, None] * np.linalg.cholesky(C)  # noqa: N806
+                C = (1.0 - rho) * np.eye(piece.q) + rho
+                L = s[..., None, None] * np.linalg.cholesky(C)
         shape = L.shape[:-2]
         out.append(L)
     assert shape is not None
     full = np.zeros((*shape, block.q, block.q))
-    for piece, L in zip(pieces(block), out, strict=True):  # noqa: N806
+    for piece, L in zip(pieces(block), out, strict=True):
         full[..., piece.effects, piece.effects] = L
     return full
 
 
-def set_initial_values(model: Any, block: Any, priors: Priors, D: np.ndarray) -> None:  # noqa: N803
+def set_initial_values(model: Any, block: Any, priors: Priors, D: np.ndarray) -> None:
     """Start a block's parameters at the covariance matrix ``D`` (a REML estimate), kept away from the boundary."""
     f = block.factor
     scales_all = np.array(priors.sd_scale[f])
@@ -106,7 +106,7 @@ def set_initial_values(model: Any, block: Any, priors: Priors, D: np.ndarray) ->
         if kind == "pdSymm":
             corr = np.clip(corr, -0.9, 0.9)  # keep the start away from a singular D
             np.fill_diagonal(corr, 1.0)
-            L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(piece.q))  # noqa: N806
+            L = np.linalg.cholesky(np.outer(sd, sd) * corr + 1e-10 * np.eye(piece.q))
             model.set_initval(model[f"chol_{name}"], L[np.tril_indices(piece.q)])
         elif kind == "pdDiag":
             model.set_initval(model[f"sd_{name}"], sd)

@@ -15,18 +15,90 @@ the posterior holds the constrained values under the PyMC variable names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pytensor
+import pytensor.tensor as pt
 import xarray as xr
+from pymc.initial_point import make_initial_point_fn
+from pymc.pytensorf import join_nonshared_inputs
 from threadpoolctl import threadpool_limits
+
+from hierlmm.errors import SpecError
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """NUTS settings, the same for every Bayesian engine (:func:`hierlmm.fit_bayes` and the drivers behind it).
+
+    Attributes
+    ----------
+    chains, draws
+        Chains, and draws kept per chain after tuning.
+    tune
+        Tuning steps per chain; None: the engine's default (1000; 2000 with a correlation structure, whose
+        posteriors need the longer adaptation: docs/serial_correlation.md).
+    cores
+        Chains run in parallel by the joint sampler (``pm.sample``). The marginalised samplers' log-density is a
+        Python callable holding the GIL, so their chains take turns on one thread whatever ``cores`` says.
+    seed
+        Seed of the chains and of the exact draws of ``b``.
+    target_accept
+        NUTS' target acceptance rate; None: the engine's default (nutpie's 0.8; 0.9 for the joint sampler and for
+        serially correlated or heteroscedastic errors).
+    progressbar
+        Show sampling progress.
+    """
+
+    chains: int = 4
+    draws: int = 1000
+    tune: int | None = None
+    cores: int = 2
+    seed: int = 1
+    target_accept: float | None = None
+    progressbar: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("chains", "draws", "cores"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be a positive whole number.", given=value, fix=f"Pass e.g. {name}=4.")
+        if self.tune is not None and (isinstance(self.tune, bool) or not isinstance(self.tune, int) or self.tune < 0):
+            raise SpecError("tune must be a whole number >= 0, or None for the engine's default.", given=self.tune,
+                            fix="Pass e.g. tune=1000.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise SpecError("seed must be a whole number.", given=self.seed, fix="Pass e.g. seed=1.")
+        if self.target_accept is not None and not 0 < self.target_accept < 1:
+            raise SpecError("target_accept must lie strictly between 0 and 1.", given=self.target_accept,
+                            fix="Pass e.g. target_accept=0.9 (higher: smaller steps, fewer divergences).")
+
+    def with_default_tune(self, tune: int) -> SamplerOptions:
+        """These options with ``tune`` filled in when it was left to the engine."""
+        return self if self.tune is not None else replace(self, tune=tune)
+
+    def nuts_settings(self, **defaults: Any) -> dict[str, Any]:
+        """Keywords for nutpie: an engine's ``defaults`` (e.g. its adaptation), with ``target_accept`` when given."""
+        return {**defaults, **({} if self.target_accept is None else {"target_accept": self.target_accept})}
+
+    @classmethod
+    def resolve(cls, options: SamplerOptions | None, **settings: Any) -> SamplerOptions:
+        """``options``, or options from individual keyword ``settings`` (None: not given); both is refused."""
+        given = {k: v for k, v in settings.items() if v is not None}
+        if options is None:
+            return cls(**given)
+        if not isinstance(options, SamplerOptions):
+            raise SpecError("options must be a hierlmm SamplerOptions.", given=type(options).__name__,
+                            fix="Pass options=hierlmm.SamplerOptions(chains=4, draws=1000), or the keywords alone.")
+        if given:
+            raise SpecError("NUTS settings were given twice: as options= and as keywords.", given=sorted(given),
+                            fix=f"Put them in the options: dataclasses.replace(options, {', '.join(given)}=...).")
+        return options
 
 
 def _joined_functions(model: Any):
     """``x -> (logp, dlogp/dx)`` and ``x -> constrained values`` for the model's free variables."""
-    import pytensor
-    import pytensor.tensor as pt
-    from pymc.pytensorf import join_nonshared_inputs
 
     value_vars = model.continuous_value_vars
     if len(value_vars) != len(model.value_vars):
@@ -47,31 +119,20 @@ def _joined_functions(model: Any):
     return logp_fn, values_fn, [rv.name for rv in rvs], value_vars, sizes
 
 
-def sample_posterior(
-    model: Any,
-    *,
-    chains: int,
-    draws: int,
-    tune: int,
-    cores: int,
-    seed: int,
-    progressbar: bool = False,
-    **nuts: Any,
-) -> xr.DataTree:
+def sample_posterior(model: Any, options: SamplerOptions, **nuts: Any) -> xr.DataTree:
     """Draw from the posterior of a continuous PyMC ``model`` with nutpie (see the module notes).
 
     Chains start at the model's initial values (``model.set_initval``) jittered by U(-1, 1) on the unconstrained
-    scale, as ``pm.sample`` does. ``nuts`` goes to ``nutpie.sample`` (e.g. ``target_accept``,
-    ``use_grad_based_mass_matrix``).
+    scale, as ``pm.sample`` does. ``options`` are the chains, draws, tuning steps (required here), seed and progress
+    bar; ``nuts`` goes to ``nutpie.sample`` (e.g. ``target_accept``, ``adaptation``).
 
     Returns
     -------
     DataTree
         ``posterior`` (every free variable, constrained, with the model's dims) and nutpie's ``sample_stats``.
     """
-    import nutpie
-    from nutpie.compiled_pyfunc import from_pyfunc
-    from pymc.initial_point import make_initial_point_fn
+    import nutpie  # lazy: nutpie: ~1 s to import, needed only when sampling
+    from nutpie.compiled_pyfunc import from_pyfunc  # lazy: nutpie: ~1 s to import, needed only when sampling
 
     logp_fn, values_fn, names, value_vars, sizes = _joined_functions(model)
     n_dim = int(sum(sizes))
@@ -100,16 +161,17 @@ def sample_posterior(
     compiled = from_pyfunc(n_dim, make_logp_fn, make_expand_fn, [np.dtype("float64")], [(n_dim,)], ["x"],
                            make_initial_point_fn=initial_point)
     # The log-density is a Python callable holding the GIL, so chains cannot run in parallel: on one thread they take
-    # turns without contention (AIDS, 4 x 2000 draws: 3.4 s on one thread, 4.5 s on two). ``cores`` is accepted for
-    # the signature's sake and otherwise unused here.
-    del cores
+    # turns without contention (AIDS, 4 x 2000 draws: 3.4 s on one thread, 4.5 s on two); SamplerOptions.cores says so.
+    if options.tune is None:
+        raise SpecError("sample_posterior needs the number of tuning steps.", given="tune=None",
+                        fix="Pass options.with_default_tune(1000).")
     # One BLAS thread: the crossed-factor log-density (hierlmm.kernels.crossed_loglik) multiplies 42 x 42 matrices, and
     # waking OpenBLAS's threads for each cost 3-50x per gradient on glaucoma (0.34 ms against 1.3-17 ms, measured here).
     with threadpool_limits(1, user_api="blas"):
-        raw = nutpie.sample(compiled, chains=chains, cores=1, draws=draws, tune=tune, seed=seed,
-                            progress_bar=progressbar, save_warmup=False, **nuts)
+        raw = nutpie.sample(compiled, chains=options.chains, cores=1, draws=options.draws, tune=options.tune,
+                            seed=options.seed, progress_bar=options.progressbar, save_warmup=False, **nuts)
     x = raw["posterior"]["x"].values  # (chain, draw, n_dim)
-    C, D = x.shape[:2]  # noqa: N806
+    C, D = x.shape[:2]
     per_draw = [values_fn(row) for row in x.reshape(C * D, n_dim)]
     post = xr.Dataset(coords={"chain": np.arange(C), "draw": np.arange(D)})
     for k, name in enumerate(names):

@@ -40,11 +40,12 @@ from hierlmm.design.subject_batches import SubjectBatches, subject_batches
 from hierlmm.engines.reml.correlated_gradient import profile_and_gradient
 from hierlmm.engines.reml.finite_differences import central_hessian, clearly_positive_definite
 from hierlmm.engines.reml.profiled_likelihood import layout_for
+from hierlmm.engines.reml.result import RandomEffects, REMLResult, random_effects
 from hierlmm.engines.reml.start import starting_fit
-from hierlmm.engines.reml.t_table import nlme_fixed_df, t_tests
 from hierlmm.errors import ConvergenceWarning, NotSupportedError, SpecError
+from hierlmm.structures.error_parameters import ErrorParameters
 from hierlmm.structures.serial_correlation import CorrelationStructure, parse_correlation
-from hierlmm.structures.variance_functions import BoundVarianceFunction, VarianceFunction, parse_weights
+from hierlmm.structures.variance_functions import BoundVarianceFunction, VarianceFunction, describe, parse_weights
 
 
 def profile(design: Design, batches: SubjectBatches, structure: CorrelationStructure | None, theta: np.ndarray,
@@ -52,30 +53,30 @@ def profile(design: Design, batches: SubjectBatches, structure: CorrelationStruc
     """(log-likelihood, beta, sigma^2, X'W^-1X) at ``theta`` = (log-Cholesky of Lambda, correlation params,
     variance-function params)."""
     block = design.blocks[0]
-    Lam = _factor(theta, design)  # noqa: N806
+    Lam = _factor(theta, design)
     delta = Lam @ Lam.T
     u, omega = _split(theta, design, structure)
     log_s = variance.M @ omega if variance is not None else np.zeros(design.n_obs)
     p = design.p
-    XtWX, XtWy, ytWy, logdet = np.zeros((p, p)), np.zeros(p), 0.0, 0.0  # noqa: N806
+    XtWX, XtWy, ytWy, logdet = np.zeros((p, p)), np.zeros(p), 0.0, 0.0
     for idx, d in zip(batches.rows, batches.distances, strict=True):
-        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]  # noqa: N806  (k, n, q), (k, n, p), (k, n)
+        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]  # (k, n, q), (k, n, p), (k, n)
         s = np.exp(log_s[idx])  # (k, n) SD ratios
         if structure is None:
-            R_s = s[..., None] ** 2 * np.eye(idx.shape[1])  # noqa: N806
+            R_s = s[..., None] ** 2 * np.eye(idx.shape[1])
         else:
-            R_s = s[..., :, None] * structure.from_distances(u, d, batches.n_max) * s[..., None, :]  # noqa: N806
-        W = Z @ delta @ np.swapaxes(Z, -1, -2) + R_s  # noqa: N806
-        C = np.linalg.cholesky(W)  # noqa: N806
+            R_s = s[..., :, None] * structure.from_distances(u, d, batches.n_max) * s[..., None, :]
+        W = Z @ delta @ np.swapaxes(Z, -1, -2) + R_s
+        C = np.linalg.cholesky(W)
         logdet += 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum()
-        A = np.linalg.solve(C, np.concatenate([X, y[..., None]], axis=-1))  # noqa: N806  C^-1 [X y]
-        G = np.einsum("kna,knb->ab", A, A)  # noqa: N806
+        A = np.linalg.solve(C, np.concatenate([X, y[..., None]], axis=-1))  # C^-1 [X y]
+        G = np.einsum("kna,knb->ab", A, A)
         XtWX += G[:p, :p]
         XtWy += G[:p, p]
         ytWy += G[p, p]
     beta = np.linalg.solve(XtWX, XtWy)
-    rWr = ytWy - beta @ XtWy  # noqa: N806
-    N = design.n_obs  # noqa: N806
+    rWr = ytWy - beta @ XtWy
+    N = design.n_obs
     dof = N - p if reml else N
     sigma2 = rWr / dof
     loglik = -0.5 * dof * (np.log(2 * np.pi * sigma2) + 1) - 0.5 * logdet
@@ -85,13 +86,15 @@ def profile(design: Design, batches: SubjectBatches, structure: CorrelationStruc
 
 
 @dataclass(frozen=True, eq=False)
-class CorrelatedFit:
+class CorrelatedFit(REMLResult):
     """A REML/ML fit with serially correlated and/or heteroscedastic errors (see the module notation).
 
     ``structure`` is None without a correlation structure, ``weights`` and ``variance`` (the variance function and
     its bound ``M``) None without a variance function. ``batches`` are the subjects' rows and the distances between
     their times (or positions) that the fit used (for :func:`hierlmm.implied_covariance` of a training subject).
-    ``D`` and ``sigma`` are on the scale of y (nlme's): ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``.
+    ``D`` (a one-block tuple) and ``sigma`` are on the scale of y (nlme's): ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``.
+    Random effects are ``b_i = D Z_i' V_i^-1 r_i`` with the chapter's covariances
+    (:mod:`hierlmm.engines.reml.result`), from the dense ``V_i`` of every subject.
     """
 
     design: Design
@@ -99,7 +102,7 @@ class CorrelatedFit:
     structure: CorrelationStructure | None
     beta: np.ndarray
     cov_beta: np.ndarray
-    D: np.ndarray
+    D: tuple[np.ndarray, ...]
     sigma: float
     loglik: float
     theta: np.ndarray
@@ -141,13 +144,55 @@ class CorrelatedFit:
             return {}
         return self._intervals("variance", self.variance.parameters, level)
 
-    def fixef(self) -> pd.DataFrame:
-        """nlme's fixed-effects table (nlme's denominator degrees of freedom)."""
-        se = np.sqrt(np.diag(self.cov_beta))
-        df = nlme_fixed_df(self.design)
-        t, p = t_tests(self.beta, se, df)
-        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df.astype(int), "t-value": t, "p-value": p},
-                            index=pd.Index(self.design.fixef_names, name="term"))
+    @property
+    def n_theta(self) -> int:
+        """Number of covariance parameters besides sigma: D's, the correlation's and the variance function's."""
+        return int(self.theta.size)
+
+    def error_parameters(self) -> ErrorParameters:
+        """The error model at the estimates (:class:`~hierlmm.structures.error_parameters.ErrorParameters`)."""
+        omega = self.omega[None] if self.variance is not None else None
+        return ErrorParameters(self.structure, self.n_max, np.array([self.sigma]), omega,
+                               unconstrained=self._part("correlation"), variance=self.variance)
+
+    def ranef(self) -> dict[str, RandomEffects]:
+        """Empirical-Bayes random effects with the chapter's covariances (module notation of
+        :mod:`hierlmm.engines.reml.result`), from every subject's dense ``V_i``."""
+        if self.batches is None:
+            raise NotSupportedError("This CorrelatedFit was built without its subject batches, which the random "
+                                    "effects need.", given="batches=None", fix="Fit it with fit_correlated.")
+        block, errors, (D,) = self.design.blocks[0], self.error_parameters(), self.D
+        pieces = []
+        XtVX = np.zeros((self.design.p, self.design.p))
+        for idx, d in zip(self.batches.rows, self.batches.distances, strict=True):
+            Z, X = block.Z[idx], self.design.X[idx]  # (k, n, q), (k, n, p)
+            r = self.design.y[idx] - X @ self.beta
+            M = None if self.variance is None else self.variance.M[idx]
+            V = Z @ D @ np.swapaxes(Z, -1, -2) + errors.matrices(d, M)[0]
+            V_inv = np.linalg.inv(V)  # subjects of a few rows
+            ZtV = np.swapaxes(Z, -1, -2) @ V_inv
+            XtVX += np.einsum("knp,knm,kmr->pr", X, V_inv, X)
+            pieces.append((idx, ZtV @ r[..., None], ZtV @ Z, ZtV @ X))
+        XtVX_inv = np.linalg.inv(XtVX)
+        q, n = block.q, block.n_levels
+        mean, cov_est = np.zeros((n, q)), np.zeros((n, q, q))
+        for idx, ZtVr, ZtVZ, ZtVX in pieces:
+            levels = block.group_index[idx[:, 0]]
+            mean[levels] = (D @ ZtVr)[..., 0]
+            cov_est[levels] = D @ (ZtVZ - ZtVX @ XtVX_inv @ np.swapaxes(ZtVX, -1, -2)) @ D
+        return {block.factor: random_effects(block, mean, cov_est, D[None] - cov_est)}
+
+    def _error_structure_lines(self) -> list[str]:
+        lines = []
+        if self.structure is not None:
+            params = pd.DataFrame([self.correlation_parameters]).to_string(index=False,
+                                                                           float_format=lambda v: f"{v:.6g}")
+            lines += ["", f"Correlation Structure: {self.structure.description}",
+                      f" Formula: {self.structure.form}", " Parameter estimate(s):",
+                      *(" " + line for line in params.splitlines())]
+        if self.weights is not None and self.variance is not None:
+            lines += ["", describe(self.weights, self.variance, self.omega)]
+        return lines
 
     def _slice(self, part: str) -> slice:
         k = layout_for(self.design).size
@@ -226,7 +271,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         result = scipy.optimize.minimize(objective_and_gradient, start, jac=True, method="BFGS",
                                          options={"gtol": 1e-6, "maxiter": 1000})
         theta = result.x
-        loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml, centred)  # noqa: N806
+        loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml, centred)
         hessian = central_hessian(objective, theta)
         grad = objective_and_gradient(theta)[1]
     cov_theta = None
@@ -249,10 +294,10 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
                       "random effects or the correlation, or see their posterior in a Bayesian fit.",
                       ConvergenceWarning, stacklevel=2)
     layout = layout_for(design)
-    Lam = _factor(theta, design)  # noqa: N806
-    N, p = design.n_obs, design.p  # noqa: N806
+    Lam = _factor(theta, design)
+    N, p = design.n_obs, design.p
     scale = sigma2 * (1.0 if reml else N / (N - p))
-    D = sigma2 * Lam @ Lam.T  # noqa: N806
+    D = (sigma2 * Lam @ Lam.T,)
     sigma = float(np.sqrt(sigma2) * np.exp(-shift @ _split(theta, design, structure)[1]))  # back to nlme's S_i
     theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,

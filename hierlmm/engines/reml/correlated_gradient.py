@@ -30,25 +30,25 @@ def profile_and_gradient(design: Design, batches: SubjectBatches, structure: Cor
                          ) -> tuple[float, np.ndarray]:
     """(profiled log-likelihood, its gradient in ``theta``) at ``theta`` (see the module notation)."""
     block = design.blocks[0]
-    q, p, N = block.q, design.p, design.n_obs  # noqa: N806
+    q, p, N = block.q, design.p, design.n_obs
     layout = layout_for(design)  # the block's structure of D (hierlmm.structures.random_effects)
-    Lam, J = layout.factors_and_jacobians(theta[: layout.size])[0]  # noqa: N806
+    Lam, J = layout.factors_and_jacobians(theta[: layout.size])[0]
     n_corr = structure.n_params if structure is not None else 0
     u, omega = theta[layout.size: layout.size + n_corr], theta[layout.size + n_corr:]
     log_s = variance.M @ omega if variance is not None else np.zeros(N)
     delta = Lam @ Lam.T
-    parts, C, Xty, yty, logdet = [], np.zeros((p, p)), np.zeros(p), 0.0, 0.0  # noqa: N806
+    parts, C, Xty, yty, logdet = [], np.zeros((p, p)), np.zeros(p), 0.0, 0.0
     for idx, d in zip(batches.rows, batches.distances, strict=True):
-        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]  # noqa: N806
+        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]
         s = np.exp(log_s[idx])
-        R = structure.from_distances(u, d, batches.n_max) if structure is not None else np.eye(idx.shape[1])  # noqa: N806
-        T = s[..., :, None] * R * s[..., None, :]  # noqa: N806
-        W = Z @ delta @ np.swapaxes(Z, -1, -2) + T  # noqa: N806
-        L = np.linalg.cholesky(W)  # noqa: N806  (LinAlgError if not PD)
+        R = structure.from_distances(u, d, batches.n_max) if structure is not None else np.eye(idx.shape[1])
+        T = s[..., :, None] * R * s[..., None, :]
+        W = Z @ delta @ np.swapaxes(Z, -1, -2) + T
+        L = np.linalg.cholesky(W)  # (LinAlgError if not PD)
         logdet += 2 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum()
-        Linv = np.linalg.inv(L)  # noqa: N806  W^-1 = L^-T L^-1: as accurate as profile()'s triangular solves
-        Winv = np.swapaxes(Linv, -1, -2) @ Linv  # noqa: N806
-        WX, Wy = Winv @ X, np.einsum("kab,kb->ka", Winv, y)  # noqa: N806
+        Linv = np.linalg.inv(L)  # W^-1 = L^-T L^-1: as accurate as profile()'s triangular solves
+        Winv = np.swapaxes(Linv, -1, -2) @ Linv
+        WX, Wy = Winv @ X, np.einsum("kab,kb->ka", Winv, y)
         C += np.einsum("kna,knb->ab", X, WX)
         Xty += np.einsum("kna,kn->a", X, Wy)
         yty += np.einsum("kn,kn->", y, Wy)
@@ -59,20 +59,20 @@ def profile_and_gradient(design: Design, batches: SubjectBatches, structure: Cor
     loglik = -0.5 * dof * (np.log(2 * np.pi * sigma2) + 1) - 0.5 * logdet
     if reml:
         loglik -= 0.5 * np.linalg.slogdet(C)[1]
-    Cinv = np.linalg.inv(C)  # noqa: N806
+    Cinv = np.linalg.inv(C)
     g_lam, g_u, g_omega = np.zeros((q, q)), np.zeros(n_corr), np.zeros(omega.size)
-    for idx, d, Z, s, T, Winv, WX, Wy in parts:  # noqa: N806
+    for idx, d, Z, s, T, Winv, WX, Wy in parts:
         a = Wy - WX @ beta
-        A = a[..., :, None] * a[..., None, :] / sigma2 - Winv  # noqa: N806
+        A = a[..., :, None] * a[..., None, :] / sigma2 - Winv
         if reml:
-            A = A + WX @ Cinv @ np.swapaxes(WX, -1, -2)  # noqa: N806
+            A = A + WX @ Cinv @ np.swapaxes(WX, -1, -2)
         g_lam += np.einsum("kna,knm,kmb->ab", Z, A, Z) @ Lam
         if variance is not None:
             g_omega += np.einsum("knj,kn->j", variance.M[idx], (A * T).sum(axis=-1))
         for m in range(n_corr):
             h = np.zeros(n_corr)
             h[m] = 1e-6
-            dR = (structure.from_distances(u + h, d, batches.n_max)  # noqa: N806
+            dR = (structure.from_distances(u + h, d, batches.n_max)
                   - structure.from_distances(u - h, d, batches.n_max)) / 2e-6
             g_u[m] += 0.5 * np.sum(A * s[..., :, None] * dR * s[..., None, :])
     g_theta = np.einsum("kab,ab->k", J, g_lam)  # through dL / d theta, whatever the structure

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-import pandas as pd
 import scipy.linalg
 import scipy.optimize
 import scipy.sparse
@@ -33,7 +33,7 @@ from hierlmm.design.cross_products import CrossProducts, cross_products
 from hierlmm.design.design import Design
 from hierlmm.engines.reml.finite_differences import central_gradient, central_hessian, clearly_positive_definite
 from hierlmm.engines.reml.profiled_likelihood import layout_for
-from hierlmm.engines.reml.t_table import t_tests
+from hierlmm.engines.reml.result import RandomEffects, REMLResult, random_effects
 from hierlmm.errors import ConvergenceWarning
 from hierlmm.structures.random_effects import ThetaLayout
 
@@ -50,23 +50,23 @@ def _layout(design: Design) -> ThetaLayout:
     return layout_for(design)
 
 
-def deviance(cp: CrossProducts, Lam: np.ndarray, n: int, reml: bool) -> tuple[float, np.ndarray, float, np.ndarray]:  # noqa: N803
+def deviance(cp: CrossProducts, Lam: np.ndarray, n: int, reml: bool) -> tuple[float, np.ndarray, float, np.ndarray]:
     """(-2 log-likelihood, beta, sigma^2, F) at ``Lambda`` (see the module notation)."""
     if not np.any(Lam - np.diag(np.diag(Lam))):  # scalar random effects: Lambda diagonal, O(Q^2) scaling
         lam = np.diag(Lam)
-        A = cp.ZtZ * np.outer(lam, lam) + np.eye(lam.size)  # noqa: N806
-        LtZty, LtZtX = lam * cp.Zty, lam[:, None] * cp.ZtX  # noqa: N806
+        A = cp.ZtZ * np.outer(lam, lam) + np.eye(lam.size)
+        LtZty, LtZtX = lam * cp.Zty, lam[:, None] * cp.ZtX
     else:
-        A = Lam.T @ cp.ZtZ @ Lam + np.eye(Lam.shape[0])  # noqa: N806
-        LtZty, LtZtX = Lam.T @ cp.Zty, Lam.T @ cp.ZtX  # noqa: N806
-    R = np.linalg.cholesky(A)  # noqa: N806
+        A = Lam.T @ cp.ZtZ @ Lam + np.eye(Lam.shape[0])
+        LtZty, LtZtX = Lam.T @ cp.Zty, Lam.T @ cp.ZtX
+    R = np.linalg.cholesky(A)
     cu = scipy.linalg.solve_triangular(R, LtZty, lower=True)
-    RZX = scipy.linalg.solve_triangular(R, LtZtX, lower=True)  # noqa: N806
-    F = cp.XtX - RZX.T @ RZX  # noqa: N806
+    RZX = scipy.linalg.solve_triangular(R, LtZtX, lower=True)
+    F = cp.XtX - RZX.T @ RZX
     rhs = cp.Xty - RZX.T @ cu
     beta = np.linalg.solve(F, rhs)
     r2 = cp.yty - cu @ cu - beta @ rhs
-    logdet_A = 2 * np.log(np.diag(R)).sum()  # noqa: N806
+    logdet_A = 2 * np.log(np.diag(R)).sum()
     p = F.shape[0]
     dof = n - p if reml else n
     dev = dof * (1 + np.log(2 * np.pi * r2 / dof)) + logdet_A + (np.linalg.slogdet(F)[1] if reml else 0.0)
@@ -74,27 +74,61 @@ def deviance(cp: CrossProducts, Lam: np.ndarray, n: int, reml: bool) -> tuple[fl
 
 
 @dataclass(frozen=True, eq=False)
-class CrossedFit:
-    """A REML/ML fit with crossed random effects: ``beta``, ``cov_beta``, ``D`` (one per block), ``sigma``,
-    ``loglik``."""
+class CrossedFit(REMLResult):
+    """A REML/ML fit with crossed random effects (lme4's engine; the interface of
+    :class:`~hierlmm.engines.fit_result.FitResult`): ``beta``, ``cov_beta``, ``D`` (one per block), ``sigma``,
+    ``loglik``, ``theta`` (log-Cholesky, module notation).
+
+    The fixed effects get ``N - p`` degrees of freedom (lme4 gives no p-values; nlme has no crossed factors).
+    Random effects are lme4's conditional modes ``b = Lambda A^-1 Lambda' Z'(y - X beta)``, with the prediction-error
+    covariance of Henderson's mixed-model equations, ``sigma^2 Lambda (A^-1 + R^-T R_ZX F^-1 R_ZX' R^-1) Lambda'``:
+    the chapter's ``D - D Z'KZ D``, which includes the uncertainty of ``beta`` (lme4's ``ranef(condVar = TRUE)`` is
+    the first term alone, the variance given ``beta``). ``cov_estimator``, the chapter's ``Var(b_i)``, is ``D`` minus
+    it.
+    """
 
     design: Design
     method: str
     beta: np.ndarray
     cov_beta: np.ndarray
-    D: list[np.ndarray]
+    D: tuple[np.ndarray, ...]
     sigma: float
     loglik: float
     theta: np.ndarray
     converged: bool
 
-    def fixef(self) -> pd.DataFrame:
-        """Estimates, standard errors and t values (``N - p`` degrees of freedom; lme4 gives no p-values)."""
-        se = np.sqrt(np.diag(self.cov_beta))
-        df = np.full(self.design.p, self.design.n_obs - self.design.p)
-        t, p = t_tests(self.beta, se, df)
-        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": df, "t-value": t, "p-value": p},
-                            index=pd.Index(self.design.fixef_names, name="term"))
+    title = "Linear mixed-effects model (crossed random effects, lme4's engine)"
+
+    @property
+    def n_theta(self) -> int:
+        """Number of random-effects covariance parameters (besides sigma)."""
+        return int(self.theta.size)
+
+    @cached_property
+    def df(self) -> np.ndarray:
+        """``N - p`` for every fixed effect."""
+        return np.full(self.design.p, self.design.n_obs - self.design.p)
+
+    def ranef(self) -> dict[str, RandomEffects]:
+        """Conditional modes of every block's random effects, with their covariances (see the class docstring)."""
+        cp = cross_products(self.design)
+        Lam = lambda_of(self.design, self.theta)  # the notation's Lambda
+        R = np.linalg.cholesky(Lam.T @ cp.ZtZ @ Lam + np.eye(Lam.shape[0]))  # A = R R'
+        R_inv = scipy.linalg.solve_triangular(R, np.eye(R.shape[0]), lower=True)
+        RZX = R_inv @ Lam.T @ cp.ZtX
+        F = cp.XtX - RZX.T @ RZX
+        u = R_inv.T @ (R_inv @ (Lam.T @ (cp.Zty - cp.ZtX @ self.beta)))
+        b = Lam @ u
+        G = R_inv.T @ RZX  # A^-1 Lambda'Z'X
+        cov_u = R_inv.T @ R_inv + G @ np.linalg.solve(F, G.T)
+        cov = self.sigma**2 * Lam @ cov_u @ Lam.T
+        out = {}
+        for block, D, start in zip(self.design.blocks, self.D, cp.offsets, strict=True):
+            q, n = block.q, block.n_levels
+            idx = start + np.arange(n * q).reshape(n, q)
+            c = cov[idx[:, :, None], idx[:, None, :]]
+            out[block.factor] = random_effects(block, b[idx], D[None] - c, c)
+        return out
 
 
 def fit_crossed(design: Design, method: str = "REML") -> CrossedFit:
@@ -119,8 +153,8 @@ def fit_crossed(design: Design, method: str = "REML") -> CrossedFit:
     if not converged:
         warnings.warn(f"The optimiser stopped before the maximum ({result.message}).", ConvergenceWarning,
                       stacklevel=2)
-    dev, beta, sigma2, F = deviance(cp, lambda_of(design, theta), n, reml)  # noqa: N806
-    Ds = [sigma2 * L @ L.T for L in _layout(design).factors(theta)]  # noqa: N806
+    dev, beta, sigma2, F = deviance(cp, lambda_of(design, theta), n, reml)
+    Ds = tuple(sigma2 * L @ L.T for L in _layout(design).factors(theta))
     scale = sigma2 * (1.0 if reml else n / (n - design.p))
     return CrossedFit(design, method, beta, scale * np.linalg.inv(F), Ds, float(np.sqrt(sigma2)), -dev / 2,
                       theta, converged)
@@ -131,7 +165,7 @@ def _newton_polish(objective, theta: np.ndarray, steps: int = 5) -> tuple[np.nda
     optimum at 250,000 rows); converged when the scaled gradient ``H^-1 g`` (lme4's check) is below 1e-4."""
     for _ in range(steps):
         grad = central_gradient(objective, theta)
-        H = central_hessian(objective, theta)  # noqa: N806
+        H = central_hessian(objective, theta)
         if not clearly_positive_definite(H):
             return theta, False
         step = np.linalg.solve(H, grad)

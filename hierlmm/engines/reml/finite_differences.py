@@ -21,7 +21,7 @@ def central_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float =
 def central_hessian(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
     """Hessian by central differences of function values (as nlme's ``fdHess`` does)."""
     n = x.size
-    H = np.zeros((n, n))  # noqa: N806
+    H = np.zeros((n, n))
     for i in range(n):
         for j in range(i, n):
             ei, ej = np.eye(n)[i] * h, np.eye(n)[j] * h
@@ -33,7 +33,7 @@ def hessian_from_gradient(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x
     """Hessian by central differences of an analytic gradient (``f`` returns ``(value, gradient)``), symmetrised;
     step ``1e-5 max(1, |x_j|)``."""
     k = x.size
-    H = np.zeros((k, k))  # noqa: N806
+    H = np.zeros((k, k))
     for j in range(k):
         h = 1e-5 * max(1.0, abs(x[j]))
         e = np.zeros(k)
@@ -45,7 +45,7 @@ def hessian_from_gradient(f: Callable[[np.ndarray], tuple[float, np.ndarray]], x
 POSITIVE_DEFINITE_RTOL = 1e-9
 
 
-def clearly_positive_definite(H: np.ndarray, rtol: float = POSITIVE_DEFINITE_RTOL) -> bool:  # noqa: N803
+def clearly_positive_definite(H: np.ndarray, rtol: float = POSITIVE_DEFINITE_RTOL) -> bool:
     """Whether a finite-difference Hessian is positive definite beyond rounding: finite, and its smallest
     eigenvalue above ``rtol`` times its largest absolute one.
 
@@ -53,7 +53,7 @@ def clearly_positive_definite(H: np.ndarray, rtol: float = POSITIVE_DEFINITE_RTO
     is zero up to rounding, whose sign is noise; ``eig.min() > 0`` would call that Hessian positive definite by luck.
     Every engine's convergence check (nested, crossed, serial correlation) and nlme-style interval uses this rule.
     """
-    H = np.asarray(H, dtype=float)  # noqa: N806
+    H = np.asarray(H, dtype=float)
     if H.size == 0:
         return True
     if not np.all(np.isfinite(H)):

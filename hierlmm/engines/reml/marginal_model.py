@@ -31,6 +31,7 @@ Only one grouping factor (the subject) is supported: the chapter's marginal mode
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,7 @@ import scipy.optimize
 from hierlmm.design.design import Design
 from hierlmm.design.sufficient_stats import SubjectStats, subject_stats
 from hierlmm.engines.reml.finite_differences import central_gradient
+from hierlmm.engines.reml.result import RandomEffects, REMLResult
 from hierlmm.engines.reml.start import starting_fit
 from hierlmm.errors import NotSupportedError, NumericalError, SpecError
 from hierlmm.structures.random_effects import ThetaLayout
@@ -62,7 +64,7 @@ def kappa_of(stats: SubjectStats) -> float:
 
 def delta_of(theta: np.ndarray, q: int, kappa: float) -> np.ndarray:
     """``Delta = Lambda Lambda' - kappa I`` from log-Cholesky ``theta`` (diagonal entries on the log scale)."""
-    (Lam,) = ThetaLayout.for_blocks(["pdSymm"], [q]).factors(theta)  # noqa: N806
+    (Lam,) = ThetaLayout.for_blocks(["pdSymm"], [q]).factors(theta)
     return Lam @ Lam.T - kappa * np.eye(q)
 
 
@@ -79,26 +81,26 @@ class MarginalProfile:
     loglik: float
     beta: np.ndarray
     sigma2: float
-    XtWX: np.ndarray  # noqa: N815
-    logdet_W: float  # noqa: N815
+    XtWX: np.ndarray
+    logdet_W: float
 
 
 def profile(stats: SubjectStats, delta: np.ndarray, reml: bool) -> MarginalProfile:
     """Profiled ML or REML log-likelihood of the marginal model at ``Delta``."""
     q = delta.shape[0]
-    M = np.eye(q)[None] + stats.ZtZ @ delta[None]  # noqa: N806  I + S_i Delta
+    M = np.eye(q)[None] + stats.ZtZ @ delta[None]  # I + S_i Delta
     sign, logdet = np.linalg.slogdet(M)
     if np.any(sign <= 0):
         raise NumericalError("A subject's V_i is not positive definite.", given=delta.tolist(),
                              fix="Report this: the parametrisation should prevent it.")
-    K = delta[None] @ np.linalg.inv(M)  # noqa: N806
-    ZtX, Zty = stats.ZtX, stats.Zty  # noqa: N806
-    XtWX = stats.XtX - np.einsum("mqa,mqr,mrb->ab", ZtX, K, ZtX)  # noqa: N806
-    XtWy = stats.Xty - np.einsum("mqa,mqr,mr->a", ZtX, K, Zty)  # noqa: N806
-    ytWy = stats.yty - np.einsum("mq,mqr,mr->", Zty, K, Zty)  # noqa: N806
+    K = delta[None] @ np.linalg.inv(M)
+    ZtX, Zty = stats.ZtX, stats.Zty
+    XtWX = stats.XtX - np.einsum("mqa,mqr,mrb->ab", ZtX, K, ZtX)
+    XtWy = stats.Xty - np.einsum("mqa,mqr,mr->a", ZtX, K, Zty)
+    ytWy = stats.yty - np.einsum("mq,mqr,mr->", Zty, K, Zty)
     beta = np.linalg.solve(XtWX, XtWy)
-    rWr = float(ytWy - beta @ XtWy)  # noqa: N806
-    N, p = int(stats.n_per_subject.sum()), XtWX.shape[0]  # noqa: N806
+    rWr = float(ytWy - beta @ XtWy)
+    N, p = int(stats.n_per_subject.sum()), XtWX.shape[0]
     dof = N - p if reml else N
     sigma2 = rWr / dof
     loglik = -0.5 * dof * (np.log(2 * np.pi * sigma2) + 1) - 0.5 * float(logdet.sum())
@@ -108,7 +110,7 @@ def profile(stats: SubjectStats, delta: np.ndarray, reml: bool) -> MarginalProfi
 
 
 @dataclass(frozen=True, eq=False)
-class MarginalFit:
+class MarginalFit(REMLResult):
     """An ML/REML fit of the marginal model.
 
     Attributes
@@ -118,7 +120,7 @@ class MarginalFit:
     beta, cov_beta
         Fixed effects and their covariance ``r'W^-1r / (N - p) (X'W^-1X)^-1`` (nlme's, for ML and REML).
     D, sigma
-        The random-effects "covariance" (possibly indefinite) and the residual SD.
+        The random-effects "covariance" (a one-block tuple; possibly indefinite) and the residual SD.
     loglik
         The maximised log-likelihood (REML: nlme's form).
     kappa, theta
@@ -131,7 +133,7 @@ class MarginalFit:
     method: str
     beta: np.ndarray
     cov_beta: np.ndarray
-    D: np.ndarray
+    D: tuple[np.ndarray, ...]
     sigma: float
     loglik: float
     kappa: float
@@ -141,11 +143,17 @@ class MarginalFit:
     stats: SubjectStats
 
     kind = "marginal"
+    title = "Marginal model y_i ~ N(X_i beta, Z_i D Z_i' + sigma^2 I), D not necessarily positive definite,"
 
     @property
-    def min_eigen_D(self) -> float:  # noqa: N802
+    def n_theta(self) -> int:
+        """Number of parameters of D (its distinct entries)."""
+        return int(self.theta.size)
+
+    @property
+    def min_eigen_D(self) -> float:  # the chapter's D
         """Smallest eigenvalue of D (negative: D is not a covariance matrix, yet every V_i is one)."""
-        return float(np.linalg.eigvalsh(self.D)[0])
+        return float(np.linalg.eigvalsh(self.D[0])[0])
 
     @property
     def icc(self) -> float | None:
@@ -153,25 +161,36 @@ class MarginalFit:
         names = self.design.blocks[0].effect_names
         if "(Intercept)" not in names:
             return None
-        d = self.D[names.index("(Intercept)"), names.index("(Intercept)")]
+        d = self.D[0][names.index("(Intercept)"), names.index("(Intercept)")]
         return float(d / (d + self.sigma**2))
 
-    def fixef(self) -> pd.DataFrame:
-        """Estimates, standard errors and t values (``N - p`` degrees of freedom, as nlme's ``gls``)."""
-        import scipy.stats
+    @cached_property
+    def df(self) -> np.ndarray:
+        """``N - p`` for every fixed effect (as nlme's ``gls``)."""
+        return np.full(self.design.p, self.design.n_obs - self.design.p)
 
-        se = np.sqrt(np.diag(self.cov_beta))
-        dof = self.design.n_obs - self.design.p
-        t = self.beta / se
-        return pd.DataFrame({"Value": self.beta, "Std.Error": se, "DF": dof, "t-value": t,
-                             "p-value": 2 * scipy.stats.t.sf(np.abs(t), dof)}, index=list(self.design.fixef_names))
+    def ranef(self) -> dict[str, RandomEffects]:
+        """The marginal model has no random effects: refused with the reason."""
+        raise NotSupportedError(
+            "The marginal model has no random effects: D is only a parameter of V_i = Z_i D Z_i' + sigma^2 I and may "
+            "be indefinite, so there is no distribution b_i ~ N(0, D) to predict b_i from.",
+            given=f"a marginal-model fit (smallest eigenvalue of D {self.min_eigen_D:.4g})",
+            fix="Fit the hierarchical model (kind='hierarchical', the default) for random effects, subject-specific "
+                "fitted values and level-1 predictions; level=0 works here.")
 
     def marginal_cov(self, subject: str | int) -> np.ndarray:
         """``V_i`` of one subject's rows."""
         block = self.design.blocks[0]
         idx = np.flatnonzero(block.group_index == block.levels.index(str(subject)))
-        Z = block.Z[idx]  # noqa: N806
-        return Z @ self.D @ Z.T + self.sigma**2 * np.eye(idx.size)
+        Z = block.Z[idx]
+        return Z @ self.D[0] @ Z.T + self.sigma**2 * np.eye(idx.size)
+
+    def _random_effects_lines(self) -> list[str]:
+        names = self.design.blocks[0].effect_names
+        frame = pd.DataFrame(self.D[0], index=names, columns=names)
+        icc = f"; ICC {self.icc:.4f}" if self.icc is not None else ""
+        return [f"D (grouping {self.design.blocks[0].factor}; smallest eigenvalue {self.min_eigen_D:.4g}{icc}):",
+                frame.to_string(float_format=lambda x: f"{x:.5g}"), f"Residual SD: {self.sigma:.5g}"]
 
 
 def fit_marginal(design: Design, method: str = "REML") -> MarginalFit:
@@ -200,8 +219,8 @@ def fit_marginal(design: Design, method: str = "REML") -> MarginalFit:
     grad = central_gradient(objective, result.x)
     converged = bool(result.success or np.max(np.abs(grad)) < 1e-2)
     best = profile(stats, delta_of(result.x, q, kappa), reml)
-    D = delta_of(result.x, q, kappa) * best.sigma2  # noqa: N806
-    N, p = design.n_obs, design.p  # noqa: N806
+    D = (delta_of(result.x, q, kappa) * best.sigma2,)
+    N, p = design.n_obs, design.p
     scale = best.sigma2 * (N / (N - p) if not reml else 1.0)  # nlme scales by r'W^-1r / (N - p) for ML too
     cov_beta = scale * np.linalg.inv(best.XtWX)
     return MarginalFit(design, method, best.beta, cov_beta, D, float(np.sqrt(best.sigma2)), best.loglik, kappa,

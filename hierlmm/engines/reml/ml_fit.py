@@ -25,49 +25,14 @@ import pandas as pd
 from hierlmm.design.design import Design
 from hierlmm.design.sufficient_stats import SubjectStats, stack_factors
 from hierlmm.engines.reml.profiled_likelihood import OptimizerReport, ProfiledState, evaluate, optimize_theta
-from hierlmm.engines.reml.t_table import nlme_fixed_df, t_tests
+from hierlmm.engines.reml.result import RandomEffects, REMLResult, random_effects
 from hierlmm.engines.reml.variance_intervals import varcorr_intervals
 from hierlmm.errors import DataError, SpecError
-from hierlmm.structures.random_effects import ThetaLayout, sd_corr
+from hierlmm.structures.random_effects import ThetaLayout
 
 
 @dataclass(frozen=True, eq=False)
-class RandomEffects:
-    """Empirical-Bayes random effects of one grouping factor.
-
-    Attributes
-    ----------
-    factor
-        Grouping factor.
-    mean
-        DataFrame (levels x effects) of the posterior means ``b_i``.
-    cov_estimator
-        (levels, q, q): the chapter's ``D Z_i' K Z_i D``.
-    cov_prediction
-        (levels, q, q): ``D - D Z_i' K Z_i D``, the prediction-error covariance.
-    """
-
-    factor: str
-    mean: pd.DataFrame
-    cov_estimator: np.ndarray
-    cov_prediction: np.ndarray
-
-    def intervals(self, level: float = 0.95) -> pd.DataFrame:
-        """Pointwise prediction intervals ``b_i +- z * sqrt(diag(cov_prediction))``."""
-        import scipy.stats
-
-        z = scipy.stats.norm.ppf(0.5 + level / 2)
-        se = np.sqrt(np.clip(np.diagonal(self.cov_prediction, axis1=1, axis2=2), 0, None))
-        frames = {}
-        for j, name in enumerate(self.mean.columns):
-            frames[(name, "estimate")] = self.mean[name]
-            frames[(name, "lower")] = self.mean[name] - z * se[:, j]
-            frames[(name, "upper")] = self.mean[name] + z * se[:, j]
-        return pd.DataFrame(frames, index=self.mean.index)
-
-
-@dataclass(frozen=True, eq=False)
-class MLFit:
+class MLFit(REMLResult):
     """An ML or REML fit of a linear mixed model (the implied marginal model).
 
     Attributes
@@ -121,7 +86,7 @@ class MLFit:
         return self.state.rss / dof * np.linalg.inv(self.state.XtWX)
 
     @cached_property
-    def D(self) -> tuple[np.ndarray, ...]:  # noqa: N802
+    def D(self) -> tuple[np.ndarray, ...]:
         """Random-effects covariance matrix of every block."""
         return tuple(self.state.sigma2 * L @ L.T for L in self.layout.factors(self.theta, log_diagonal=False))
 
@@ -131,69 +96,37 @@ class MLFit:
         return -0.5 * self.state.deviance
 
     @property
-    def n_params(self) -> int:
-        """Parameters counted by AIC/BIC: fixed effects, covariance parameters and sigma (as nlme)."""
-        return self.design.p + self.layout.size + 1
+    def n_theta(self) -> int:
+        """Number of random-effects covariance parameters (besides sigma)."""
+        return self.layout.size
 
     @property
-    def aic(self) -> float:
-        """Akaike's information criterion."""
-        return -2 * self.loglik + 2 * self.n_params
-
-    @property
-    def bic(self) -> float:
-        """Bayesian information criterion (REML uses N - p observations, as nlme)."""
-        n = self.design.n_obs - (self.design.p if self.method == "REML" else 0)
-        return -2 * self.loglik + np.log(n) * self.n_params
-
-    @cached_property
-    def df(self) -> np.ndarray:
-        """nlme's denominator degrees of freedom of each fixed effect."""
-        return nlme_fixed_df(self.design)
-
-    def fixef(self) -> pd.DataFrame:
-        """The fixed-effects table laid out as nlme's: Value, Std.Error, DF, t-value, p-value."""
-        se = np.sqrt(np.diag(self.cov_beta))
-        t, p = t_tests(self.beta, se, self.df)
-        return pd.DataFrame(
-            {"Value": self.beta, "Std.Error": se, "DF": self.df.astype(int), "t-value": t, "p-value": p},
-            index=pd.Index(self.design.fixef_names, name="term"),
-        )
+    def converged(self) -> bool:
+        """Whether the optimiser's convergence checks passed."""
+        return self.optimizer.converged
 
     def varcorr_intervals(self, level: float = 0.95) -> pd.DataFrame:
         """Approximate intervals of the random-effect SDs, correlations and sigma, as nlme's
         ``intervals(fit, which = "var-cov")`` (:mod:`hierlmm.engines.reml.variance_intervals`)."""
         return varcorr_intervals(self, level)
 
-    def varcorr(self) -> dict[str, pd.DataFrame]:
-        """Per grouping factor: the SDs and correlations of the random effects; ``"Residual"``: sigma."""
-        out: dict[str, pd.DataFrame] = {}
-        for block, D in zip(self.design.blocks, self.D, strict=True):  # noqa: N806
-            sd, corr = sd_corr(D)
-            frame = pd.DataFrame(corr, index=block.effect_names, columns=block.effect_names)
-            frame.insert(0, "StdDev", sd)
-            frame.insert(0, "Variance", np.diag(D))
-            out[block.factor] = frame
-        out["Residual"] = pd.DataFrame({"Variance": [self.sigma**2], "StdDev": [self.sigma]}, index=["Residual"])
-        return out
-
     # ---- random effects ------------------------------------------------------------------------------------------
     @cached_property
     def _subject_effects(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stacked b_i (M, Q), the chapter's cov (M, Q, Q) and D_i (Q, Q) of every subject."""
-        s, st, Lam = self.stats, self.state, self.state.Lambda  # noqa: N806
-        Ztr = s.Zty - s.ZtX @ st.beta  # (M, Q)  # noqa: N806
-        A_inv = np.linalg.inv(st.A)  # noqa: N806
-        LAL = np.einsum("ab,mbc,dc->mad", Lam, A_inv, Lam)  # Lambda A^-1 Lambda'  # noqa: N806
+        s, st, Lam = self.stats, self.state, self.state.Lambda
+        Ztr = s.Zty - s.ZtX @ st.beta  # (M, Q)
+        A_inv = np.linalg.inv(st.A)
+        LAL = np.einsum("ab,mbc,dc->mad", Lam, A_inv, Lam)  # Lambda A^-1 Lambda'
         b = np.einsum("mab,mb->ma", LAL, Ztr)
-        H = np.einsum("mab,mbp->map", LAL, s.ZtX)  # D Z'V^-1 X  (M, Q, p)  # noqa: N806
+        H = np.einsum("mab,mbp->map", LAL, s.ZtX)  # D Z'V^-1 X  (M, Q, p)
         first = Lam @ Lam.T - LAL
         cov = st.sigma2 * (first - np.einsum("map,pr,mbr->mab", H, np.linalg.inv(st.XtWX), H))
         return b, cov, st.sigma2 * Lam @ Lam.T
 
     def ranef(self) -> dict[str, RandomEffects]:
         """Empirical-Bayes random effects of every grouping factor, with the chapter's covariance."""
-        b, cov, D_stacked = self._subject_effects  # noqa: N806
+        b, cov, D_stacked = self._subject_effects
         out: dict[str, RandomEffects] = {}
         for lay in self.stats.layouts:
             block = self.design.blocks[lay.block]
@@ -205,36 +138,17 @@ class MLFit:
                 sl = slice(lay.offset + slot * lay.q, lay.offset + (slot + 1) * lay.q)
                 mean[levels] = b[subjects, sl]
                 c[levels] = cov[subjects, sl, sl]
-            Db = D_stacked[lay.offset : lay.offset + lay.q, lay.offset : lay.offset + lay.q]  # noqa: N806
-            frame = pd.DataFrame(mean, index=pd.Index(block.levels, name=block.factor), columns=block.effect_names)
-            out[block.factor] = RandomEffects(block.factor, frame, c, Db[None] - c)
+            Db = D_stacked[lay.offset : lay.offset + lay.q, lay.offset : lay.offset + lay.q]
+            out[block.factor] = random_effects(block, mean, c, Db[None] - c)
         return out
 
-    def fitted(self, level: int = 1) -> np.ndarray:
-        """Fitted values: ``level=0`` population (X beta), ``level=1`` (or more) adds every block's ``Z b``."""
-        mu = self.design.X @ self.beta
-        if level == 0:
-            return mu
-        for block, effects in zip(self.design.blocks, self.ranef().values(), strict=False):
-            b = effects.mean.to_numpy()
-            mu = mu + np.einsum("nq,nq->n", block.Z, b[block.group_index])
-        return mu
-
-    def residuals(self, level: int = 1) -> np.ndarray:
-        """Raw residuals ``y - fitted(level)``."""
-        return self.design.y - self.fitted(level)
-
-    def summary(self) -> str:
-        """nlme-like printout (:func:`hierlmm.report.summaries.summary`)."""
-        from hierlmm.report.summaries import summary
-
-        return summary(self)
-
-    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame:
-        """Predictions for new data (:func:`hierlmm.engines.reml.prediction.predict`)."""
-        from hierlmm.engines.reml.prediction import predict
-
-        return predict(self, newdata, level=level, interval=interval)
+    def _status_line(self) -> str:
+        status = "converged" if self.optimizer.converged else "NOT converged (see the warning)"
+        line = (f"Optimizer: {status}; {self.optimizer.n_evaluations} evaluations, scaled gradient "
+                f"{self.optimizer.scaled_gradient:.1e}, {self.seconds:.3f} s")
+        if self.optimizer.boundary:
+            line += f"\nBoundary (singular) fit: {', '.join(self.optimizer.boundary)} estimated as 0"
+        return line
 
     def __repr__(self) -> str:
         return (f"<MLFit {self.method} {self.design.spec.formula!r}: n={self.design.n_obs}, "
@@ -258,9 +172,9 @@ class MLFit:
             )
         i = levels.index(key)
         rows = np.flatnonzero(self.stats.subject_index == i)
-        Zi = self.stats.Zs[rows]  # noqa: N806
-        Lam = self.state.Lambda  # noqa: N806
-        V = self.state.sigma2 * (Zi @ Lam @ Lam.T @ Zi.T + np.eye(rows.size))  # noqa: N806
+        Zi = self.stats.Zs[rows]
+        Lam = self.state.Lambda
+        V = self.state.sigma2 * (Zi @ Lam @ Lam.T @ Zi.T + np.eye(rows.size))
         index = self.design.rows[rows]
         return pd.DataFrame(V, index=index, columns=index)
 
@@ -270,7 +184,7 @@ def build_fit(
     report: OptimizerReport, seconds: float,
 ) -> MLFit:
     """Assemble an :class:`MLFit` at ``theta`` (natural scale)."""
-    Lam = stack_factors(stats, layout.factors(theta, log_diagonal=False))  # noqa: N806
+    Lam = stack_factors(stats, layout.factors(theta, log_diagonal=False))
     state = evaluate(stats, Lam, method == "REML")
     return MLFit(design, method, layout, stats, theta, state, report, seconds)
 

@@ -46,7 +46,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: float 
     """
     if level not in (0, 1):
         raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
-    X, Zs = new_model_matrices(fit.design, newdata)  # noqa: N806
+    X, Zs = new_model_matrices(fit.design, newdata)
     mean = X @ fit.beta
     out = pd.DataFrame({"fit": mean}, index=newdata.index)
     if level == 0:
@@ -57,7 +57,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: float 
             out["lower"], out["upper"] = mean - z * se, mean + z * se
         return out
     ranef = fit.ranef()
-    for block, Z in zip(fit.design.blocks, Zs, strict=True):  # noqa: N806
+    for block, Z in zip(fit.design.blocks, Zs, strict=True):
         missing = [c for c in block.grouping if c not in newdata.columns]
         if missing:
             raise DataError(

@@ -106,7 +106,7 @@ class LambdaMap:
                 values[self.diag] = np.exp(values[self.diag])
             out[self.target] = values[self.source]
         else:
-            for L, targets in zip(self.layout.factors(theta, log_diagonal), self.block_targets, strict=True):  # noqa: N806
+            for L, targets in zip(self.layout.factors(theta, log_diagonal), self.block_targets, strict=True):
                 if targets.size:
                     out[targets] = L[np.tril_indices(L.shape[0])][None, :]
         return out.reshape(self.Q, self.Q)
@@ -120,7 +120,7 @@ class LambdaMap:
             return grad
         grad = np.zeros(self.size)
         flat = grad_lambda.ravel()
-        for param, (_, J), targets in zip(self.layout.blocks, self.layout.factors_and_jacobians(theta, log_diagonal),  # noqa: N806
+        for param, (_, J), targets in zip(self.layout.blocks, self.layout.factors_and_jacobians(theta, log_diagonal),
                                           self.block_targets, strict=True):
             if targets.size:
                 rows, cols = np.tril_indices(param.q)
@@ -128,12 +128,12 @@ class LambdaMap:
         return grad
 
 
-def small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
+def small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Inverses and log-determinants of a batch of small SPD matrices (closed form for 1x1 and 2x2).
 
     Written out by hand because LAPACK's per-matrix overhead dominates for hundreds of 2x2 matrices.
     """
-    Q = A.shape[-1]  # noqa: N806
+    Q = A.shape[-1]
     if Q == 1:
         if np.any(A[:, 0, 0] <= 0):
             raise np.linalg.LinAlgError("not positive definite")
@@ -150,7 +150,7 @@ def small_inverse(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # noqa: N803
     return np.linalg.inv(A), logdet
 
 
-def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = False) -> ProfiledState:  # noqa: N803
+def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = False) -> ProfiledState:
     """Profiled deviance (-2 log-likelihood) and its by-products at a relative factor ``Lam``.
 
     With ``gradient=True`` also the derivative of the deviance with respect to every entry of ``Lam``
@@ -162,21 +162,21 @@ def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = 
     the profiled terms with respect to ``G = sum_i T_i' Lambda A_i^{-1} Lambda' T_i`` (see the module notation).
     """
     p = stats.XtX.shape[0]
-    N = int(stats.n_per_subject.sum())  # noqa: N806
-    M, Q = stats.M, stats.Q  # noqa: N806
+    N = int(stats.n_per_subject.sum())
+    M, Q = stats.M, stats.Q
     k = p + 1
     # Batched small products written as single 2-D BLAS calls over all subjects.
-    SL = (stats.ZtZ.reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # Z'Z Lambda  # noqa: N806
-    A = (SL.transpose(0, 2, 1).reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # (Lambda'Z'Z Lambda)' = A - I  # noqa: N806
+    SL = (stats.ZtZ.reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # Z'Z Lambda
+    A = (SL.transpose(0, 2, 1).reshape(M * Q, Q) @ Lam).reshape(M, Q, Q)  # (Lambda'Z'Z Lambda)' = A - I
     A[:, np.arange(Q), np.arange(Q)] += 1.0
-    A_inv, logdets = small_inverse(A)  # noqa: N806
-    T = stats.T  # (M, Q, p+1)  # noqa: N806
-    C = (stats.T_rows @ Lam).reshape(M, k, Q).transpose(0, 2, 1)  # Lambda'T  # noqa: N806
-    U = A_inv @ C if Q > 1 else A_inv * C  # noqa: N806
-    G = C.reshape(M * Q, k).T @ U.reshape(M * Q, k)  # noqa: N806
-    Omega = stats.XyXy - G  # noqa: N806
-    XtWX = Omega[:p, :p]  # noqa: N806
-    XtWy = Omega[:p, p]  # noqa: N806
+    A_inv, logdets = small_inverse(A)
+    T = stats.T  # (M, Q, p+1)
+    C = (stats.T_rows @ Lam).reshape(M, k, Q).transpose(0, 2, 1)  # Lambda'T
+    U = A_inv @ C if Q > 1 else A_inv * C
+    G = C.reshape(M * Q, k).T @ U.reshape(M * Q, k)
+    Omega = stats.XyXy - G
+    XtWX = Omega[:p, :p]
+    XtWy = Omega[:p, p]
     cx = np.linalg.cholesky(XtWX)
     beta = np.linalg.solve(XtWX, XtWy)
     rss = float(Omega[p, p] - XtWy @ beta)
@@ -184,18 +184,18 @@ def evaluate(stats: SubjectStats, Lam: np.ndarray, reml: bool, gradient: bool = 
         raise np.linalg.LinAlgError("non-positive residual sum of squares")
     dof = N - p if reml else N
     sigma2 = rss / dof
-    logdet_A = float(logdets.sum())  # noqa: N806
+    logdet_A = float(logdets.sum())
     deviance = dof * (1.0 + np.log(2.0 * np.pi * sigma2)) + logdet_A
     if reml:
         deviance += 2.0 * float(np.log(np.diag(cx)).sum())
     grad = None
     if gradient:
-        Omega_inv = np.linalg.inv(Omega)  # noqa: N806
-        E = np.zeros_like(Omega)  # noqa: N806
+        Omega_inv = np.linalg.inv(Omega)
+        E = np.zeros_like(Omega)
         E[:p, :p] = np.linalg.inv(XtWX)
-        dOmega = dof * (Omega_inv - E) + (E if reml else 0.0)  # noqa: N806
-        Phi = -dOmega  # noqa: N806
-        UPhi = U @ Phi  # (M, Q, p+1)  # noqa: N806
+        dOmega = dof * (Omega_inv - E) + (E if reml else 0.0)
+        Phi = -dOmega
+        UPhi = U @ Phi  # (M, Q, p+1)
         inner = A_inv - UPhi @ np.swapaxes(U, 1, 2)
         grad = 2.0 * (
             SL.transpose(1, 0, 2).reshape(Q, M * Q) @ inner.reshape(M * Q, Q)
@@ -365,7 +365,7 @@ def optimize_theta(
 def _boundary_names(design: Design, layout: ThetaLayout, theta: np.ndarray) -> tuple[str, ...]:
     """What lies on the boundary: SDs estimated as 0, or a singular D (a correlation of +-1)."""
     out = []
-    for block, L in zip(design.blocks, layout.factors(theta, log_diagonal=False), strict=True):  # noqa: N806
+    for block, L in zip(design.blocks, layout.factors(theta, log_diagonal=False), strict=True):
         sd = np.sqrt(np.diag(L @ L.T))
         zero_sd = [f"sd({block.factor}:{name})" for name, s in zip(block.effect_names, sd, strict=True) if s == 0]
         out.extend(zero_sd)
@@ -392,7 +392,7 @@ def _newton_check(
     gfree = g[free]
     if not gfree.size:
         return value, True, 0.0, gfree, gfree
-    H = hessian_from_gradient(f, x)[np.ix_(free, free)]  # noqa: N806
+    H = hessian_from_gradient(f, x)[np.ix_(free, free)]
     if not clearly_positive_definite(H):  # then H is finite and invertible
         return value, False, float("inf"), np.zeros_like(gfree), gfree
     step = np.linalg.solve(H, gfree)

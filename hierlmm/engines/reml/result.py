@@ -144,7 +144,7 @@ class REMLResult:
         A negative variance (the marginal model) has no SD: its ``StdDev`` and correlations are NaN.
         """
         out: dict[str, pd.DataFrame] = {}
-        for block, D in zip(self.design.blocks, self.D, strict=True):  # noqa: N806 - the chapter's D
+        for block, D in zip(self.design.blocks, self.D, strict=True):  # the chapter's D
             variance = np.diag(D)
             sd = np.sqrt(np.where(variance >= 0, variance, np.nan))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -204,7 +204,7 @@ class REMLResult:
     def _random_effects_lines(self) -> list[str]:
         """The ``Random effects:`` block: per grouping factor its formula, structure, SDs and correlations."""
         lines = ["Random effects:"]
-        for block, D in zip(self.design.blocks, self.D, strict=True):  # noqa: N806 - the chapter's D
+        for block, D in zip(self.design.blocks, self.D, strict=True):  # the chapter's D
             sd, corr = sd_corr(D)
             lines.append(f" Formula: ~{block.effects.deparse()} | {block.factor}")
             lines.append(f" Structure: {structure_label(block)}")

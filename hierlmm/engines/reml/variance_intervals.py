@@ -46,7 +46,7 @@ def _pieces(block: Any) -> list[tuple[str, slice]]:
     return out
 
 
-def _natural_piece(structure: str, D: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:  # noqa: N803
+def _natural_piece(structure: str, D: np.ndarray) -> tuple[np.ndarray, list[str], list[str]]:
     """``eta`` of one piece, and the kind (``sd``/``cor``) and effect indices of each entry."""
     q = D.shape[0]
     sd = np.sqrt(np.diag(D))
@@ -91,7 +91,7 @@ def _natural(fit: Any) -> tuple[np.ndarray, list[int], list[tuple[str, int]]]:
     """``eta`` of a fit, the size of each piece's part of it, and each entry's label and back-transform
     (``0``: ``exp``; ``1``: ``tanh(x / 2)``; ``q > 1``: compound symmetry of ``q`` effects)."""
     eta, sizes, entries = [], [], []
-    for block, D in zip(fit.design.blocks, fit.D, strict=True):  # noqa: N806
+    for block, D in zip(fit.design.blocks, fit.D, strict=True):
         for structure, effects in _pieces(block):
             values, kinds, which = _natural_piece(structure, D[effects, effects])
             names = block.effect_names[effects]
@@ -119,7 +119,7 @@ def _back(x: float, how: int) -> float:
 def _matrices(fit: Any, sizes: list[int], eta: np.ndarray) -> list[np.ndarray]:
     out, start, k = [], 0, 0
     for block in fit.design.blocks:
-        D = np.zeros((block.q, block.q))  # noqa: N806
+        D = np.zeros((block.q, block.q))
         for structure, effects in _pieces(block):
             size = sizes[k]
             D[effects, effects] = _piece_matrix(structure, effects.stop - effects.start, eta[start:start + size])
@@ -128,7 +128,7 @@ def _matrices(fit: Any, sizes: list[int], eta: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def log_likelihood(fit: Any, D: list[np.ndarray], sigma: float) -> float:  # noqa: N803
+def log_likelihood(fit: Any, D: list[np.ndarray], sigma: float) -> float:
     """The (restricted) log-likelihood at ``D`` and ``sigma``, ``beta`` profiled (ML) or integrated out (REML)."""
     reml = fit.method == "REML"
     factors = [np.linalg.cholesky(Dk + 1e-300 * np.eye(Dk.shape[0])) / sigma for Dk in D]
@@ -157,7 +157,7 @@ def varcorr_intervals(fit: Any, level: float = 0.95) -> pd.DataFrame:
         except np.linalg.LinAlgError:
             return np.inf
 
-    H = central_hessian(neg_loglik, eta, h=1e-4)  # noqa: N806
+    H = central_hessian(neg_loglik, eta, h=1e-4)
     if not clearly_positive_definite(H):
         eig = np.linalg.eigvalsh(H) if np.all(np.isfinite(H)) else np.array([np.nan])
         raise NumericalError("The approximate covariance of the variance components is not positive definite (as "

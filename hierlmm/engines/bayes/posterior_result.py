@@ -1,0 +1,150 @@
+"""What every Bayesian result shares: the :class:`~hierlmm.engines.fit_result.BayesResult` interface, read from the
+posterior draws of its DataTree.
+
+A result class (:class:`~hierlmm.engines.bayes.bayes_fit.BayesFit` and its correlated-errors subclass,
+:class:`~hierlmm.engines.bayes.marginal_model.MarginalBayesFit`) derives from :class:`PosteriorResult` and provides
+``design``, ``tree``, ``kind``, the posterior tables (``summary``, ``fixef``, ``varcorr``, ``ranef``) and
+``_D_draws()``; this class derives the point summaries (posterior means), fitted values, residuals and predictions
+for new rows, and refuses what a posterior does not have (a maximised likelihood, hence AIC and BIC).
+
+Notation
+--------
+``S`` draws (chains x draws, flattened chain by chain). For new rows with fixed-effects covariates ``X`` and, per
+block, random-effects covariates ``Z``: the draws of the mean response are ``X beta_s`` (level 0) and
+``X beta_s + Z b_s`` (level 1), ``b_s`` the subject's drawn effects, or for a subject the model was not fitted on
+a draw ``b_s ~ N(0, D_s)``. ``predict`` reports their mean, SD and equal-tailed interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from hierlmm.design.design import Design, grouping_labels, new_model_matrices
+from hierlmm.engines.bayes.hierarchical_model import var_name
+from hierlmm.engines.bayes.posterior_tree import block_factors
+from hierlmm.errors import DataError, NotSupportedError
+
+
+def flat_draws(fit: Any, name: str) -> np.ndarray:
+    """A posterior variable's draws with chain and draw flattened: (S, ...)."""
+    values = fit.tree["posterior"][name].values
+    return values.reshape(-1, *values.shape[2:])
+
+
+def mean_draws(fit: Any, newdata: pd.DataFrame, level: int = 0, seed: int = 1) -> np.ndarray:
+    """Draws (S, n) of the mean response for ``newdata`` at ``level`` 0 (population) or 1 (subject; see the module
+    notation)."""
+    if level not in (0, 1):
+        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+    X, Zs = new_model_matrices(fit.design, newdata)  # the chapter's X
+    mu = flat_draws(fit, "beta") @ X.T
+    if level == 0:
+        return mu
+    if fit.kind == "marginal":
+        raise NotSupportedError("The marginal model has no random effects, so no subject-level (level=1) "
+                                "predictions: D is only a parameter of V_i and may be indefinite.",
+                                given="level=1",
+                                fix="Use level=0, or fit the hierarchical model (kind='hierarchical').")
+    rng = np.random.default_rng(seed)
+    post = fit.tree["posterior"].to_dataset()
+    factors = [f.reshape(-1, *f.shape[2:]) for f in block_factors(fit.bayes_model, post)]
+    for block, Z, L in zip(fit.design.blocks, Zs, factors, strict=True):  # the chapter's Z, D = L L'
+        missing = [c for c in block.grouping if c not in newdata.columns]
+        if missing:
+            raise DataError(f"Level-1 predictions need the grouping column(s) {missing}.",
+                            given=list(newdata.columns), fix="Add the subject identifiers, or use level=0.")
+        labels = grouping_labels(newdata.reset_index(drop=True), block.grouping)
+        index = {lv: k for k, lv in enumerate(block.levels)}
+        b_all = flat_draws(fit, var_name("b", block.factor))  # (S, levels, q)
+        for label in dict.fromkeys(labels):
+            rows = np.array([k for k, lv in enumerate(labels) if lv == label])
+            if label in index:
+                b = b_all[:, index[label], :]
+            else:  # a new subject: b ~ N(0, D) draw by draw
+                b = np.einsum("sab,sb->sa", L, rng.standard_normal((L.shape[0], block.q)))
+            mu[:, rows] += b @ Z[rows].T
+    return mu
+
+
+class PosteriorResult:
+    """The :class:`~hierlmm.engines.fit_result.BayesResult` interface from the posterior draws (see the module
+    docstring for what a subclass provides)."""
+
+    design: Design
+    tree: Any
+    kind: ClassVar[str] = "hierarchical"
+    method: ClassVar[str] = "NUTS"
+
+    def _D_draws(self) -> list[np.ndarray]:  # the chapter's D
+        """Every block's ``D`` per draw, (S, q, q)."""
+        raise NotImplementedError
+
+    @property
+    def beta(self) -> np.ndarray:
+        """Posterior mean of the fixed effects."""
+        return flat_draws(self, "beta").mean(axis=0)
+
+    @property
+    def cov_beta(self) -> np.ndarray:
+        """Posterior covariance of the fixed effects."""
+        return np.atleast_2d(np.cov(flat_draws(self, "beta"), rowvar=False))
+
+    @property
+    def D(self) -> tuple[np.ndarray, ...]:  # the chapter's D
+        """Posterior mean of every block's ``D``."""
+        return tuple(D.mean(axis=0) for D in self._D_draws())
+
+    @property
+    def sigma(self) -> float:
+        """Posterior mean of the residual SD."""
+        return float(flat_draws(self, "sigma").mean())
+
+    @property
+    def loglik(self) -> float:
+        """Refused: a posterior has no maximised likelihood."""
+        raise NotSupportedError(
+            "A Bayesian fit has a posterior, not a maximised log-likelihood, so no logLik, AIC or BIC.",
+            given=f"a {type(self).__name__}",
+            fix="Compare Bayesian fits by their predictive accuracy (PSIS-LOO through ArviZ on the DataTree's "
+                "log_likelihood group), or fit by REML/ML for logLik, AIC and BIC.")
+
+    @property
+    def aic(self) -> float:
+        """Refused: see :attr:`loglik`."""
+        return self.loglik
+
+    @property
+    def bic(self) -> float:
+        """Refused: see :attr:`loglik`."""
+        return self.loglik
+
+    def fitted(self, level: int = 1) -> np.ndarray:
+        """Posterior mean of the fitted values: ``level=0`` ``X beta``, ``level=1`` adds every block's ``Z b``."""
+        if level not in (0, 1):
+            raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+        mu = self.design.X @ self.beta
+        if level == 0:
+            return mu
+        if self.kind == "marginal":
+            raise NotSupportedError("The marginal model has no random effects, so no subject-level fitted values.",
+                                    given="level=1", fix="Use level=0, or fit the hierarchical model.")
+        for block in self.design.blocks:
+            b = flat_draws(self, var_name("b", block.factor)).mean(axis=0)
+            mu = mu + np.einsum("nq,nq->n", block.Z, b[block.group_index])
+        return mu
+
+    def residuals(self, level: int = 1) -> np.ndarray:
+        """``y`` minus the posterior mean of the fitted values at ``level``."""
+        return self.design.y - self.fitted(level)
+
+    def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95, seed: int = 1,
+                ) -> pd.DataFrame:
+        """Posterior mean (``fit``), SD (``sd``) and equal-tailed ``ci_prob`` interval (``lower``, ``upper``) of the
+        mean response for ``newdata``, indexed like it (see the module notation)."""
+        mu = mean_draws(self, newdata, level, seed)
+        lower, upper = np.quantile(mu, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=0)
+        return pd.DataFrame({"fit": mu.mean(axis=0), "sd": mu.std(axis=0, ddof=1), "lower": lower, "upper": upper},
+                            index=newdata.index)

@@ -1,0 +1,207 @@
+"""Every kind of fit through the whole interface (hierlmm.FitResult, hierlmm.BayesResult): plain, ML, nested, crossed,
+serially correlated, heteroscedastic, marginal model by REML; hierarchical, correlated and marginal model by NUTS.
+
+Each quantity is checked against what it must equal (AIC from logLik, fitted values from beta and the random effects,
+predictions on training rows against fitted values, the JSON contract against the fit), and every refusal is a
+hierlmm error that says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from simulated import simulate
+
+import hierlmm
+from hierlmm.report.summaries import to_dict
+
+FIXED = "y ~ t + x"
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    frame = simulate(21, n_subjects=40, nested=True)
+    frame["rater"] = [f"r{k % 5}" for k in range(len(frame))]  # crossed with id
+    return frame
+
+
+REML_KINDS = {
+    "plain": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d),
+    "ml": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, method="ML"),
+    "nested": lambda d: hierlmm.fit(f"{FIXED} + (1 | id/eye)", d),
+    "crossed": lambda d: hierlmm.fit(f"{FIXED} + (1 | id) + (1 | rater)", d),
+    "correlated": lambda d: hierlmm.fit(f"{FIXED} + (1 | id)", d, correlation="corExp(form = ~ t | id)"),
+    "heteroscedastic": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, weights="varIdent(form = ~ 1 | g)"),
+    "marginal": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, kind="marginal"),
+}
+FAST = {"chains": 2, "draws": 150, "tune": 150, "progressbar": False, "seed": 3}
+BAYES_KINDS = {
+    "hierarchical": lambda d: hierlmm.fit_bayes(_design(d, f"{FIXED} + (t | id)"), **FAST),
+    "correlated": lambda d: hierlmm.fit_bayes(_design(d, f"{FIXED} + (1 | id)"), data=d,
+                                              correlation="corExp(form = ~ t | id)", **FAST),
+    "marginal": lambda d: hierlmm.fit_bayes(_design(d, f"{FIXED} + (t | id)"), kind="marginal", **FAST),
+}
+
+
+def _design(d: pd.DataFrame, formula: str) -> hierlmm.Design:
+    return hierlmm.build_design(hierlmm.model_spec(formula), d)
+
+
+def _quiet(make, d):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return make(d)
+
+
+@pytest.fixture(scope="module", params=list(REML_KINDS))
+def reml_fit(request, data):
+    return request.param, _quiet(REML_KINDS[request.param], data)
+
+
+@pytest.fixture(scope="module", params=list(BAYES_KINDS))
+def bayes_fit(request, data):
+    return request.param, _quiet(BAYES_KINDS[request.param], data)
+
+
+def _zb(fit, design: hierlmm.Design) -> np.ndarray:
+    """Every block's Z b on the training rows, from ranef() (means: a DataFrame or the ML ``.mean``)."""
+    out = np.zeros(design.n_obs)
+    for block, effects in zip(design.blocks, fit.ranef().values(), strict=True):
+        frame = effects.mean if hasattr(effects, "mean") and isinstance(effects.mean, pd.DataFrame) else effects
+        if isinstance(frame.columns, pd.MultiIndex):  # a posterior table: (effect, statistic)
+            frame = frame.xs("mean", axis=1, level=1)
+        b = frame.loc[list(block.levels), list(block.effect_names)].to_numpy()
+        out += np.einsum("nq,nq->n", block.Z, b[block.group_index])
+    return out
+
+
+def test_reml_interface(reml_fit, data):
+    name, fit = reml_fit
+    design = fit.design
+    assert isinstance(fit, hierlmm.FitResult)
+    assert fit.method == ("ML" if name == "ml" else "REML")
+    assert fit.kind == ("marginal" if name == "marginal" else "hierarchical")
+    p = design.p
+    assert fit.beta.shape == (p,) and fit.cov_beta.shape == (p, p)
+    np.testing.assert_allclose(fit.cov_beta, fit.cov_beta.T, rtol=1e-10, atol=1e-14)
+    assert isinstance(fit.D, tuple) and len(fit.D) == len(design.blocks)
+    for block, D in zip(design.blocks, fit.D, strict=True):
+        assert D.shape == (block.q, block.q)
+        np.testing.assert_allclose(D, D.T, atol=1e-12)
+    assert fit.sigma > 0 and math.isfinite(fit.loglik)
+    assert isinstance(fit.converged, bool)
+    k = fit.n_params
+    n = design.n_obs - (p if fit.method == "REML" else 0)
+    assert fit.aic == pytest.approx(-2 * fit.loglik + 2 * k, rel=1e-12)
+    assert fit.bic == pytest.approx(-2 * fit.loglik + np.log(n) * k, rel=1e-12)
+
+    table = fit.fixef()
+    assert list(table.columns) == ["Value", "Std.Error", "DF", "t-value", "p-value"]
+    assert list(table.index) == list(design.fixef_names)
+    np.testing.assert_allclose(table["Value"], fit.beta)
+    np.testing.assert_allclose(table["Std.Error"], np.sqrt(np.diag(fit.cov_beta)))
+
+    vc = fit.varcorr()
+    assert list(vc) == [b.factor for b in design.blocks] + ["Residual"]
+    for block, D in zip(design.blocks, fit.D, strict=True):
+        np.testing.assert_allclose(vc[block.factor]["Variance"], np.diag(D))
+    assert vc["Residual"]["StdDev"].iloc[0] == pytest.approx(fit.sigma)
+
+    np.testing.assert_allclose(fit.fitted(0), design.X @ fit.beta)
+    np.testing.assert_allclose(fit.residuals(0), design.y - design.X @ fit.beta)
+    rows = data.iloc[design.rows[:9]]
+    population = fit.predict(rows, level=0)
+    np.testing.assert_allclose(population["fit"], fit.fitted(0)[:9])
+    assert (population["lower"] < population["fit"]).all() and (population["fit"] < population["upper"]).all()
+    with pytest.raises(hierlmm.DataError, match="level"):
+        fit.fitted(2)
+
+    if name == "marginal":
+        for call in (fit.ranef, lambda: fit.fitted(1), lambda: fit.residuals(1), lambda: fit.predict(rows, level=1)):
+            with pytest.raises(hierlmm.NotSupportedError, match="no random effects"):
+                call()
+    else:
+        ranef = fit.ranef()
+        assert list(ranef) == [b.factor for b in design.blocks]
+        for block, effects in zip(design.blocks, ranef.values(), strict=True):
+            assert effects.mean.shape == (block.n_levels, block.q)
+            assert list(effects.mean.index) == list(block.levels)
+            # the prediction-error covariance is a covariance, and no larger than D
+            assert np.linalg.eigvalsh(effects.cov_prediction).min() > -1e-8
+        np.testing.assert_allclose(fit.fitted(1), design.X @ fit.beta + _zb(fit, design), atol=1e-10)
+        np.testing.assert_allclose(fit.residuals(1), design.y - fit.fitted(1))
+        np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-10)
+        np.testing.assert_allclose(hierlmm.predict(fit, rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-10)
+
+
+def test_reml_summary_and_json(reml_fit):
+    name, fit = reml_fit
+    text = fit.summary("simulated")
+    assert text == hierlmm.summary(fit, "simulated")
+    assert "AIC" in text and "BIC" in text and f"{fit.aic:10.3f}" in text and f"{fit.bic:10.3f}" in text
+    assert ("D (grouping" if name == "marginal" else "Random effects:") in text
+    assert "Fixed effects:" in text and "Data: simulated" in text
+    if name == "correlated":
+        assert "Correlation Structure: Exponential spatial correlation" in text and "range" in text
+    if name == "heteroscedastic":
+        assert "Variance function:" in text
+    out = json.loads(json.dumps(to_dict(fit), default=float))
+    assert out["aic"] == pytest.approx(fit.aic) and out["bic"] == pytest.approx(fit.bic)
+    assert out["loglik"] == pytest.approx(fit.loglik) and out["kind"] == fit.kind
+    assert list(out["random"]) == [b.factor for b in fit.design.blocks]
+    np.testing.assert_allclose(out["random"][fit.design.blocks[0].factor]["cov"], fit.D[0])
+    np.testing.assert_allclose(out["fixef"]["estimate"], fit.beta)
+    if name == "marginal":
+        assert out["ranef"] is None and out["min_eigen_D"] == pytest.approx(fit.min_eigen_D)
+    else:
+        first = fit.design.blocks[0]
+        np.testing.assert_allclose(out["ranef"][first.factor]["mean"], fit.ranef()[first.factor].mean.to_numpy())
+
+
+def test_bayes_interface(bayes_fit, data):
+    name, fit = bayes_fit
+    design = fit.design
+    assert isinstance(fit, hierlmm.BayesResult)
+    assert fit.method == "NUTS" and fit.kind == ("marginal" if name == "marginal" else "hierarchical")
+    post = fit.tree["posterior"]
+    beta_draws = post["beta"].values.reshape(-1, design.p)
+    np.testing.assert_allclose(fit.beta, beta_draws.mean(axis=0))
+    np.testing.assert_allclose(fit.cov_beta, np.cov(beta_draws, rowvar=False))
+    np.testing.assert_allclose(fit.fixef()["mean"], fit.beta, rtol=1e-10)
+    assert fit.sigma == pytest.approx(float(post["sigma"].values.mean()))
+    assert isinstance(fit.D, tuple) and len(fit.D) == len(design.blocks)
+    sd_rows = [i for i in fit.varcorr().index if i.startswith(("sd[", "D["))]
+    assert sd_rows
+    if name != "marginal":  # posterior mean of D against the posterior mean of each SD squared plus its variance
+        block = design.blocks[0]
+        sd = post[f"sd_{block.factor}"].values.reshape(-1, block.q)
+        np.testing.assert_allclose(np.diag(fit.D[0]), (sd**2).mean(axis=0), rtol=1e-8)
+    for attribute in ("loglik", "aic", "bic"):
+        with pytest.raises(hierlmm.NotSupportedError, match="posterior"):
+            getattr(fit, attribute)
+    np.testing.assert_allclose(fit.fitted(0), design.X @ fit.beta)
+    rows = data.iloc[design.rows[:9]]
+    prediction = fit.predict(rows, level=0, ci_prob=0.9)
+    np.testing.assert_allclose(prediction["fit"], fit.fitted(0)[:9], rtol=1e-10)
+    assert (prediction["lower"] <= prediction["fit"]).all() and (prediction["fit"] <= prediction["upper"]).all()
+    assert isinstance(fit.summary(), pd.DataFrame) and "Bayesian" in hierlmm.summary(fit)
+    if name == "marginal":
+        for call in (fit.ranef, lambda: fit.fitted(1), lambda: fit.predict(rows, level=1)):
+            with pytest.raises(hierlmm.NotSupportedError, match="no random effects"):
+                call()
+    else:
+        np.testing.assert_allclose(fit.fitted(1), design.X @ fit.beta + _zb(fit, design), atol=1e-10)
+        np.testing.assert_allclose(fit.residuals(1), design.y - fit.fitted(1))
+        np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-8)
+
+
+def test_summary_refuses_what_is_not_a_fit():
+    with pytest.raises(hierlmm.SpecError, match="takes a hierlmm fit"):
+        hierlmm.summary(object())
+    with pytest.raises(hierlmm.SpecError, match="takes a hierlmm fit"):
+        hierlmm.predict(object(), pd.DataFrame())
