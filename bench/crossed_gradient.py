@@ -1,4 +1,4 @@
-"""Crossed factors: the cost of one marginal log-likelihood value and gradient, two ways.
+"""Crossed factors: the cost of one marginalised log-likelihood value and gradient, two ways.
 
 On the full glaucoma data's ``thres ~ years + (1 | id) + (1 | field)`` (hierlmm.kernels.crossed_loglik): the PyTensor
 expression differentiated automatically against the hand-written Numba kernel of hierlmm.kernels.crossed_op. Prints, for

@@ -1,7 +1,10 @@
-"""The short path through the pipeline: ``spec -> design -> ML/REML fit`` in one call.
+"""The front door: the short path through the pipeline, ``spec -> design -> fit``, in one call per engine.
 
-Every stage stays public (:func:`hierlmm.spec.model_spec.ModelSpec`, :func:`hierlmm.design.design.build_design`,
-:func:`hierlmm.engines.reml.profiled_likelihood.profiled_deviance`, :func:`fit_ml`), so a user can stop at any step.
+:func:`fit` chooses the ML/REML engine for a model (nested, crossed, serially correlated or heteroscedastic errors,
+the marginal model), :func:`fit_bayes` the Bayesian one, and :func:`predict` reads any fit. Every stage stays public
+(:class:`hierlmm.spec.model_spec.ModelSpec`, :func:`hierlmm.design.design.build_design`,
+:func:`hierlmm.engines.reml.profiled_likelihood.profiled_deviance`, :func:`hierlmm.engines.reml.ml_fit.fit_ml`), so a
+user can stop at any step.
 """
 
 from __future__ import annotations

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", help='heteroscedastic errors, nlme syntax: "varIdent(form = ~ 1 | drug)" (varIdent, '
                    "varPower, varExp; every method, with or without --correlation)")
     f.add_argument("--sampler", choices=["marginal", "joint"], default=None,
-                   help="NUTS on the marginal likelihood then exact b draws (default), or on everything")
+                   help="NUTS on the marginalised likelihood then exact b draws (default), or on everything")
     f.add_argument("--centered", nargs="+", metavar="FACTOR[:EFFECT]",
                    help="joint sampler: random effects to sample centred, or 'auto' (default: none, non-centred)")
     f.add_argument("--chains", type=int, default=4)

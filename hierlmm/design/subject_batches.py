@@ -29,7 +29,11 @@ class SubjectBatches:
 
 def subject_batches(design: Design, data: pd.DataFrame, structure: CorrelationStructure | None) -> SubjectBatches:
     """Group the design's rows by subject, the subjects by size, with the distances the structure needs (zeros
-    without a structure)."""
+    without a structure). Both engines' dense ``V_i`` need one random-effects grouping factor: others are refused."""
+    if len(design.blocks) != 1:
+        raise NotSupportedError("Serial correlation and variance functions are supported with one random-effects "
+                                "grouping factor.", given=[b.factor for b in design.blocks],
+                                fix="Use one random-effects term.")
     block = design.blocks[0]
     if structure is not None and block.grouping != (structure.group,):
         raise NotSupportedError("The correlation's grouping must be the random effects' grouping factor.",

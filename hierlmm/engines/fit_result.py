@@ -34,17 +34,8 @@ import pandas as pd
 from hierlmm.design.design import Design
 
 
-@runtime_checkable
-class FitResult(Protocol):
-    """What every ML/REML result offers (:mod:`hierlmm.engines.reml`; see the module notation).
-
-    ``method`` is ``"REML"`` or ``"ML"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"`` (the
-    command line's ``--kind``). ``loglik`` is the maximised
-    (restricted) log-likelihood in nlme's form, ``aic`` and ``bic`` nlme's (REML: ``N - p`` observations).
-    ``fixef()`` is nlme's table (Value, Std.Error, DF, t-value, p-value), ``varcorr()`` per grouping factor the
-    variances, SDs and correlations (and ``"Residual"``), ``ranef()`` per grouping factor a
-    :class:`~hierlmm.engines.reml.result.RandomEffects`, ``summary()`` nlme-like text.
-    """
+class _Estimates(Protocol):
+    """The members every fit has, whatever its engine (see the module notation)."""
 
     design: Design
     method: str
@@ -57,7 +48,7 @@ class FitResult(Protocol):
     def cov_beta(self) -> np.ndarray: ...
 
     @property
-    def D(self) -> tuple[np.ndarray, ...]: ...  # the chapter's name
+    def D(self) -> tuple[np.ndarray, ...]: ...
 
     @property
     def sigma(self) -> float: ...
@@ -70,6 +61,23 @@ class FitResult(Protocol):
 
     @property
     def bic(self) -> float: ...
+
+    def fitted(self, level: int = 1) -> np.ndarray: ...
+
+    def residuals(self, level: int = 1) -> np.ndarray: ...
+
+
+@runtime_checkable
+class FitResult(_Estimates, Protocol):
+    """What every ML/REML result offers (:mod:`hierlmm.engines.reml`; see the module notation).
+
+    ``method`` is ``"REML"`` or ``"ML"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"`` (the
+    command line's ``--kind``). ``loglik`` is the maximised (restricted) log-likelihood in nlme's form, ``aic`` and
+    ``bic`` nlme's (REML: ``N - p`` observations). ``fixef()`` is nlme's table (Value, Std.Error, DF, t-value,
+    p-value), ``varcorr()`` per grouping factor the variances, SDs and correlations (and ``"Residual"``),
+    ``ranef()`` per grouping factor a :class:`~hierlmm.engines.reml.result.RandomEffects`, ``summary()`` nlme-like
+    text.
+    """
 
     @property
     def converged(self) -> bool: ...
@@ -80,17 +88,13 @@ class FitResult(Protocol):
 
     def ranef(self) -> dict[str, Any]: ...
 
-    def fitted(self, level: int = 1) -> np.ndarray: ...
-
-    def residuals(self, level: int = 1) -> np.ndarray: ...
-
     def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame: ...
 
     def summary(self, data_name: str | None = None) -> str: ...
 
 
 @runtime_checkable
-class BayesResult(Protocol):
+class BayesResult(_Estimates, Protocol):
     """What every Bayesian result offers (:mod:`hierlmm.engines.bayes`; see the module notation).
 
     ``method`` is ``"NUTS"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"``; ``tree`` the ArviZ
@@ -101,41 +105,13 @@ class BayesResult(Protocol):
     likelihood.
     """
 
-    design: Design
-    method: str
-    kind: str
     tree: Any
-
-    @property
-    def beta(self) -> np.ndarray: ...
-
-    @property
-    def cov_beta(self) -> np.ndarray: ...
-
-    @property
-    def D(self) -> tuple[np.ndarray, ...]: ...  # the chapter's name
-
-    @property
-    def sigma(self) -> float: ...
-
-    @property
-    def loglik(self) -> float: ...
-
-    @property
-    def aic(self) -> float: ...
-
-    @property
-    def bic(self) -> float: ...
 
     def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
 
     def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
 
     def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]: ...
-
-    def fitted(self, level: int = 1) -> np.ndarray: ...
-
-    def residuals(self, level: int = 1) -> np.ndarray: ...
 
     def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95) -> pd.DataFrame: ...
 

@@ -1,4 +1,4 @@
-"""The exact marginal likelihood, and exact draws of ``b``, when grouping factors are crossed.
+"""The exact marginalised likelihood, and exact draws of ``b``, when grouping factors are crossed.
 
 The per-subject route (:mod:`hierlmm.kernels.marginalised_loglik`) needs every factor nested in one outermost factor.
 With
@@ -145,7 +145,7 @@ def _rest_scale(cs: CrossedStats, factors: list, pt) -> tuple[object, bool]:
 
 
 def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = True):
-    """The marginal log-likelihood (module notation) as a PyTensor scalar of ``beta`` (p,), every block's factor
+    """The marginalised log-likelihood (module notation) as a PyTensor scalar of ``beta`` (p,), every block's factor
     ``L_k`` (q_k, q_k) and ``sigma``; differentiable by PyTensor.
 
     When every block has one effect per level and ``kernel`` is true, the compiled kernel of
@@ -268,7 +268,7 @@ class CrossedPieces:
         return cls(Le, Lr, R, W, v, Rc, z, rr)
 
     def loglik(self, cs: CrossedStats, sigma: np.ndarray) -> np.ndarray:
-        """The marginal log-likelihood of every draw (S,)."""
+        """The marginalised log-likelihood of every draw (S,)."""
         s2 = sigma**2
         logdet = 2 * (np.log(np.diagonal(self.R, axis1=-2, axis2=-1)).sum((-1, -2))
                       + np.log(np.diagonal(self.Rc, axis1=-2, axis2=-1)).sum(-1))

@@ -1,4 +1,4 @@
-"""The crossed-factor marginal log-likelihood with scalar random effects, as one Numba kernel with its analytic
+"""The crossed-factor marginalised log-likelihood with scalar random effects, as one Numba kernel with its analytic
 gradient and a PyTensor Op (the crossed counterpart of :mod:`hierlmm.kernels.marginalised_op`).
 
 :func:`hierlmm.kernels.crossed_loglik.crossed_loglik` uses it when every block has one effect per level (glaucoma's
@@ -45,7 +45,7 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 @numba.njit(cache=True)
 def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_er, S_rr, Zy_e, ZX_e, Zy_r,
                             ZX_r, XtX, Xty, yty, n_total):
-    """Value and gradient (``beta``, ``lam_e``, ``lam_r``, ``sigma``) of the marginal log-likelihood (module
+    """Value and gradient (``beta``, ``lam_e``, ``lam_r``, ``sigma``) of the marginalised log-likelihood (module
     notation). ``n_values`` (G,) and ``grams`` (G, Q_r, Q_r) are :attr:`CrossedStats.gram_groups`, ``n_l`` (M,)
     the eliminated levels' counts, ``S_er`` (M, Q_r)."""
     M, Q = S_er.shape
@@ -143,7 +143,7 @@ def crossed_loglik_and_grad(beta, lam_e, lam_r, sigma, n_values, grams, n_l, S_e
 
 class CrossedLoglik(Op):
     """PyTensor Op ``(beta, lam_e, lam_r, sigma, *data) -> (loglik, d_beta, d_lam_e, d_lam_r, d_sigma)``; its
-    gradient is the kernel's own (as :class:`hierlmm.kernels.marginalised_op.MarginalLoglik`)."""
+    gradient is the kernel's own (as :class:`hierlmm.kernels.marginalised_op.MarginalisedLoglik`)."""
 
     __props__ = ()
 

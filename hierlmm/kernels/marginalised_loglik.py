@@ -1,4 +1,4 @@
-"""The exact marginal log-likelihood of a linear mixed model, per subject, in PyTensor and in NumPy.
+"""The exact marginalised log-likelihood of a linear mixed model, per subject, in PyTensor and in NumPy.
 
 This is what the marginalised sampler runs NUTS on: the random effects are integrated out analytically, so the
 posterior of ``theta = (beta, D, sigma)`` has no funnel. Both versions read only per-subject sufficient
@@ -36,8 +36,8 @@ from hierlmm.design.sufficient_stats import SubjectStats, _group_sum, stack_fact
 
 
 @dataclass(frozen=True, eq=False)
-class MarginalStats:
-    """Per-subject statistics the marginal likelihood needs, beyond :class:`SubjectStats`."""
+class MarginalisedStats:
+    """Per-subject statistics the marginalised likelihood needs, beyond :class:`SubjectStats`."""
 
     subject: SubjectStats
     XtX_i: np.ndarray  # (M, p, p)
@@ -45,7 +45,7 @@ class MarginalStats:
     yty_i: np.ndarray  # (M,)
 
     @classmethod
-    def of(cls, design: Design, stats: SubjectStats | None = None) -> MarginalStats:
+    def of(cls, design: Design, stats: SubjectStats | None = None) -> MarginalisedStats:
         """Compute them from a design."""
         stats = stats if stats is not None else subject_stats(design)
         X, y, M = design.X, design.y, stats.M
@@ -78,7 +78,7 @@ class DrawPieces:
     rr: np.ndarray
 
     @classmethod
-    def of(cls, ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:
+    def of(cls, ms: MarginalisedStats, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray) -> DrawPieces:
         """Compute them for draws ``beta`` (S, p), stacked ``L`` (S, Q, Q), ``sigma`` (S,)."""
         s = ms.subject
         S, M, p = beta.shape[0], s.M, beta.shape[1]
@@ -90,8 +90,8 @@ class DrawPieces:
         rr = ms.yty_i[None] - 2 * beta @ ms.Xty_i.T + (XtXb * beta[:, None, :]).sum(-1)
         return cls(A, cholesky_lower(A), u, rr)
 
-    def loglik(self, ms: MarginalStats, sigma: np.ndarray) -> np.ndarray:
-        """Per-subject marginal log-likelihood (S, M) (see the module notation)."""
+    def loglik(self, ms: MarginalisedStats, sigma: np.ndarray) -> np.ndarray:
+        """Per-subject marginalised log-likelihood (S, M) (see the module notation)."""
         s2 = (sigma**2)[:, None]
         w = solve_lower(self.R, self.u)  # R^-1 u / sigma^2
         logdet = 2 * np.log(np.diagonal(self.R, axis1=-2, axis2=-1)).sum(-1)
@@ -159,8 +159,8 @@ def solve_lower_transposed(R: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
-def subject_loglik_numpy(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float) -> np.ndarray:
-    """Per-subject marginal log-likelihood for one parameter value (NumPy; for LOO and tests)."""
+def subject_loglik_numpy(ms: MarginalisedStats, beta: np.ndarray, L: np.ndarray, sigma: float) -> np.ndarray:
+    """Per-subject marginalised log-likelihood for one parameter value (NumPy; for LOO and tests)."""
     s = np.array([sigma], dtype=float)
     return DrawPieces.of(ms, np.asarray(beta)[None], np.asarray(L)[None], s).loglik(ms, s)[0]
 
@@ -193,8 +193,8 @@ def _unrolled_cholesky(LSL, u, s2, Q: int):
     return logdet, sum(wj**2 for wj in w)
 
 
-def subject_loglik_pytensor(ms: MarginalStats, beta, L, sigma):
-    """Per-subject marginal log-likelihood as a PyTensor expression of ``beta`` (p,), ``L`` (Q, Q), ``sigma``."""
+def subject_loglik_pytensor(ms: MarginalisedStats, beta, L, sigma):
+    """Per-subject marginalised log-likelihood as a PyTensor expression of ``beta`` (p,), ``L`` (Q, Q), ``sigma``."""
 
     s = ms.subject
     M, Q = s.M, s.Q

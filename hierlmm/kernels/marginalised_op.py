@@ -1,9 +1,9 @@
-"""The marginal log-likelihood and its analytic gradient, as one compiled kernel and one PyTensor Op.
+"""The marginalised log-likelihood and its analytic gradient, as one compiled kernel and one PyTensor Op.
 
 The marginal sampler spends nearly all its time in this function, so it is written once as a Numba loop over
 subjects (cached on disk: compiled once per machine) and handed to PyTensor as an Op whose gradient is the kernel's
 own. PyTensor then only differentiates the small graph of priors and transforms around it. Written by hand because
-no library offers the gradient of a Gaussian marginal likelihood from per-subject sufficient statistics; autodiff of
+no library offers the gradient of a Gaussian marginalised likelihood from per-subject sufficient statistics; autodiff of
 the elementwise graph in :mod:`hierlmm.kernels.marginalised_loglik` gives the same numbers at several times the cost
 per call.
 
@@ -31,7 +31,7 @@ from pytensor.graph.basic import Apply
 from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
-from hierlmm.kernels.marginalised_loglik import MarginalStats
+from hierlmm.kernels.marginalised_loglik import MarginalisedStats
 from hierlmm.kernels.numba_cache import source_version
 from hierlmm.kernels.small_linalg import LOG_2PI, cholesky_lower, inverse_from_lower_inverse, lower_inverse
 
@@ -40,8 +40,8 @@ _SOURCE_VERSION = source_version(__file__)  # the Numba cache key (hierlmm.kerne
 
 
 @numba.njit(cache=True, fastmath=False)
-def marginal_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
-    """Total marginal log-likelihood and its gradient with respect to ``beta``, ``L`` and ``sigma``.
+def marginalised_loglik_and_grad(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
+    """Total marginalised log-likelihood and its gradient with respect to ``beta``, ``L`` and ``sigma``.
 
     Parameters
     ----------
@@ -159,8 +159,8 @@ def _global_terms(beta, XtX, Xty, yty, s2):
 
 
 @numba.njit(cache=True)
-def marginal_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
-    """:func:`marginal_loglik_and_grad` written out for one random effect (Q = 1): several times faster."""
+def marginalised_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
+    """:func:`marginalised_loglik_and_grad` written out for one random effect (Q = 1): several times faster."""
     M, _, p = ZtX.shape
     s2 = sigma * sigma
     s4 = s2 * s2
@@ -191,8 +191,8 @@ def marginal_loglik_and_grad_q1(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_
 
 
 @numba.njit(cache=True)
-def marginal_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
-    """:func:`marginal_loglik_and_grad` written out for two random effects (Q = 2): several times faster."""
+def marginalised_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
+    """:func:`marginalised_loglik_and_grad` written out for two random effects (Q = 2): several times faster."""
     M, _, p = ZtX.shape
     s2 = sigma * sigma
     s4 = s2 * s2
@@ -241,11 +241,11 @@ def marginal_loglik_and_grad_q2(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_
 
 def kernel_for(Q: int):
     """The fastest kernel for ``Q`` stacked random effects."""
-    return {1: marginal_loglik_and_grad_q1, 2: marginal_loglik_and_grad_q2}.get(Q, marginal_loglik_and_grad)
+    return {1: marginalised_loglik_and_grad_q1, 2: marginalised_loglik_and_grad_q2}.get(Q, marginalised_loglik_and_grad)
 
 
-class MarginalLoglik(Op):
-    """PyTensor Op ``(beta, L, sigma, *data) -> (loglik, d_beta, d_L, d_sigma)``: the marginal log-likelihood.
+class MarginalisedLoglik(Op):
+    """PyTensor Op ``(beta, L, sigma, *data) -> (loglik, d_beta, d_L, d_sigma)``: the marginalised log-likelihood.
 
     ``data`` are the sufficient statistics (constants of the graph: ``Z_i'Z_i``, ``Z_i'X_i``, ``Z_i'y_i``, ``X'X``,
     ``X'y``, ``y'y``, N). Its gradient is the kernel's own (the last three outputs), so value and gradient come from
@@ -284,28 +284,28 @@ class MarginalLoglik(Op):
         return [[True, False, False, False]] * 3 + [[False] * 4] * (len(node.inputs) - 3)
 
 
-@register_funcify_default_op_cache_key(MarginalLoglik)
-def _numba_marginal_loglik(op: MarginalLoglik, node=None, **kwargs):
+@register_funcify_default_op_cache_key(MarginalisedLoglik)
+def _numba_marginalised_loglik(op: MarginalisedLoglik, node=None, **kwargs):
     kernel = kernel_for(op.Q)
 
     @numba.njit
-    def marginal_loglik(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
+    def marginalised_loglik(beta, L, sigma, ZtZ, ZtX, Zty, XtX, Xty, yty, n_total):
         value, d_beta, d_L, d_sigma = kernel(np.ascontiguousarray(beta), np.ascontiguousarray(L), sigma.item(),
                                              ZtZ, ZtX, Zty, XtX, Xty, yty.item(), n_total.item())
         return np.asarray(value), d_beta, d_L, np.asarray(d_sigma)
 
-    return marginal_loglik, _SOURCE_VERSION
+    return marginalised_loglik, _SOURCE_VERSION
 
 
-def marginal_data(ms: MarginalStats) -> tuple[np.ndarray, ...]:
-    """The sufficient statistics :class:`MarginalLoglik` reads, as C-contiguous float arrays."""
+def marginalised_data(ms: MarginalisedStats) -> tuple[np.ndarray, ...]:
+    """The sufficient statistics :class:`MarginalisedLoglik` reads, as C-contiguous float arrays."""
     s = ms.subject
     arrays = tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (s.ZtZ, s.ZtX, s.Zty, s.XtX, s.Xty))
     return (*arrays, np.asarray(ms.yty_i.sum(), dtype=np.float64), np.asarray(s.n_per_subject.sum(), dtype=np.float64))
 
 
-def marginal_loglik_op(ms: MarginalStats, beta, L, sigma):
-    """The total marginal log-likelihood as a PyTensor scalar of ``beta`` (p,), stacked ``L`` (Q, Q) and ``sigma``,
+def marginalised_loglik_op(ms: MarginalisedStats, beta, L, sigma):
+    """The total marginalised log-likelihood as a PyTensor scalar of ``beta`` (p,), stacked ``L`` (Q, Q) and ``sigma``,
     differentiable through the kernel's analytic gradient."""
-    data = [pt.constant(d) for d in marginal_data(ms)]
-    return MarginalLoglik(ms.subject.Q)(beta, L, sigma, *data)[0]
+    data = [pt.constant(d) for d in marginalised_data(ms)]
+    return MarginalisedLoglik(ms.subject.Q)(beta, L, sigma, *data)[0]

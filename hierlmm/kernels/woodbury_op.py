@@ -1,4 +1,4 @@
-"""Gaussian marginal log-likelihood with independent heteroscedastic errors, by the Woodbury identity: one Numba
+"""Gaussian marginalised log-likelihood with independent heteroscedastic errors, by the Woodbury identity: one Numba
 kernel and one PyTensor Op.
 
 With a variance function and no correlation structure (``R_i = I``) the error covariance of a subject is diagonal,

@@ -55,7 +55,7 @@ def dense_moments(design, factors, beta, sigma):
 
 
 @pytest.mark.parametrize("kind", sorted(CROSSED))
-def test_crossed_marginal_loglik_equals_dense_mvn(kind):
+def test_crossed_marginalised_loglik_equals_dense_mvn(kind):
     import pytensor.tensor as pt
 
     design = hierlmm.build_design(hierlmm.model_spec(CROSSED[kind]), crossed_data(3))

@@ -1,4 +1,4 @@
-"""The marginal likelihood of the Bayesian engine and the exact conditional draws of b, against dense scipy."""
+"""The marginalised likelihood of the Bayesian engine and the exact conditional draws of b, against dense scipy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import hierlmm
 from hierlmm.engines.bayes.conditional_effects import conditional_moments, draw_effects
 from hierlmm.kernels.marginalised_loglik import (
     DrawPieces,
-    MarginalStats,
+    MarginalisedStats,
     stacked_factor,
     subject_loglik_numpy,
     subject_loglik_pytensor,
@@ -47,7 +47,7 @@ def dense_subject_loglik(design, factors, beta, sigma):
 
 @settings(deadline=None, max_examples=20, database=None)
 @given(seed=st.integers(0, 10_000), kind=st.sampled_from(sorted(FORMULAS, key=str)))
-def test_numpy_and_pytensor_marginal_loglik_equal_dense_mvn(seed, kind):
+def test_numpy_and_pytensor_marginalised_loglik_equal_dense_mvn(seed, kind):
     import pytensor
 
     nested = kind == "nested"
@@ -56,7 +56,7 @@ def test_numpy_and_pytensor_marginal_loglik_equal_dense_mvn(seed, kind):
     rng = np.random.default_rng(seed)
     factors = random_factors(design, rng)
     beta, sigma = rng.normal(0, 1, design.p), rng.uniform(0.5, 2)
-    ms = MarginalStats.of(design)
+    ms = MarginalisedStats.of(design)
     dense = dense_subject_loglik(design, factors, beta, sigma)
     L = stacked_factor(ms.subject, factors)
     np.testing.assert_allclose(subject_loglik_numpy(ms, beta, L, sigma), dense, atol=1e-8)
@@ -72,7 +72,7 @@ def random_slopes_case(seed: int, n_subjects: int, sigma: float):
     design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[2]), simulate(seed, n_subjects=n_subjects))
     rng = np.random.default_rng(seed)
     (L,) = random_factors(design, rng)
-    return design, MarginalStats.of(design), L, rng.normal(0, 1, design.p), sigma
+    return design, MarginalisedStats.of(design), L, rng.normal(0, 1, design.p), sigma
 
 
 def test_conditional_moments_are_the_chapter_posterior_of_b():
@@ -106,7 +106,7 @@ def test_exact_draws_of_b_have_the_conditional_moments():
 def test_stacked_factor_of_a_nested_design_repeats_the_inner_block():
     data = simulate(2, n_subjects=8, nested=True)
     design = hierlmm.build_design(hierlmm.model_spec(FORMULAS["nested"]), data)
-    ms = MarginalStats.of(design)
+    ms = MarginalisedStats.of(design)
     outer, inner = np.array([[1.0, 0], [0.2, 0.5]]), np.array([[0.7]])
     L = stacked_factor(ms.subject, [outer, inner])
     assert L.shape == (2 + ms.subject.layouts[1].n_slots, 2 + ms.subject.layouts[1].n_slots)
@@ -124,7 +124,7 @@ def test_the_pymc_marginal_model_logp_is_prior_plus_marginal_likelihood(kind):
     point = bm.model.initial_point()
     logp = bm.model.compile_logp(mode="FAST_COMPILE")
     priors_only = bm.model.compile_logp(vars=bm.model.free_RVs, mode="FAST_COMPILE")
-    # the potential, evaluated at the point's parameter values, is the numpy marginal log-likelihood
+    # the potential, evaluated at the point's parameter values, is the numpy marginalised log-likelihood
     model = bm.model
 
     def evaluate(variables):
@@ -153,19 +153,19 @@ def test_kernel_value_and_gradient_equal_autodiff_of_the_elementwise_graph(seed,
     import pytensor
     import pytensor.tensor as pt
 
-    from hierlmm.kernels.marginalised_op import kernel_for, marginal_data
+    from hierlmm.kernels.marginalised_op import kernel_for, marginalised_data
 
     data = simulate(seed, n_subjects=9, nested=kind == "nested")
     design = hierlmm.build_design(hierlmm.model_spec(FORMULAS[kind]), data)
     rng = np.random.default_rng(seed)
-    ms = MarginalStats.of(design)
+    ms = MarginalisedStats.of(design)
     L = stacked_factor(ms.subject, random_factors(design, rng))
     beta, sigma = rng.normal(0, 1, design.p), float(rng.uniform(0.5, 2))
     b_v, L_v, s_v = pt.dvector(), pt.dmatrix(), pt.dscalar()
     total = subject_loglik_pytensor(ms, b_v, L_v, s_v).sum()
     reference = pytensor.function([b_v, L_v, s_v], [total, *pt.grad(total, [b_v, L_v, s_v])], mode="FAST_COMPILE")
     value, d_beta, d_L, d_sigma = reference(beta, L, sigma)
-    got = kernel_for(ms.subject.Q)(beta, L, sigma, *marginal_data(ms))
+    got = kernel_for(ms.subject.Q)(beta, L, sigma, *marginalised_data(ms))
     assert got[0] == pytest.approx(value, rel=1e-10)
     np.testing.assert_allclose(got[1], d_beta, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(np.tril(got[2]), np.tril(d_L), rtol=1e-8, atol=1e-8)
@@ -177,11 +177,11 @@ def test_marginal_op_gives_the_same_value_and_gradient_in_python_and_numba(mode)
     import pytensor
     import pytensor.tensor as pt
 
-    from hierlmm.kernels.marginalised_op import marginal_loglik_op
+    from hierlmm.kernels.marginalised_op import marginalised_loglik_op
 
     design, ms, L, beta, sigma = random_slopes_case(3, 12, 1.1)
     b_v, L_v, s_v = pt.dvector(), pt.dmatrix(), pt.dscalar()
-    ours = marginal_loglik_op(ms, b_v, L_v, s_v)
+    ours = marginalised_loglik_op(ms, b_v, L_v, s_v)
     reference = subject_loglik_pytensor(ms, b_v, L_v, s_v).sum()
     f = pytensor.function([b_v, L_v, s_v], [ours, *pt.grad(ours, [b_v, L_v, s_v])], mode=mode)
     g = pytensor.function([b_v, L_v, s_v], [reference, *pt.grad(reference, [b_v, L_v, s_v])], mode="FAST_COMPILE")

@@ -110,17 +110,6 @@ class BayesFit(PosteriorResult):
         """mean, sd, equal-tailed ``ci_prob`` interval, R-hat, bulk/tail ESS and MCSE of every parameter."""
         return summarise_draws(self.parameter_draws(), ci_prob)
 
-    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Posterior summaries of the fixed effects, indexed by R's column names."""
-        table = self.summary(ci_prob).loc[[f"beta[{n}]" for n in self.design.fixef_names]]
-        table.index = pd.Index(self.design.fixef_names, name="term")
-        return table
-
-    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Posterior summaries of the random-effect SDs and correlations, and sigma."""
-        table = self.summary(ci_prob)
-        return table.loc[[i for i in table.index if not i.startswith("beta[")]]
-
     def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]:
         """Posterior mean, sd and equal-tailed interval of every ``b_i``, per grouping factor."""
         out = {}

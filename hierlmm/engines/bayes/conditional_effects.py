@@ -1,6 +1,6 @@
 """Exact draws of the random effects from their Gaussian conditional, one per posterior draw of theta.
 
-After NUTS has sampled ``theta = (beta, D, sigma)`` on the marginal likelihood, ``b`` is recovered exactly:
+After NUTS has sampled ``theta = (beta, D, sigma)`` on the marginalised likelihood, ``b`` is recovered exactly:
 ``p(b, theta | y) = p(theta | y) p(b | y, theta)``, and the second factor is Gaussian subject by subject.
 
 Notation
@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from hierlmm.kernels.marginalised_loglik import DrawPieces, MarginalStats, solve_lower, solve_lower_transposed, times
+from hierlmm.kernels.marginalised_loglik import (
+    DrawPieces,
+    MarginalisedStats,
+    solve_lower,
+    solve_lower_transposed,
+    times,
+)
 
 
 def draw_effects(
-    ms: MarginalStats,
+    ms: MarginalisedStats,
     beta: np.ndarray,
     L: np.ndarray,
     sigma: np.ndarray,
@@ -52,7 +58,7 @@ def draw_effects(
     return times(L, v)
 
 
-def conditional_moments(ms: MarginalStats, beta: np.ndarray, L: np.ndarray, sigma: float):
+def conditional_moments(ms: MarginalisedStats, beta: np.ndarray, L: np.ndarray, sigma: float):
     """Mean (M, Q) and covariance (M, Q, Q) of ``b_i | y_i, theta`` at one parameter value (for tests/REML)."""
     s = ms.subject
     A = np.einsum("ba,mbc,cd->mad", L, s.ZtZ, L) / sigma**2 + np.eye(s.Q)

@@ -69,11 +69,11 @@ import pytensor.tensor as pt
 
 from hierlmm.design.design import Design
 from hierlmm.design.subject_batches import subject_batches
-from hierlmm.engines.bayes.hierarchical_model import _centring
+from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
 from hierlmm.engines.bayes.priors import Priors, _pair, _positive, default_priors, with_overrides
 from hierlmm.engines.bayes.random_effects_covariance import block_factor
 from hierlmm.engines.bayes.random_effects_covariance import coords as block_coords
-from hierlmm.errors import DataError, NotSupportedError, SpecError
+from hierlmm.errors import DataError, SpecError
 from hierlmm.kernels.dense_gaussian_op import dense_gaussian_loglik
 from hierlmm.kernels.woodbury_op import subject_offsets, woodbury_loglik
 from hierlmm.structures.serial_correlation import (
@@ -142,7 +142,7 @@ class SizeBatch:
 
 
 @dataclass(frozen=True, eq=False)
-class CorrelatedBayesModel:
+class CorrelatedBayesModel(CentredFixedEffects):
     """The PyMC model of a design with serially correlated errors, and what reading its draws needs.
 
     Duck-compatible with :class:`hierlmm.engines.bayes.hierarchical_model.BayesModel` where
@@ -164,20 +164,6 @@ class CorrelatedBayesModel:
     centered: tuple[str, ...] = ()
     variance: Any = None  # the bound variance function (hierlmm.structures.variance_functions), if one was given
     log_sd_centre: np.ndarray | None = None  # column means of M: sigma_centred = sigma exp(log_sd_centre' omega)
-
-    def from_centred(self, beta_centred: np.ndarray) -> np.ndarray:
-        """Fixed effects of the centred design -> the reported ones: ``beta_0 = alpha - beta'mean(x)``."""
-        out = np.array(beta_centred, dtype=float)
-        if self.intercept is not None:
-            out[..., self.intercept] -= out @ self.x_mean
-        return out
-
-    def to_centred(self, beta: np.ndarray) -> np.ndarray:
-        """Reported fixed effects -> those of the centred design."""
-        out = np.array(beta, dtype=float)
-        if self.intercept is not None:
-            out[..., self.intercept] += out @ self.x_mean
-        return out
 
 
 def median_gap(batches: tuple[SizeBatch, ...]) -> float:
@@ -322,17 +308,13 @@ def build_correlated_bayes_model(
 
     structure = correlation if correlation is None or isinstance(correlation, CorrelationStructure) \
         else parse_correlation(correlation)
-    if len(design.blocks) != 1:
-        raise NotSupportedError("Serial correlation and variance functions are supported with one random-effects "
-                                "grouping factor.", given=[b.factor for b in design.blocks],
-                                fix="Use one random-effects term.")
     overrides = dict(priors or {})
     corr_overrides = {k: overrides.pop(k) for k in CORRELATION_PRIOR_KEYS if k in overrides}
     base = with_overrides(default_priors(design), design, overrides)
     M, names = log_sd_matrix(log_sd_design, design)
     batches, n_max = stack_batches(design, data, structure, M)
     cp = correlation_priors(structure, batches, corr_overrides)
-    _, x_mean, intercept = _centring(design)
+    _, x_mean, intercept = centring(design)
     m_centre = None if M is None else M.mean(axis=0)
     block = design.blocks[0]
     coords = {"fixef": list(design.fixef_names), f"{block.factor}__effect": list(block.effect_names),
@@ -341,7 +323,7 @@ def build_correlated_bayes_model(
         coords["log_sd"] = list(names)
     with pm.Model(coords=coords) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(base.beta_mu), sigma=np.array(base.beta_sigma), dims="fixef")
-        beta = beta_c if intercept is None else beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
+        beta = uncentred(beta_c, x_mean, intercept)
         if names:  # the prior is on the SD where M is at its mean (see the module notation)
             omega = pm.Normal("omega", 0.0, cp.omega_sd, dims="log_sd")
             sigma_centred = pm.HalfStudentT("sigma_centred", nu=3, sigma=base.sigma_scale)
@@ -355,7 +337,7 @@ def build_correlated_bayes_model(
             loglik = _independent_loglik(pt, design, M, beta, chol, sigma, omega)
         else:
             loglik = sum(_batch_loglik(pt, b, structure, beta, chol, sigma, free, omega, n_max) for b in batches)
-        pm.Potential("marginal_loglik", loglik)
+        pm.Potential("marginalised_loglik", loglik)
     variance = log_sd_design if hasattr(log_sd_design, "M") else None
     return CorrelatedBayesModel(design, structure, base, cp, names, batches, n_max, model, x_mean, intercept,
                                 variance=variance, log_sd_centre=m_centre)

@@ -12,7 +12,7 @@ the other structures (pdIdent, pdCompSymm, pdBlocked) as :mod:`hierlmm.engines.b
 
 - ``sampler="joint"``: NUTS over everything. ``b_k`` is non-centred (``b_k = z_k L_k'``, ``z_k ~ N(0, I)``) unless
   ``centered`` asks for some of its effects centred (:mod:`hierlmm.engines.bayes.parametrisation`).
-- ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginal likelihood
+- ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginalised likelihood
   (:mod:`hierlmm.kernels.marginalised_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)``
   for every
   posterior draw (:mod:`hierlmm.engines.bayes.conditional_effects`). Crossed factors are all integrated out too,
@@ -39,14 +39,15 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from hierlmm.design.design import Design
+from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
 from hierlmm.engines.bayes.parametrisation import Parametrisation, parametrisation
 from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
 from hierlmm.engines.bayes.random_effects_covariance import block_factor
 from hierlmm.engines.bayes.random_effects_covariance import coords as block_coords
 from hierlmm.errors import SpecError
 from hierlmm.kernels.crossed_loglik import CrossedStats, crossed_loglik, is_crossed
-from hierlmm.kernels.marginalised_loglik import MarginalStats, stacked_factor
-from hierlmm.kernels.marginalised_op import marginal_loglik_op
+from hierlmm.kernels.marginalised_loglik import MarginalisedStats, stacked_factor
+from hierlmm.kernels.marginalised_op import marginalised_loglik_op
 
 SAMPLERS = ("marginal", "joint")
 
@@ -67,7 +68,7 @@ def cor_label(factor: str, first: str, second: str) -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class BayesModel:
+class BayesModel(CentredFixedEffects):
     """A PyMC model of a design and how to read its draws.
 
     Attributes
@@ -97,31 +98,9 @@ class BayesModel:
     centered: tuple[str, ...]
     model: Any
     x_mean: np.ndarray
-    stats: MarginalStats | CrossedStats
+    stats: MarginalisedStats | CrossedStats
     intercept: int | None = None
     parametrisation: Parametrisation = field(default_factory=Parametrisation)
-
-    def to_centred(self, beta: np.ndarray) -> np.ndarray:
-        """Fixed effects of the uncentred design -> those of the centred one (only the intercept changes)."""
-        out = np.array(beta, dtype=float)
-        if self.intercept is not None:
-            out[..., self.intercept] += out @ self.x_mean
-        return out
-
-    def from_centred(self, beta_centred: np.ndarray) -> np.ndarray:
-        """Fixed effects of the centred design -> the reported, uncentred ones: ``beta_0 = alpha - beta'mean(x)``."""
-        out = np.array(beta_centred, dtype=float)
-        if self.intercept is not None:
-            out[..., self.intercept] -= out @ self.x_mean
-        return out
-
-
-def _centring(design: Design) -> tuple[np.ndarray, np.ndarray, int | None]:
-    X = design.X
-    constant = np.all(X == X[:1], axis=0)
-    intercept = next((j for j in range(design.p) if design.fixef_names[j] == "(Intercept)"), None)
-    mean = np.where(constant, 0.0, X.mean(axis=0)) if intercept is not None else np.zeros(design.p)
-    return X - mean, mean, intercept
 
 
 def build_bayes_model(
@@ -158,8 +137,8 @@ def build_bayes_model(
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     crossed = is_crossed(design)
-    stats = CrossedStats.of(design) if crossed else MarginalStats.of(design)
-    Xc, x_mean, intercept = _centring(design)
+    stats = CrossedStats.of(design) if crossed else MarginalisedStats.of(design)
+    Xc, x_mean, intercept = centring(design)
     coords: dict[str, Any] = {"fixef": list(design.fixef_names), "obs": np.arange(design.n_obs)}
     for block in design.blocks:
         coords[f"{block.factor}__effect"] = list(block.effect_names)
@@ -174,15 +153,13 @@ def build_bayes_model(
     with pm.Model(coords=coords) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(priors.beta_mu), sigma=np.array(priors.beta_sigma),
                            dims="fixef")
-        beta = beta_c
-        if intercept is not None:  # uncentred intercept: alpha - sum_j beta_j mean(x_j)
-            beta = beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
+        beta = uncentred(beta_c, x_mean, intercept)  # hierlmm.engines.bayes.centring
         sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
         chols = [block_factor(pm, pt, block, priors) for block in design.blocks]
         if sampler == "marginal":
             loglik = (crossed_loglik(stats, beta, chols, sigma) if crossed  # all integrated out: crossed_marginal
-                      else marginal_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma))
-            pm.Potential("marginal_loglik", loglik)
+                      else marginalised_loglik_op(stats, beta, stacked_factor(stats.subject, chols), sigma))
+            pm.Potential("marginalised_loglik", loglik)
         else:
             mu = pt.dot(pt.as_tensor(Xc), beta_c)
             for block, chol in zip(design.blocks, chols, strict=True):

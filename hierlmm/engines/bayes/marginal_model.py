@@ -36,17 +36,17 @@ import xarray as xr
 
 from hierlmm.design.design import Design
 from hierlmm.engines.bayes.bayes_fit import Diagnostics, diagnose, summarise_draws
-from hierlmm.engines.bayes.hierarchical_model import _centring
+from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.bayes.posterior_tree import packed_to_chol
 from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
 from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.marginal_model import check_unstructured, kappa_of
 from hierlmm.errors import NotSupportedError
-from hierlmm.kernels.marginalised_loglik import MarginalStats
+from hierlmm.kernels.marginalised_loglik import MarginalisedStats
 
 
-def subject_terms(ms: MarginalStats, beta: Any, delta: Any, lib: Any) -> tuple[Any, Any]:
+def subject_terms(ms: MarginalisedStats, beta: Any, delta: Any, lib: Any) -> tuple[Any, Any]:
     """``log|M_i|`` and ``c_i' Delta M_i^-1 c_i`` for every subject (NumPy or PyTensor, ``lib`` = np or pt).
 
     ``beta`` (..., p) and ``delta`` (..., q, q) may carry leading draw axes (NumPy only)."""
@@ -83,7 +83,7 @@ def subject_terms(ms: MarginalStats, beta: Any, delta: Any, lib: Any) -> tuple[A
     return lib.log(det), k00 * c0**2 + 2 * k01 * c0 * c1 + k11 * c1**2
 
 
-def subject_loglik(ms: MarginalStats, beta: Any, delta: Any, sigma: Any, lib: Any) -> Any:
+def subject_loglik(ms: MarginalisedStats, beta: Any, delta: Any, sigma: Any, lib: Any) -> Any:
     """Per-subject log-likelihood of the marginal model (see the module notation)."""
     s = ms.subject
     s2 = sigma**2
@@ -97,14 +97,14 @@ def subject_loglik(ms: MarginalStats, beta: Any, delta: Any, sigma: Any, lib: An
 
 
 @dataclass(frozen=True, eq=False)
-class MarginalBayesModel:
+class MarginalBayesModel(CentredFixedEffects):
     """The PyMC model of a design's marginal model, and what reading its draws needs."""
 
     design: Design
     priors: Priors
     model: Any
     kappa: float
-    stats: MarginalStats
+    stats: MarginalisedStats
     x_mean: np.ndarray
     intercept: int | None
 
@@ -120,15 +120,15 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     block = design.blocks[0]
-    stats = MarginalStats.of(design)
+    stats = MarginalisedStats.of(design)
     kappa = kappa_of(stats.subject)
-    _, x_mean, intercept = _centring(design)
+    _, x_mean, intercept = centring(design)
     rms = np.sqrt(np.mean(block.Z**2, axis=0))
     scales = np.where(rms > 0, 2.5 / np.where(rms > 0, rms, 1.0), 2.5)
     with pm.Model(coords={"fixef": list(design.fixef_names)}) as model:
         beta_c = pm.Normal("beta_centred", mu=np.array(priors.beta_mu), sigma=np.array(priors.beta_sigma),
                            dims="fixef")
-        beta = beta_c if intercept is None else beta_c - np.eye(design.p)[intercept] * pt.dot(beta_c, x_mean)
+        beta = uncentred(beta_c, x_mean, intercept)
         sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
         if block.q == 1:
             lam = pm.HalfStudentT("lambda", nu=3, sigma=scales[0])
@@ -157,7 +157,7 @@ def fit_bayes_marginal(design: Design, *, options: SamplerOptions | None = None,
         tree = sample_posterior(bm.model, options, **options.nuts_settings())
     post = tree["posterior"].to_dataset()
     C, S = post.sizes["chain"], post.sizes["draw"]
-    beta = _from_centred(bm, post["beta_centred"].values)
+    beta = bm.from_centred(post["beta_centred"].values)
     sigma = post["sigma"].values
     q = design.blocks[0].q
     if q == 1:
@@ -179,13 +179,6 @@ def fit_bayes_marginal(design: Design, *, options: SamplerOptions | None = None,
         coords={"subject": list(design.blocks[0].levels)})}))
     tree["observed_data"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(design.y, dims=("obs",))}))
     return MarginalBayesFit(bm, tree, time.perf_counter() - t0)
-
-
-def _from_centred(bm: MarginalBayesModel, beta_c: np.ndarray) -> np.ndarray:
-    out = np.array(beta_c, dtype=float)
-    if bm.intercept is not None:
-        out[..., bm.intercept] -= out @ bm.x_mean
-    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,17 +215,6 @@ class MarginalBayesFit(PosteriorResult):
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
         """mean, sd, equal-tailed interval, R-hat, ESS and MCSE of every parameter."""
         return summarise_draws(self.parameter_draws(), ci_prob)
-
-    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Posterior summaries of the fixed effects, indexed by R's column names."""
-        table = self.summary(ci_prob).loc[[f"beta[{n}]" for n in self.design.fixef_names]]
-        table.index = pd.Index(self.design.fixef_names, name="term")
-        return table
-
-    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame:
-        """Posterior summaries of the entries of D (which may be indefinite), sigma and the ICC."""
-        table = self.summary(ci_prob)
-        return table.loc[[i for i in table.index if not i.startswith("beta[")]]
 
     def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]:
         """Refused: the marginal model has no random effects."""

@@ -82,6 +82,22 @@ class PosteriorResult:
         """Every block's ``D`` per draw, (S, q, q)."""
         raise NotImplementedError
 
+    def summary(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior table of every reported parameter (mean, sd, interval, R-hat, ESS, MCSE)."""
+        raise NotImplementedError
+
+    def fixef(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the fixed effects, indexed by R's column names."""
+        table = self.summary(ci_prob).loc[[f"beta[{n}]" for n in self.design.fixef_names]]
+        table.index = pd.Index(self.design.fixef_names, name="term")
+        return table
+
+    def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame:
+        """Posterior summaries of the variance parameters: the random effects' SDs and correlations (the marginal
+        model: the entries of D and the ICC), sigma, and any error-structure parameters."""
+        table = self.summary(ci_prob)
+        return table.loc[[i for i in table.index if not i.startswith("beta[")]]
+
     @property
     def beta(self) -> np.ndarray:
         """Posterior mean of the fixed effects."""

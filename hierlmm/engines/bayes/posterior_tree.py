@@ -82,7 +82,7 @@ def _effects_array(block: Any, b: np.ndarray) -> xr.DataArray:
 
 def _nested_effects(bm: BayesModel, post: xr.Dataset, beta: np.ndarray, factors: list[np.ndarray],
                     sigma: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-subject marginal log-likelihoods (draws, subjects) and, for the marginal sampler, exact ``b`` draws
+    """Per-subject marginalised log-likelihoods (draws, subjects) and, for the marginal sampler, exact ``b`` draws
     added to ``post`` (nested factors: :mod:`hierlmm.engines.bayes.conditional_effects`)."""
     design, ms = bm.design, bm.stats
     C, D = post.sizes["chain"], post.sizes["draw"]

@@ -144,11 +144,6 @@ class CorrelatedFit(REMLResult):
             return {}
         return self._intervals("variance", self.variance.parameters, level)
 
-    @property
-    def n_theta(self) -> int:
-        """Number of covariance parameters besides sigma: D's, the correlation's and the variance function's."""
-        return int(self.theta.size)
-
     def error_parameters(self) -> ErrorParameters:
         """The error model at the estimates (:class:`~hierlmm.structures.error_parameters.ErrorParameters`)."""
         omega = self.omega[None] if self.variance is not None else None
@@ -241,10 +236,6 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     structure = None if correlation is None else (
         correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation))
     function = None if weights is None else parse_weights(weights)
-    if len(design.blocks) != 1:
-        raise NotSupportedError("Serial correlation and variance functions are supported with one random-effects "
-                                "grouping factor.", given=[b.factor for b in design.blocks],
-                                fix="Use one random-effects term.")
     method = method.upper()
     if method not in ("REML", "ML"):
         raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import scipy.linalg
@@ -98,16 +97,7 @@ class CrossedFit(REMLResult):
     converged: bool
 
     title = "Linear mixed-effects model (crossed random effects, lme4's engine)"
-
-    @property
-    def n_theta(self) -> int:
-        """Number of random-effects covariance parameters (besides sigma)."""
-        return int(self.theta.size)
-
-    @cached_property
-    def df(self) -> np.ndarray:
-        """``N - p`` for every fixed effect."""
-        return np.full(self.design.p, self.design.n_obs - self.design.p)
+    df_rule = "residual"  # N - p: lme4 gives no degrees of freedom, nlme has no crossed factors
 
     def ranef(self) -> dict[str, RandomEffects]:
         """Conditional modes of every block's random effects, with their covariances (see the class docstring)."""

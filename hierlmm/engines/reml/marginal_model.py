@@ -31,7 +31,6 @@ Only one grouping factor (the subject) is supported: the chapter's marginal mode
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -144,14 +143,10 @@ class MarginalFit(REMLResult):
 
     kind = "marginal"
     title = "Marginal model y_i ~ N(X_i beta, Z_i D Z_i' + sigma^2 I), D not necessarily positive definite,"
+    df_rule = "residual"  # N - p, as nlme's gls
 
     @property
-    def n_theta(self) -> int:
-        """Number of parameters of D (its distinct entries)."""
-        return int(self.theta.size)
-
-    @property
-    def min_eigen_D(self) -> float:  # the chapter's D
+    def min_eigen_D(self) -> float:
         """Smallest eigenvalue of D (negative: D is not a covariance matrix, yet every V_i is one)."""
         return float(np.linalg.eigvalsh(self.D[0])[0])
 
@@ -163,11 +158,6 @@ class MarginalFit(REMLResult):
             return None
         d = self.D[0][names.index("(Intercept)"), names.index("(Intercept)")]
         return float(d / (d + self.sigma**2))
-
-    @cached_property
-    def df(self) -> np.ndarray:
-        """``N - p`` for every fixed effect (as nlme's ``gls``)."""
-        return np.full(self.design.p, self.design.n_obs - self.design.p)
 
     def ranef(self) -> dict[str, RandomEffects]:
         """The marginal model has no random effects: refused with the reason."""

@@ -102,11 +102,15 @@ class REMLResult:
     kind: ClassVar[str] = "hierarchical"
     title: ClassVar[str] = "Linear mixed-effects model"
 
+    # fixed-effects degrees of freedom: nlme's between/within rule, or N - p (crossed factors, nlme's gls)
+    df_rule: ClassVar[str] = "nlme"
+
     # ---- provided by each kind ---------------------------------------------------------------------------------
     @property
     def n_theta(self) -> int:
-        """Number of covariance parameters besides ``sigma`` (random effects, correlation, variance function)."""
-        raise NotImplementedError
+        """Number of covariance parameters besides ``sigma`` (random effects, correlation, variance function): the
+        size of the result's ``theta`` unless the kind says otherwise."""
+        return int(self.theta.size)
 
     def ranef(self) -> dict[str, RandomEffects]:
         """Empirical-Bayes random effects of every grouping factor (see the module notation)."""
@@ -131,7 +135,10 @@ class REMLResult:
 
     @cached_property
     def df(self) -> np.ndarray:
-        """Denominator degrees of freedom of each fixed effect (nlme's between/within rule)."""
+        """Denominator degrees of freedom of each fixed effect: nlme's between/within rule, or ``N - p`` where the
+        kind's ``df_rule`` says ``"residual"``."""
+        if self.df_rule == "residual":
+            return np.full(self.design.p, self.design.n_obs - self.design.p)
         return nlme_fixed_df(self.design)
 
     def fixef(self) -> pd.DataFrame:

@@ -103,7 +103,7 @@ def test_diagnostics_say_where_divergent_draws_sit(fits):
 
 
 def test_the_two_log_likelihoods_are_consistent(fits):
-    # the per-subject marginal log-likelihood at the posterior mean is larger than -infinity and the per-observation
+    # the per-subject marginalised log-likelihood at the posterior mean is larger than -infinity and the per-observation
     # conditional log-likelihoods sum, per subject, to more than the marginal (b fitted to the subject's data)
     ll = fits["marginal"].tree["log_likelihood"]
     assert np.isfinite(ll["y_subject"].values).all()

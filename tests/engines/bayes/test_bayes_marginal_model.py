@@ -17,7 +17,7 @@ from simulated import simulate
 import hierlmm
 from hierlmm.engines.bayes.marginal_model import fit_bayes_marginal, subject_loglik
 from hierlmm.engines.reml.marginal_model import delta_of, kappa_of
-from hierlmm.kernels.marginalised_loglik import MarginalStats
+from hierlmm.kernels.marginalised_loglik import MarginalisedStats
 
 FAST = dict(chains=2, draws=400, tune=400, progressbar=False)
 
@@ -30,7 +30,7 @@ def test_loglik_equals_dense_mvn_for_indefinite_D_numpy_and_pytensor(seed, q):
     data = simulate(seed, n_subjects=10)
     formula = {1: "y ~ t + x + (1 | id)", 2: "y ~ t + x + (t | id)", 3: "y ~ t + x + (t + x | id)"}[q]
     design = hierlmm.build_design(hierlmm.model_spec(formula), data)
-    ms = MarginalStats.of(design)
+    ms = MarginalisedStats.of(design)
     rng = np.random.default_rng(seed)
     delta = delta_of(rng.normal(-1, 1, q * (q + 1) // 2), q, kappa_of(ms.subject))  # often indefinite
     beta, sigma = rng.normal(0, 1, design.p), float(rng.uniform(0.5, 2))

@@ -87,7 +87,7 @@ def test_log_likelihood_equals_dense_multivariate_normals(text, free, with_m):
     bm = build_correlated_bayes_model(design, data, text, log_sd_design=None if M is None else (M, ("gb", "x")))
     point, beta, L = _point(bm, free, omega)
     model = remove_value_transforms(bm.model)
-    value = model.compile_fn(model.replace_rvs_by_values([model["marginal_loglik"]])[0], inputs=model.value_vars,
+    value = model.compile_fn(model.replace_rvs_by_values([model["marginalised_loglik"]])[0], inputs=model.value_vars,
                              on_unused_input="ignore")(point)
     block = design.blocks[0]
     dense = np.zeros(block.n_levels)
@@ -216,7 +216,7 @@ def test_structures_of_d_with_correlated_errors(structure):
     assert {k for k in point if k not in ("beta_centred", "sigma", "range")} == \
         {v.name for v in bm.model.free_RVs} - {"beta_centred", "sigma", "range"}
     model = remove_value_transforms(bm.model)
-    value = model.compile_fn(model.replace_rvs_by_values([model["marginal_loglik"]])[0], inputs=model.value_vars,
+    value = model.compile_fn(model.replace_rvs_by_values([model["marginalised_loglik"]])[0], inputs=model.value_vars,
                              on_unused_input="ignore")(point)
     beta, block = bm.from_centred(point["beta_centred"]), design.blocks[0]
     dense = 0.0
