@@ -1,12 +1,11 @@
 """The chapter's Models I-III with serially correlated errors (corExp, corGaus), by REML and by NUTS, side by side.
 
 For each model and correlation: REML's range and 95% interval (nlme-style, :mod:`hierlmm.engines.reml.correlated_fit`)
-and
-NUTS' posterior median and 95% interval of the range (4 chains x (2000 tuning + 1000) by default, 2 cores,
-:func:`hierlmm.fit_bayes_correlated`), with wall seconds (compilation included), the largest R-hat, divergences and
-the smallest bulk/tail ESS. With random slopes, also the share of each chain's draws where the slopes' SD is below
-0.05: the thin lobe of Model II's posterior where a longer range stands in for them (docs/serial_correlation.md).
-The fits run one after another in this process (one heavy job at a time).
+and NUTS' posterior median and 95% interval of the range (4 chains x (2000 tuning + 1000) by default, 2 cores,
+:func:`hierlmm.fit_bayes_correlated`), with wall seconds (compilation included), the largest R-hat, divergences and the
+smallest bulk/tail ESS. With random slopes, also the share of each chain's draws where the slopes' SD is below 0.05: the
+thin lobe of Model II's posterior where a longer range stands in for them (docs/serial_correlation.md). The fits run one
+after another in this process (one heavy job at a time).
 
 Usage: HIERLMM_DATA=... python bench/bayes_correlated_models.py [--draws 1000] [--tune N] [--target-accept P]
 [--seeds 1 2 ...] [--models I II III] [--correlations corExp corGaus] [--json OUT]

@@ -21,9 +21,9 @@ subjects of 1-16 visits), same settings, each fit in a fresh process with warm c
 Woodbury kernel (:mod:`hierlmm.kernels.woodbury_op`, what ``fit_bayes`` uses) and once with the dense ``n x n`` kernel
 that served it before (:mod:`hierlmm.kernels.dense_gaussian_op`, forced by the private switch
 ``hierlmm.engines.bayes.correlated_model._FORCE_DENSE``): wall seconds of the process and of the fit, of
-``sample_posterior``
-(compilation and NUTS) and of the post-processing (exact ``b`` draws, per-subject log-likelihoods), the smallest
-bulk ESS, ESS per second of the process, the largest R-hat, divergences and the posterior mean of the power.
+``sample_posterior`` (compilation and NUTS) and of the post-processing (exact ``b`` draws, per-subject log-likelihoods),
+the smallest bulk ESS, ESS per second of the process, the largest R-hat, divergences and the posterior mean of the
+power.
 
 Usage: python bench/bayes_speed.py [--data DIR] [--peers-dir DIR] [--skip-peers]
 [--section aids|glaucoma|variance|all] [--json OUT]
@@ -47,8 +47,8 @@ t0 = time.perf_counter()
 import hierlmm
 data = hierlmm.datasets.load("aids")
 design = hierlmm.build_design(hierlmm.model_spec("CD4 ~ obstime + obstime:drug + (obstime | patient)"), data)
-centered = sys.argv[3] if len(sys.argv) > 3 else ()
-fit = hierlmm.fit_bayes(design, sampler=sys.argv[1], chains=4, draws=1000, tune=1000, cores=2, seed=1,
+centered = sys.argv[3] if len(sys.argv) > 3 else () fit = hierlmm.fit_bayes(design, sampler=sys.argv[1], chains=4,
+draws=1000, tune=1000, cores=2, seed=1,
                         progressbar=False, centered=centered)
 secs = time.perf_counter() - t0
 table = fit.summary()

@@ -4,8 +4,7 @@ On the full glaucoma data's ``thres ~ years + (1 | id) + (1 | field)`` (hierlmm.
 expression differentiated automatically against the hand-written Numba kernel of hierlmm.kernels.crossed_op. Prints, for
 each, the seconds to compile the model's log-density and gradient the way the sampler does
 (hierlmm.engines.bayes.sampling, PyTensor's Numba backend; disk caches warm after the first run) and the microseconds
-per
-call (fastest of 15 batches), with one BLAS thread as while sampling. Run twice for warm caches.
+per call (fastest of 15 batches), with one BLAS thread as while sampling. Run twice for warm caches.
 
 Usage: python bench/crossed_gradient.py [--calls 4500]
 """

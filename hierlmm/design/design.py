@@ -6,8 +6,8 @@ Notation
 --------
 For grouping factor ``k`` with levels ``1..M_k`` and ``q_k`` effects, block ``k`` holds ``Z_k`` (n x q_k) and the
 level of every row; subject ``i``'s rows of ``Z_k`` form ``Z_ki`` and ``y_i = X_i beta + sum_k Z_ki b_ki + e_i`` with
-``b_ki ~ N(0, D_k)``, ``e_i ~ N(0, sigma^2 I)``.
-Rows with a missing value in any column the model uses are dropped, and reported (``Design.missing``).
+``b_ki ~ N(0, D_k)``, ``e_i ~ N(0, sigma^2 I)``. Rows with a missing value in any column the model uses are dropped, and
+reported (``Design.missing``).
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ class RandomEffectsBlock:
         Its columns (``("id", "eye")`` for ``id:eye``).
     structure
         The structure of D (:mod:`hierlmm.structures.random_effects`): ``"pdSymm"``, ``"pdDiag"``, ``"pdIdent"``,
-        ``"pdCompSymm"``
-        or ``"pdBlocked"``.
+        ``"pdCompSymm"`` or ``"pdBlocked"``.
     levels
         Level labels (interactions as ``"1:2"``), in order.
     group_index

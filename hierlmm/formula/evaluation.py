@@ -1,8 +1,7 @@
 """Evaluate formula variables on data, safely.
 
 The syntax tree from :mod:`hierlmm.formula.expression` is walked here; a name can only be a data column and a call can
-only be a
-function of :data:`FUNCTIONS` (R's arithmetic helpers) or a stateful transform (``ns``, ``bs``, ``poly``,
+only be a function of :data:`FUNCTIONS` (R's arithmetic helpers) or a stateful transform (``ns``, ``bs``, ``poly``,
 ``scale``). Nothing is handed to Python's ``eval``: this is what keeps a formula from someone else inert.
 
 Stateful transforms are *fitted* the first time a design is built (knots from the training data) and their fitted

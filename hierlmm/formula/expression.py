@@ -2,8 +2,7 @@
 
 A formula is R code, but in hierlmm it is treated as *data*: it is parsed into the small, frozen syntax tree defined
 here and never handed to Python's ``eval``. Evaluation (in :mod:`hierlmm.formula.evaluation`) walks this tree and can
-only
-look up data columns and call whitelisted functions, so a formula from someone else cannot run code.
+only look up data columns and call whitelisted functions, so a formula from someone else cannot run code.
 
 Written by hand on purpose: formulae (bambi's parser) evaluates calls as Python, rejects R's ``^``, silently
 mis-reads ``%in%`` and has no ``||``; users comparing against nlme/lme4 need R's grammar and R's term names.

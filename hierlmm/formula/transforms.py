@@ -218,10 +218,9 @@ class BSpline:
     With order :math:`o = d + 1` and :math:`\tau` = boundary knots repeated :math:`o` times plus the interior
     knots, the basis is :math:`B_{j,o}(x;\tau)`, :math:`j = 2, \dots` (:math:`j = 1, \dots` with
     ``intercept``). Beyond the boundary R uses the degree-:math:`d` Taylor polynomial of each B-spline at the
-    pivot :math:`p = \tfrac34 \xi_L + \tfrac14 \tau_{o+1}` (left) or
-    :math:`p = \tfrac34 \xi_U + \tfrac14 \tau_{K-o}` (right, :math:`K` knots):
-    :math:`\sum_{r=0}^{d} B^{(r)}(p) (x - p)^r / r!`. With ``df`` there are ``df - o + 1 - intercept``
-    interior knots at quantiles of x; the number of columns is ``len(knots) + degree + intercept``.
+    pivot :math:`p = \tfrac34 \xi_L + \tfrac14 \tau_{o+1}` (left) or :math:`p = \tfrac34 \xi_U + \tfrac14 \tau_{K-o}`
+    (right, :math:`K` knots): :math:`\sum_{r=0}^{d} B^{(r)}(p) (x - p)^r / r!`. With ``df`` there are ``df - o + 1 -
+    intercept`` interior knots at quantiles of x; the number of columns is ``len(knots) + degree + intercept``.
     """
 
     knots: tuple[float, ...]

@@ -3,9 +3,8 @@
 For fits with serially correlated and/or heteroscedastic errors (``correlation=``, ``weights=``): a REML/ML
 :class:`~hierlmm.engines.reml.correlated_fit.CorrelatedFit` (one value) or a Bayesian
 :class:`~hierlmm.engines.bayes.correlated_fit.CorrelatedBayesFit` (one value per posterior draw). It completes the
-implied
-marginal covariance ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i`` (:func:`hierlmm.implied_covariance`, chapter section
-3.6) and gives the error draws of the posterior predictive (:func:`hierlmm.add_posterior_predictive`) and the SD
+implied marginal covariance ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i`` (:func:`hierlmm.implied_covariance`, chapter
+section 3.6) and gives the error draws of the posterior predictive (:func:`hierlmm.add_posterior_predictive`) and the SD
 ratios of pointwise predictive bands (:func:`hierlmm.trajectories`).
 
 Notation

@@ -15,9 +15,9 @@ For rows ``r``, ``s`` with ``z_k(r)`` row ``r`` of block ``k``'s Z and ``g_k(r)`
 
 (for one subject of a single-factor model ``V_i = Z_i D Z_i' + sigma^2 I``; with serially correlated and/or
 heteroscedastic errors ``V_i = Z_i D Z_i' + sigma^2 S_i R_i S_i``, ``S_i`` the rows' SD ratios, ``R_i`` their
-correlation). The variance function is the diagonal,
-``Var(y(t)) = z(t)' D z(t) + sigma^2``; the correlation of ``y(t)`` and ``y(s)`` is ``V[t, s] / sqrt(V[t, t] V[s, s])``.
-For a random intercept the intra-class correlation is ``ICC = D_00 / (D_00 + sigma^2)``.
+correlation). The variance function is the diagonal, ``Var(y(t)) = z(t)' D z(t) + sigma^2``; the correlation of ``y(t)``
+and ``y(s)`` is ``V[t, s] / sqrt(V[t, t] V[s, s])``. For a random intercept the intra-class correlation is ``ICC = D_00
+/ (D_00 + sigma^2)``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
 """The exact marginalised likelihood, and exact draws of ``b``, when grouping factors are crossed.
 
 The per-subject route (:mod:`hierlmm.kernels.marginalised_loglik`) needs every factor nested in one outermost factor.
-With
-crossed factors (glaucoma's ``(1 | id) + (1 | field)``) no subject splits the data, but all random effects can still
-be integrated out exactly: given ``theta`` the likelihood needs only the global cross-products ``Z'Z``, ``Z'X``,
+With crossed factors (glaucoma's ``(1 | id) + (1 | field)``) no subject splits the data, but all random effects can
+still be integrated out exactly: given ``theta`` the likelihood needs only the global cross-products ``Z'Z``, ``Z'X``,
 ``Z'y``, ``X'X``, ``X'y``, ``y'y`` (:func:`hierlmm.design.cross_products.cross_products`), so its cost does not depend
-on
-the number of rows. One block is *eliminated*: the one with the most random effects (``id``, 139 levels). Its part
-of ``Z'Z`` is block diagonal (a row has one level), so it is factorised level by level, and only the Schur
-complement of the other blocks (``field``: 42 x 42) needs a dense Cholesky factorisation.
+on the number of rows. One block is *eliminated*: the one with the most random effects (``id``, 139 levels). Its part of
+``Z'Z`` is block diagonal (a row has one level), so it is factorised level by level, and only the Schur complement of
+the other blocks (``field``: 42 x 42) needs a dense Cholesky factorisation.
 
 Notation
 --------
@@ -150,8 +148,7 @@ def crossed_loglik(cs: CrossedStats, beta, factors: list, sigma, kernel: bool = 
 
     When every block has one effect per level and ``kernel`` is true, the compiled kernel of
     :mod:`hierlmm.kernels.crossed_op` computes it with its analytic gradient; otherwise (and as that kernel's reference
-    in the
-    tests) this PyTensor expression, differentiated automatically.
+    in the tests) this PyTensor expression, differentiated automatically.
 
     With one effect per level of the eliminated block (``(1 | id)``), ``A_ee`` is a vector ``a_l = 1 + l_e^2 n_l /
     s2`` (``n_l = Z_el'Z_el``) and ``sum_l W_l'W_l = Lambda_r' (sum_l omega_l s_l s_l') Lambda_r`` with ``s_l`` the

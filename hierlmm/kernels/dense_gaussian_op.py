@@ -1,13 +1,12 @@
 """Log-density of stacked dense Gaussian vectors, with its gradient, as one Numba kernel and one PyTensor Op.
 
 The Bayesian model with serially correlated errors (:mod:`hierlmm.engines.bayes.correlated_model`) needs, for every
-subject,
-``log N(r_i | 0, V_i)`` with ``V_i`` dense. PyTensor's batched ``cholesky`` differentiates through its own graph,
-part of which its Numba backend runs in object mode (measured on the chapter's Model I: about 10 ms per gradient,
-nearly four minutes for 4 x 400 draws). The gradient with respect to ``V`` and ``r`` has a closed form, so it is
-written here once, over subjects of one size stacked in a (k, n, n) array; PyTensor differentiates only the cheap
-elementwise graph that builds ``V`` from the parameters. Hand-written because no library offers a batched
-Gaussian log-density with this gradient for Numba.
+subject, ``log N(r_i | 0, V_i)`` with ``V_i`` dense. PyTensor's batched ``cholesky`` differentiates through its own
+graph, part of which its Numba backend runs in object mode (measured on the chapter's Model I: about 10 ms per gradient,
+nearly four minutes for 4 x 400 draws). The gradient with respect to ``V`` and ``r`` has a closed form, so it is written
+here once, over subjects of one size stacked in a (k, n, n) array; PyTensor differentiates only the cheap elementwise
+graph that builds ``V`` from the parameters. Hand-written because no library offers a batched Gaussian log-density with
+this gradient for Numba.
 
 Notation
 --------

@@ -18,8 +18,7 @@ with ``r_i'r_i = y_i'y_i - 2 beta'X_i'y_i + beta'X_i'X_i beta`` and ``Z_i'r_i = 
 ``A_i`` use closed forms (elementwise, vectorised over subjects); larger ones a batched Cholesky factorisation.
 
 The sampler itself runs the compiled kernel of :mod:`hierlmm.kernels.marginalised_op` (value and analytic gradient in
-one loop);
-the PyTensor expression here is the independent implementation its gradient is tested against (by automatic
+one loop); the PyTensor expression here is the independent implementation its gradient is tested against (by automatic
 differentiation), and the NumPy one computes per-subject values for LOO and the exact draws of ``b``.
 """
 

@@ -3,8 +3,7 @@
 PyTensor's on-disk Numba cache keys a compiled Op by its class, its ``__props__`` and the version number its
 dispatch function returns. A fixed version would serve an edited kernel stale from the cache (seen while developing
 :mod:`hierlmm.kernels.woodbury_op`: a deliberately broken kernel still passed its gradient test), so every Op returns
-the
-checksum of its own source file, and of the kernels' shared helpers (:mod:`hierlmm.kernels.small_linalg`), instead.
+the checksum of its own source file, and of the kernels' shared helpers (:mod:`hierlmm.kernels.small_linalg`), instead.
 """
 
 from __future__ import annotations

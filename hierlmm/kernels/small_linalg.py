@@ -1,6 +1,5 @@
 """Small dense factorisations inside hierlmm's Numba kernels (:mod:`hierlmm.kernels.marginalised_op`,
-:mod:`hierlmm.kernels.crossed_op`,
-:mod:`hierlmm.kernels.woodbury_op`).
+:mod:`hierlmm.kernels.crossed_op`, :mod:`hierlmm.kernels.woodbury_op`).
 
 Written by hand because ``np.linalg`` inside a Numba kernel allocates and calls LAPACK for every subject's ``q x q``
 matrix, which costs more than the arithmetic at these sizes. The kernels call these in place on preallocated arrays.

@@ -5,14 +5,13 @@ With a variance function and no correlation structure (``R_i = I``) the error co
 ``V_i = Z_i L L' Z_i' + E_i`` with ``E_i = diag(exp(v_i))`` (``v = 2 log sigma + 2 M omega``, the log error
 variance of every row), and ``log N(r_i | 0, V_i)`` needs only ``q x q`` work per subject (``q`` random effects)
 instead of the dense ``n_i x n_i`` factorisation of :mod:`hierlmm.kernels.dense_gaussian_op`. The gradient with respect
-to
-``r``, ``v`` and ``L`` is written out below and computed in the same pass, so PyTensor differentiates only the
-cheap graph of ``r`` and ``v``. On PBC2's varPower model (1945 rows, 312 subjects of 1-16 visits, q = 2) the
-model's log-density and gradient take 0.05 ms against 0.63 ms with the dense kernel, and 0.35 ms (0.82 ms with
-PyTensor's batched ``cholesky``) for the same Woodbury formulas written as a PyTensor graph over the size batches;
-the whole NUTS fit (4 x (1000 + 1000)) 16 s against 63 s (``bench/bayes_speed.py --section variance``).
-Hand-written because no library offers this log-density with its gradient for Numba; written out for q = 1 and
-q = 2 (every ``q x q`` quantity in scalars: about twice as fast as the general loops).
+to ``r``, ``v`` and ``L`` is written out below and computed in the same pass, so PyTensor differentiates only the cheap
+graph of ``r`` and ``v``. On PBC2's varPower model (1945 rows, 312 subjects of 1-16 visits, q = 2) the model's
+log-density and gradient take 0.05 ms against 0.63 ms with the dense kernel, and 0.35 ms (0.82 ms with PyTensor's
+batched ``cholesky``) for the same Woodbury formulas written as a PyTensor graph over the size batches; the whole NUTS
+fit (4 x (1000 + 1000)) 16 s against 63 s (``bench/bayes_speed.py --section variance``). Hand-written because no library
+offers this log-density with its gradient for Numba; written out for q = 1 and q = 2 (every ``q x q`` quantity in
+scalars: about twice as fast as the general loops).
 
 Notation
 --------

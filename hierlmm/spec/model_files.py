@@ -30,10 +30,8 @@ Format::
     centered = "auto"                 # joint sampler: "auto", or a list like ["patient:(Intercept)"]
 
     [priors]                          # optional overrides of the default priors (hierlmm.engines.bayes.priors)
-    sigma = 3.0
-    lkj_eta = 2.0
-    beta = { obstime = [0.0, 1.0] }   # (mean, sd) of a fixed effect
-    sd = { "patient:obstime" = 0.5 }  # scale of a random-effect SD
+    sigma = 3.0 lkj_eta = 2.0 beta = { obstime = [0.0, 1.0] }   # (mean, sd) of a fixed effect sd = { "patient:obstime"
+    = 0.5 }  # scale of a random-effect SD
 
     [reference]                       # optional: the R fit this model reproduces
     file = "aids_ri_rs_reml.json"

@@ -199,8 +199,7 @@ def correlation_values(structure: CorrelationStructure | None, free: Mapping[str
 def correlation_matrix(structure: CorrelationStructure | None, free: Mapping[str, Any], d: Any, n: int, n_max: int,
                        lib: Any) -> Any:
     """``R`` for stacked distances ``d`` (..., n, n) (as :meth:`CorrelationStructure.from_distances`), PyTensor or
-    NumPy; the
-    (n, n) identity without a structure."""
+    NumPy; the (n, n) identity without a structure."""
     if structure is None:
         return np.eye(n)
     off = 1.0 - np.eye(n)  # distinct rows, even at equal times

@@ -19,8 +19,7 @@ All three are log-linear in an unconstrained vector ``omega`` (k,): ``log s = M 
 *bound* design of the function (:meth:`VarianceFunction.bind`): indicator columns of strata 2..K for varIdent
 (``omega = log delta``), ``log|x|`` for varPower (``omega = delta``), ``x`` for varExp (``omega = t``), multiplied
 by stratum indicators when the form has ``| g``. The ML/REML engine (:mod:`hierlmm.engines.reml.correlated_fit`) and a
-Bayesian
-model both use ``M``; :meth:`BoundVarianceFunction.parameters` turns ``omega`` into nlme's reported parameters.
+Bayesian model both use ``M``; :meth:`BoundVarianceFunction.parameters` turns ``omega`` into nlme's reported parameters.
 """
 
 from __future__ import annotations

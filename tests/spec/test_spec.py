@@ -1,6 +1,5 @@
 """Tests of hierlmm.spec.model_spec and hierlmm.spec.model_files: the lme4-style and nlme-style front ends and TOML
-model files
-describe the same model the same way, down to identical design matrices.
+model files describe the same model the same way, down to identical design matrices.
 """
 
 from __future__ import annotations

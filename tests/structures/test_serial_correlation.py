@@ -14,7 +14,8 @@ from simulated import simulate
 
 import hierlmm
 from hierlmm.design.subject_batches import subject_batches
-from hierlmm.engines.reml.correlated_fit import fit_correlated, profile
+from hierlmm.engines.reml.correlated_fit import fit_correlated
+from hierlmm.engines.reml.correlated_likelihood import profile
 from hierlmm.structures.serial_correlation import TYPES, CorrelationStructure, parse_correlation
 
 MODEL_I = "CD4 ~ obstime + I(obstime^2) + (obstime + I(obstime^2)):drug + (1 | patient)"

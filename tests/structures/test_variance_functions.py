@@ -16,7 +16,9 @@ from simulated import simulate
 
 import hierlmm
 from hierlmm.design.subject_batches import subject_batches
-from hierlmm.engines.reml.correlated_fit import fit_correlated, profile
+from hierlmm.engines.reml.correlated_fit import fit_correlated
+from hierlmm.engines.reml.correlated_likelihood import profile, profile_and_gradient
+from hierlmm.engines.reml.finite_differences import central_gradient
 from hierlmm.structures.serial_correlation import CorrelationStructure
 from hierlmm.structures.variance_functions import BoundVarIdent, VarianceFunction, describe, parse_weights
 
@@ -293,9 +295,6 @@ def _max_condition(design, batches, structure, theta, bound) -> float:
        nugget=st.booleans(),
        reml=st.booleans())
 def test_analytic_gradient_equals_finite_differences(seed, kind, correlation, nugget, reml):
-    from hierlmm.engines.reml.correlated_gradient import profile_and_gradient
-    from hierlmm.engines.reml.finite_differences import central_gradient
-
     data = simulate(seed, n_subjects=10)
     data["w"] = np.random.default_rng(seed).uniform(0.2, 3.0, len(data))
     design = hierlmm.build_design(hierlmm.model_spec("y ~ t + x + (t | id)"), data)

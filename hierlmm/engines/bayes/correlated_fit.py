@@ -12,12 +12,11 @@ Per posterior draw and subject, with ``C_i = chol(V_i)``, ``r_i = y_i - X_i beta
     b_i | y_i ~ N(L G_i' C_i^-1 r_i,  L (I - G_i'G_i) L'),
 
 drawn exactly for every draw, as the marginal sampler of :mod:`hierlmm.engines.bayes.posterior_tree` does with iid
-errors.
-The DataTree's ``posterior`` holds ``beta``, ``sigma``, ``sd_<factor>`` (and ``cor_<factor>``), ``b_<factor>``, the
-correlation parameters under nlme's names (``range``, ``phi``, ``rho``, ``nugget``) and ``omega`` (log SD
-ratios, ``log s = M omega``); summaries report the variance function's parameters as nlme does (varIdent's
-``sd_ratio[<stratum>]`` = ``exp(omega)``, varPower's ``power``, varExp's ``expon``). ``log_likelihood/y_subject``
-is ``log N(y_i | X_i beta, V_i)`` per subject (for LOO by subject).
+errors. The DataTree's ``posterior`` holds ``beta``, ``sigma``, ``sd_<factor>`` (and ``cor_<factor>``), ``b_<factor>``,
+the correlation parameters under nlme's names (``range``, ``phi``, ``rho``, ``nugget``) and ``omega`` (log SD ratios,
+``log s = M omega``); summaries report the variance function's parameters as nlme does (varIdent's
+``sd_ratio[<stratum>]`` = ``exp(omega)``, varPower's ``power``, varExp's ``expon``). ``log_likelihood/y_subject`` is
+``log N(y_i | X_i beta, V_i)`` per subject (for LOO by subject).
 """
 
 from __future__ import annotations
@@ -193,8 +192,7 @@ def fit_bayes_correlated(
         :class:`~hierlmm.structures.serial_correlation.CorrelationStructure`, or None (independent errors).
     weights
         A variance function (:mod:`hierlmm.structures.variance_functions`) or nlme's syntax (``"varIdent(form = ~ 1 |
-        drug)"``);
-        its parameters are reported under nlme's names, and the chains start from the REML fit with it.
+        drug)"``); its parameters are reported under nlme's names, and the chains start from the REML fit with it.
     log_sd_design
         Heteroscedastic errors: ``(M, names)`` with log SD ratio = ``M omega`` (see
         :func:`hierlmm.engines.bayes.correlated_model.build_correlated_bayes_model`); ``None``: homoscedastic.

@@ -1,25 +1,22 @@
 """The hierarchical model with serially correlated and/or heteroscedastic errors, marginalised, in PyMC.
 
 Stage 3 of the Bayesian pipeline for ``correlation=`` and ``weights=``: ``Design + data + structure ->
-CorrelatedBayesModel``.
-The per-subject sufficient statistics of :mod:`hierlmm.kernels.marginalised_op` do not survive a non-identity ``R_i``,
-so, with
-a correlation structure, as in the REML engine (:mod:`hierlmm.engines.reml.correlated_fit`), every ``V_i`` is built and
-factorised densely: subjects of equal size ``n`` are stacked into (k, n, n) tensors and one batched Cholesky
-factorisation and triangular solve per size serve them all (AIDS: 467 patients of 1-5 visits in five batches;
-:mod:`hierlmm.kernels.dense_gaussian_op`). Without one (``R_i = I``: a variance function alone) the error covariance is
-diagonal and the Woodbury identity needs only ``q x q`` work per subject (:mod:`hierlmm.kernels.woodbury_op`, on the
-rows
-sorted by subject; PBC2 with varPower, 312 subjects of 1-16 visits, q = 2: 0.05 ms per gradient against 0.63 ms
-with the dense kernel).
+CorrelatedBayesModel``. The per-subject sufficient statistics of :mod:`hierlmm.kernels.marginalised_op` do not survive a
+non-identity ``R_i``, so, with a correlation structure, as in the REML engine
+(:mod:`hierlmm.engines.reml.correlated_fit`), every ``V_i`` is built and factorised densely: subjects of equal size
+``n`` are stacked into (k, n, n) tensors and one batched Cholesky factorisation and triangular solve per size serve them
+all (AIDS: 467 patients of 1-5 visits in five batches; :mod:`hierlmm.kernels.dense_gaussian_op`). Without one (``R_i =
+I``: a variance function alone) the error covariance is diagonal and the Woodbury identity needs only ``q x q`` work per
+subject (:mod:`hierlmm.kernels.woodbury_op`, on the rows sorted by subject; PBC2 with varPower, 312 subjects of 1-16
+visits, q = 2: 0.05 ms per gradient against 0.63 ms with the dense kernel).
 
 Notation
 --------
 ``y_i ~ N(X_i beta, V_i)``, ``V_i = Z_i D Z_i' + sigma^2 S_i R_i(phi) S_i`` (chapter section 3.6 with nlme's
 variance functions), with ``R_i`` from :mod:`hierlmm.structures.serial_correlation` (``R_i = I`` without a correlation
 structure) and ``S_i`` diagonal, ``log S_i = M_i omega`` (``M``: n_obs x k rows of a log-SD design, ``omega`` its
-k parameters; no ``M``: ``S = I``).
-With a correlation structure, ``C_i = chol(V_i)``, ``w_i = C_i^-1 (y_i - X_i beta)``::
+k parameters; no ``M``: ``S = I``). With a correlation structure, ``C_i = chol(V_i)``, ``w_i = C_i^-1 (y_i - X_i
+beta)``::
 
     log p(y_i) = -1/2 [ n_i log(2 pi) + 2 sum_j log C_i[j, j] + w_i'w_i ].
 
@@ -45,12 +42,11 @@ Priors (defaults; ``beta``, ``sigma`` as in :mod:`hierlmm.engines.bayes.priors`,
   ``(-1 / (n_max - 1), 1)``, the range over which every ``R_i`` is positive definite.
 - ``omega ~ Normal(0, 1)``: log SD ratios within a factor ``exp(1.96) = 7`` a priori (per unit of the columns of
   ``M``: a covariate's units set what this prior means).
-- With a log-SD design, ``sigma``'s prior (:mod:`hierlmm.engines.bayes.priors`) is on ``sigma_centred = sigma
-exp(mean(M)' omega)``,
-  the error SD where every column of ``M`` is at its mean (varIdent: the geometric mean over the rows' strata;
-  varPower: at the geometric mean of the covariate; varExp: at its mean). nlme's ``sigma`` (the SD where ``s = 1``:
-  ``x = 1`` for varPower, ``x = 0`` for varExp) may lie far outside the data, and a prior there would depend on the
-  covariate's origin; ``sigma`` is reported as nlme's.
+- With a log-SD design, ``sigma``'s prior (:mod:`hierlmm.engines.bayes.priors`) is on
+  ``sigma_centred = sigma exp(mean(M)' omega)``, the error SD where every column of ``M`` is at its mean (varIdent:
+  the geometric mean over the rows' strata; varPower: at the geometric mean of the covariate; varExp: at its mean).
+  nlme's ``sigma`` (the SD where ``s = 1``: ``x = 1`` for varPower, ``x = 0`` for varExp) may lie far outside the
+  data, and a prior there would depend on the covariate's origin; ``sigma`` is reported as nlme's.
 
 Every one can be overridden (``priors={"range": (median, log_sd), "nugget": (a, b), "rho": (a, b)}``).
 """
@@ -296,8 +292,7 @@ def build_correlated_bayes_model(
         The data the design was built from (for the correlation's time column).
     correlation
         A :class:`~hierlmm.structures.serial_correlation.CorrelationStructure`, nlme's syntax, or None (``R_i = I``:
-        then a
-        ``log_sd_design`` is what makes this model differ from
+        then a ``log_sd_design`` is what makes this model differ from
         :func:`hierlmm.engines.bayes.hierarchical_model.build_bayes_model`'s).
     priors
         Overrides: the keys of :func:`hierlmm.engines.bayes.priors.with_overrides` and ``range``, ``nugget``, ``rho``.

@@ -14,18 +14,14 @@ the other structures (pdIdent, pdCompSymm, pdBlocked) as :mod:`hierlmm.engines.b
   ``centered`` asks for some of its effects centred (:mod:`hierlmm.engines.bayes.parametrisation`).
 - ``sampler="marginal"``: NUTS over ``(beta, D, sigma)`` on the exact marginalised likelihood
   (:mod:`hierlmm.kernels.marginalised_loglik`); afterwards every ``b_i`` is drawn exactly from ``p(b_i | y_i, theta)``
-  for every
-  posterior draw (:mod:`hierlmm.engines.bayes.conditional_effects`). Crossed factors are all integrated out too,
-  through the global
-  cross-products (:mod:`hierlmm.kernels.crossed_loglik`).
+  for every posterior draw (:mod:`hierlmm.engines.bayes.conditional_effects`). Crossed factors are all integrated out
+  too, through the global cross-products (:mod:`hierlmm.kernels.crossed_loglik`).
 
 Free parameters are named ``beta_centred`` (fixed effects of the centred design), ``sigma``, and per block
 ``chol_<factor>`` (LKJ) or ``sd_<factor>`` (diagonal), or as :mod:`hierlmm.engines.bayes.random_effects_covariance`
-says, and (joint)
-``z_<factor>`` or centred ``c_<factor>``. The model has no PyMC deterministics on purpose (nutpie would compile a
-second function for them, seconds per fit):
-``beta``, ``sd_<factor>``, ``cor_<factor>`` and ``b_<factor>`` are computed from the draws afterwards
-(:func:`hierlmm.fit_bayes`).
+says, and (joint) ``z_<factor>`` or centred ``c_<factor>``. The model has no PyMC deterministics on purpose (nutpie
+would compile a second function for them, seconds per fit): ``beta``, ``sd_<factor>``, ``cor_<factor>`` and
+``b_<factor>`` are computed from the draws afterwards (:func:`hierlmm.fit_bayes`).
 """
 
 from __future__ import annotations

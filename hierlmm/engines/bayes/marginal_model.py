@@ -1,19 +1,17 @@
 """The marginal model by NUTS: ``y_i ~ N(X_i beta, Z_i D Z_i' + sigma^2 I)`` with D free to be indefinite.
 
 The Bayesian counterpart of :mod:`hierlmm.engines.reml.marginal_model`, with the same parametrisation (every ``V_i``
-positive
-definite for every parameter value, so NUTS never meets a wall). There are no random effects in this model: only
-``beta``, ``D`` and ``sigma`` (and the intra-class correlation). Side by side with the hierarchical fit
+positive definite for every parameter value, so NUTS never meets a wall). There are no random effects in this model:
+only ``beta``, ``D`` and ``sigma`` (and the intra-class correlation). Side by side with the hierarchical fit
 (:func:`hierlmm.fit_bayes`), it shows what the hierarchy adds: ``D`` positive definite.
 
 Notation
 --------
 ``Delta = D / sigma^2 = P - kappa I`` with ``kappa = 1 / max_i lambda_max(Z_i'Z_i)`` and ``P`` positive definite.
 Priors: ``beta`` and ``sigma`` as in :mod:`hierlmm.engines.bayes.priors`; ``P`` (dimensionless, in units of
-``sigma^2``) has
-half-Student-t(3, 2.5 / r_j) standard deviations (``r_j`` the root mean square of column j of Z) and, for two or
-more effects, an LKJ(1) correlation (PyMC's ``LKJCholeskyCov``). For a random intercept the implied prior of the ICC
-covers its whole admissible range ``(-1/(n_max - 1), 1)``.
+``sigma^2``) has half-Student-t(3, 2.5 / r_j) standard deviations (``r_j`` the root mean square of column j of Z) and,
+for two or more effects, an LKJ(1) correlation (PyMC's ``LKJCholeskyCov``). For a random intercept the implied prior of
+the ICC covers its whole admissible range ``(-1/(n_max - 1), 1)``.
 
 Per subject, with ``S_i = Z_i'Z_i``, ``c_i = Z_i'r_i`` and ``M_i = I + S_i Delta``:
 ``log|V_i| = n_i log sigma^2 + log|M_i|`` and ``r_i'V_i^-1 r_i = (r_i'r_i - c_i' Delta M_i^-1 c_i) / sigma^2``,

@@ -1,26 +1,17 @@
 """REML/ML fits with random effects, serially correlated and heteroscedastic errors:
 ``V_i = Z_i D Z_i' + sigma^2 S_i R_i(phi) S_i``.
 
-The per-subject sufficient statistics of :mod:`hierlmm.engines.reml.profiled_likelihood` do not survive a non-identity
-``S_i R_i S_i``, so this
-engine factorises every ``V_i`` densely, batched by subject size (AIDS: 467 subjects of 1-5 visits in five batches).
+The fitting driver (:func:`fit_correlated`) and the result (:class:`CorrelatedFit`). The profiled likelihood it
+maximises, and its gradient, are :mod:`hierlmm.engines.reml.correlated_likelihood`: the per-subject sufficient
+statistics of :mod:`hierlmm.engines.reml.profiled_likelihood` do not survive a non-identity ``S_i R_i S_i``, so every
+``V_i`` is factorised densely, batched by subject size (AIDS: 467 subjects of 1-5 visits in five batches).
 
 Notation
 --------
-``Delta = D / sigma^2 = Lambda Lambda'`` (log-Cholesky), ``W_i = Z_i Delta Z_i' + S_i R_i S_i``, ``u`` the correlation
-parameters on the unconstrained scale (:mod:`hierlmm.structures.serial_correlation`; ``R_i = I`` without a structure),
-``S_i``
-the diagonal SD ratios ``exp(M_i omega)`` of a variance function (:mod:`hierlmm.structures.variance_functions`; ``S_i =
-I``
-without one). ``theta = (log-Cholesky of Lambda, u, omega)``. Profiled over ``beta`` and ``sigma^2`` as in
-:mod:`hierlmm.engines.reml.marginal_model`:
-
-- ML: ``sigma^2 = r'W^-1r / N``, ``l = -N/2 (log 2 pi sigma^2 + 1) - 1/2 sum_i log|W_i|``;
-- REML: ``sigma^2 = r'W^-1r / (N - p)``, ``l = -(N-p)/2 (log 2 pi sigma^2 + 1) - 1/2 sum log|W_i| - 1/2 log|X'W^-1X|``.
-
-Intervals for the correlation and variance-function parameters follow nlme's ``intervals()``: a normal interval on
-the unconstrained scale from the inverse Hessian of the profiled log-likelihood, mapped back (``range`` =
-exp(u +- 1.96 se), a varIdent ratio exp(omega +- 1.96 se), a power or exponent omega +- 1.96 se).
+As in :mod:`hierlmm.engines.reml.correlated_likelihood`. Intervals for the correlation and variance-function
+parameters follow nlme's ``intervals()``: a normal interval on the unconstrained scale from the inverse Hessian of
+the profiled log-likelihood, mapped back (``range`` = exp(u +- 1.96 se), a varIdent ratio exp(omega +- 1.96 se), a
+power or exponent omega +- 1.96 se).
 """
 
 from __future__ import annotations
@@ -37,7 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from hierlmm.design.design import Design
 from hierlmm.design.subject_batches import SubjectBatches, subject_batches
-from hierlmm.engines.reml.correlated_gradient import profile_and_gradient
+from hierlmm.engines.reml.correlated_likelihood import factor_of, profile, profile_and_gradient, split_theta
 from hierlmm.engines.reml.finite_differences import central_hessian, clearly_positive_definite
 from hierlmm.engines.reml.profiled_likelihood import layout_for
 from hierlmm.engines.reml.result import RandomEffects, REMLResult, random_effects
@@ -46,43 +37,6 @@ from hierlmm.errors import ConvergenceWarning, NotSupportedError, SpecError
 from hierlmm.structures.error_parameters import ErrorParameters
 from hierlmm.structures.serial_correlation import CorrelationStructure, parse_correlation
 from hierlmm.structures.variance_functions import BoundVarianceFunction, VarianceFunction, describe, parse_weights
-
-
-def profile(design: Design, batches: SubjectBatches, structure: CorrelationStructure | None, theta: np.ndarray,
-            reml: bool, variance: BoundVarianceFunction | None = None) -> tuple[float, np.ndarray, float, np.ndarray]:
-    """(log-likelihood, beta, sigma^2, X'W^-1X) at ``theta`` = (log-Cholesky of Lambda, correlation params,
-    variance-function params)."""
-    block = design.blocks[0]
-    Lam = _factor(theta, design)
-    delta = Lam @ Lam.T
-    u, omega = _split(theta, design, structure)
-    log_s = variance.M @ omega if variance is not None else np.zeros(design.n_obs)
-    p = design.p
-    XtWX, XtWy, ytWy, logdet = np.zeros((p, p)), np.zeros(p), 0.0, 0.0
-    for idx, d in zip(batches.rows, batches.distances, strict=True):
-        Z, X, y = block.Z[idx], design.X[idx], design.y[idx]  # (k, n, q), (k, n, p), (k, n)
-        s = np.exp(log_s[idx])  # (k, n) SD ratios
-        if structure is None:
-            R_s = s[..., None] ** 2 * np.eye(idx.shape[1])
-        else:
-            R_s = s[..., :, None] * structure.from_distances(u, d, batches.n_max) * s[..., None, :]
-        W = Z @ delta @ np.swapaxes(Z, -1, -2) + R_s
-        C = np.linalg.cholesky(W)
-        logdet += 2 * np.log(np.diagonal(C, axis1=-2, axis2=-1)).sum()
-        A = np.linalg.solve(C, np.concatenate([X, y[..., None]], axis=-1))  # C^-1 [X y]
-        G = np.einsum("kna,knb->ab", A, A)
-        XtWX += G[:p, :p]
-        XtWy += G[:p, p]
-        ytWy += G[p, p]
-    beta = np.linalg.solve(XtWX, XtWy)
-    rWr = ytWy - beta @ XtWy
-    N = design.n_obs
-    dof = N - p if reml else N
-    sigma2 = rWr / dof
-    loglik = -0.5 * dof * (np.log(2 * np.pi * sigma2) + 1) - 0.5 * logdet
-    if reml:
-        loglik -= 0.5 * np.linalg.slogdet(XtWX)[1]
-    return float(loglik), beta, float(sigma2), XtWX
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,8 +184,7 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
         ``"REML"`` or ``"ML"``.
     weights
         A variance function (:mod:`hierlmm.structures.variance_functions`) or nlme's syntax (``"varIdent(form = ~ 1 |
-        drug)"``);
-        None for a constant error variance.
+        drug)"``); None for a constant error variance.
     """
     structure = None if correlation is None else (
         correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation))
@@ -285,20 +238,14 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
                       "random effects or the correlation, or see their posterior in a Bayesian fit.",
                       ConvergenceWarning, stacklevel=2)
     layout = layout_for(design)
-    Lam = _factor(theta, design)
+    Lam = factor_of(theta, design)
     N, p = design.n_obs, design.p
     scale = sigma2 * (1.0 if reml else N / (N - p))
     D = (sigma2 * Lam @ Lam.T,)
-    sigma = float(np.sqrt(sigma2) * np.exp(-shift @ _split(theta, design, structure)[1]))  # back to nlme's S_i
+    sigma = float(np.sqrt(sigma2) * np.exp(-shift @ split_theta(theta, design, structure)[1]))  # back to nlme's S_i
     theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,
                          cov_theta, batches.n_max, converged, function, variance, batches)
-
-
-def _factor(theta: np.ndarray, design: Design) -> np.ndarray:
-    """``Lambda`` from the leading part of ``theta`` (log-Cholesky, or as the block's structure says)."""
-    layout = layout_for(design)
-    return layout.factors(theta[: layout.size])[0]
 
 
 def _centred(function: VarianceFunction | None, variance: BoundVarianceFunction | None,
@@ -313,14 +260,6 @@ def _centred(function: VarianceFunction | None, variance: BoundVarianceFunction 
         return np.zeros(0 if variance is None else variance.M.shape[1]), variance
     shift = variance.M.mean(axis=0)
     return shift, dataclasses.replace(variance, M=variance.M - shift)
-
-
-def _split(theta: np.ndarray, design: Design, structure: CorrelationStructure | None,
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """The correlation (``u``) and variance-function (``omega``) parts of ``theta``."""
-    k = layout_for(design).size
-    n_corr = structure.n_params if structure is not None else 0
-    return theta[k:k + n_corr], theta[k + n_corr:]
 
 
 def _start(design: Design, structure: CorrelationStructure | None, batches: SubjectBatches, method: str,

@@ -1,10 +1,9 @@
 """REML/ML for crossed random effects (``(1 | id) + (1 | field)``): lme4's penalised least squares, dense.
 
 The per-subject engine (:mod:`hierlmm.engines.reml.profiled_likelihood`) needs every factor nested in one outermost
-factor. Crossed factors
-share no such subject, so this engine works with the whole random-effects design at once, as lme4 does, with
-dense matrices: the number of random effects (``sum_k q_k * levels_k``; glaucoma's ``id`` and ``field``: 181) is
-small even when the rows are many (the cross-products are formed once, through a sparse Z).
+factor. Crossed factors share no such subject, so this engine works with the whole random-effects design at once, as
+lme4 does, with dense matrices: the number of random effects (``sum_k q_k * levels_k``; glaucoma's ``id`` and ``field``:
+181) is small even when the rows are many (the cross-products are formed once, through a sparse Z).
 
 Notation
 --------

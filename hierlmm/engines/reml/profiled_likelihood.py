@@ -64,8 +64,8 @@ class LambdaMap:
 
     ``pdSymm``/``pdDiag`` layouts scatter ``theta`` itself: ``Lambda.flat[target[j]] = theta[source[j]]`` (scales
     exponentiated on the log-Cholesky scale). Other structures (:mod:`hierlmm.structures.random_effects`) make each
-    block's ``L_k``
-    first and scatter its lower triangle (``block_targets``); the gradient goes back through ``dL_k / d theta_k``.
+    block's ``L_k`` first and scatter its lower triangle (``block_targets``); the gradient goes back through ``dL_k / d
+    theta_k``.
     """
 
     Q: int

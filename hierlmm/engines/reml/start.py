@@ -14,8 +14,7 @@ def starting_fit(design: Design, method: str = "REML") -> MLFit | CrossedFit | N
     """A quiet ML/REML fit to start another engine from (marginal model, serial correlation, NUTS chains), or
     ``None`` when it fails: a start is a convenience, and boundary or convergence warnings are expected there.
     Crossed designs get lme4's engine (:func:`hierlmm.engines.reml.crossed_fit.fit_crossed`); both results have
-    ``beta``,
-    ``sigma`` and ``D``."""
+    ``beta``, ``sigma`` and ``D``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -16,10 +16,10 @@ then ``log sigma``. With ``beta`` profiled out (ML) or integrated out (REML) but
     -2 l(eta) = n* log(2 pi sigma^2) + r'W^-1 r / sigma^2 + sum_i log|A_i| [+ log|X'W^-1 X|  (REML)]
 
 (``n* = N`` for ML, ``N - p`` for REML; :mod:`hierlmm.engines.reml.profiled_likelihood` has ``A_i`` and ``W``). Its
-Hessian at the estimates,
-by central differences as nlme's ``fdHess``, gives ``apVar = (-H)^-1``; the interval of each component is
-``eta_hat +- z se`` mapped back to SDs and correlations. The intervals are as good as the quadratic approximation:
-wide and asymmetric ones say the likelihood is flat there (a Bayesian fit gives the whole posterior instead).
+Hessian at the estimates, by central differences as nlme's ``fdHess``, gives ``apVar = (-H)^-1``; the interval of each
+component is ``eta_hat +- z se`` mapped back to SDs and correlations. The intervals are as good as the quadratic
+approximation: wide and asymmetric ones say the likelihood is flat there (a Bayesian fit gives the whole posterior
+instead).
 """
 
 from __future__ import annotations

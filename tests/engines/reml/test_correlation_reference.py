@@ -13,7 +13,7 @@ from paths import FIXTURES
 
 import hierlmm
 from hierlmm.design.subject_batches import subject_batches
-from hierlmm.engines.reml.correlated_fit import profile
+from hierlmm.engines.reml.correlated_likelihood import profile
 from hierlmm.engines.reml.finite_differences import central_hessian
 from hierlmm.structures.serial_correlation import parse_correlation
 
