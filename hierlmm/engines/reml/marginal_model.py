@@ -175,6 +175,11 @@ class MarginalFit(REMLResult):
         Z = block.Z[idx]
         return Z @ self.D[0] @ Z.T + self.sigma**2 * np.eye(idx.size)
 
+    def _status_line(self) -> str:
+        verdict = ("converged" if self.converged else "stopped before its check passed (BFGS did not report success, "
+                   "and the largest gradient on the unconstrained scale is above 1e-2)")
+        return f"Optimizer: {verdict}; {self.n_iter} BFGS iterations"
+
     def _random_effects_lines(self) -> list[str]:
         names = self.design.blocks[0].effect_names
         frame = pd.DataFrame(self.D[0], index=names, columns=names)
