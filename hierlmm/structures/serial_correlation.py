@@ -95,6 +95,37 @@ class CorrelationStructure:
             out["nugget"] = float(1 / (1 + np.exp(-u[1])))
         return out
 
+    # ---- the Bayesian engine's free variables (hierlmm.engines.bayes.correlated_model declares them in its model)
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """The free variables of the Bayesian model: ``range`` (corExp, corGaus, corCAR1), ``phi01`` (corAR1's
+        ``(phi + 1) / 2``) or ``rho01`` (corCompSymm's ``rho`` rescaled to (0, 1)), and ``nugget``."""
+        first = "range" if self.kind in RANGE_KINDS else "phi01" if self.kind == "corAR1" else "rho01"
+        return (first, "nugget") if self.nugget else (first,)
+
+    def free_variables(self, pm: Any, priors: Any) -> dict[str, Any]:
+        """Declare the free variables in the current PyMC model (``pm`` is the pymc module). ``priors`` has
+        ``range_median`` and ``range_log_sd`` (``range ~ LogNormal``), ``rho`` and ``nugget`` (Beta ``(a, b)``):
+        :class:`hierlmm.engines.bayes.correlated_model.CorrelationPriors`."""
+        free: dict[str, Any] = {}
+        for name in self.free_names:
+            if name == "range":
+                free[name] = pm.LogNormal(name, mu=float(np.log(priors.range_median)), sigma=priors.range_log_sd)
+            else:
+                a, b = priors.nugget if name == "nugget" else priors.rho
+                free[name] = pm.Beta(name, alpha=a, beta=b)
+        return free
+
+    def prior_rows(self, priors: Any) -> list[tuple[str, str]]:
+        """(parameter, prior) rows of :meth:`free_variables`' priors, for printing."""
+        if self.kind in RANGE_KINDS:
+            rows = [("range", f"LogNormal(log {priors.range_median:.4g}, {priors.range_log_sd:g})")]
+        elif self.kind == "corAR1":
+            rows = [("phi", f"(phi + 1) / 2 ~ Beta{priors.rho}")]
+        else:
+            rows = [("rho", f"Beta{priors.rho} scaled to (-1/(n_max - 1), 1)")]
+        return rows + ([("nugget", f"Beta{priors.nugget}")] if self.nugget else [])
+
     def start(self, times: np.ndarray) -> np.ndarray:
         """A starting point on the unconstrained scale (range: a fifth of the time span, as a rough nlme-like start)."""
         if self.kind in ("corExp", "corGaus"):

@@ -53,8 +53,10 @@ CHUNK = 250  # draws per vectorised chunk of the post-processing
 
 
 def free_draws(bm: CorrelatedBayesModel, post: Any) -> dict[str, np.ndarray]:
-    """The correlation model's free variables (``range``, ``phi01``, ``rho01``, ``nugget``) from a posterior."""
-    return {k: np.asarray(post[k].values) for k in ("range", "phi01", "rho01", "nugget") if k in post}
+    """The correlation structure's free variables (:attr:`~hierlmm.structures.serial_correlation.CorrelationStructure.
+    free_names`) from a posterior; none without a structure."""
+    names = () if bm.structure is None else bm.structure.free_names
+    return {k: np.asarray(post[k].values) for k in names}
 
 
 def subject_terms(bm: CorrelatedBayesModel, beta: np.ndarray, L: np.ndarray, sigma: np.ndarray,

@@ -53,7 +53,6 @@ Every one can be overridden (``priors={"range": (median, log_sd), "nugget": (a, 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -73,7 +72,6 @@ from hierlmm.errors import DataError, SpecError
 from hierlmm.kernels.dense_gaussian_op import dense_gaussian_loglik
 from hierlmm.kernels.woodbury_op import subject_offsets, woodbury_loglik
 from hierlmm.structures.serial_correlation import (
-    RANGE_KINDS,
     CorrelationStructure,
     correlation_matrix,
     parse_correlation,
@@ -110,17 +108,7 @@ class CorrelationPriors:
         rows = [(f"omega[{n}]", f"Normal(0, {self.omega_sd:g})") for n in log_sd_names]
         if log_sd_names:
             rows.append(("sigma_centred", "sigma's prior, on the SD at the mean of M"))
-        if structure is None:
-            return rows
-        if structure.kind in RANGE_KINDS:
-            rows.append(("range", f"LogNormal(log {self.range_median:.4g}, {self.range_log_sd:g})"))
-        elif structure.kind == "corAR1":
-            rows.append(("phi", f"(phi + 1) / 2 ~ Beta{self.rho}"))
-        else:
-            rows.append(("rho", f"Beta{self.rho} scaled to (-1/(n_max - 1), 1)"))
-        if structure.nugget:
-            rows.append(("nugget", f"Beta{self.nugget}"))
-        return rows
+        return rows + ([] if structure is None else structure.prior_rows(self))
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,22 +231,6 @@ def _batch_loglik(pt: Any, batch: SizeBatch, structure: CorrelationStructure | N
     return dense_gaussian_loglik(V, r)
 
 
-def _correlation_variables(pm: Any, structure: CorrelationStructure | None, cp: CorrelationPriors) -> dict[str, Any]:
-    """Declare the correlation structure's free variables in the current PyMC model (none without a structure)."""
-    free: dict[str, Any] = {}
-    if structure is None:
-        return free
-    if structure.kind in RANGE_KINDS:
-        free["range"] = pm.LogNormal("range", mu=math.log(cp.range_median), sigma=cp.range_log_sd)
-    elif structure.kind == "corAR1":
-        free["phi01"] = pm.Beta("phi01", alpha=cp.rho[0], beta=cp.rho[1])
-    else:
-        free["rho01"] = pm.Beta("rho01", alpha=cp.rho[0], beta=cp.rho[1])
-    if structure.nugget:
-        free["nugget"] = pm.Beta("nugget", alpha=cp.nugget[0], beta=cp.nugget[1])
-    return free
-
-
 def _independent_loglik(pt: Any, design: Design, M: np.ndarray | None, beta: Any, chol: Any, sigma: Any,
                         omega: Any) -> Any:
     """Sum of ``log p(y_i)`` over all subjects with ``R_i = I``, as a PyTensor graph:
@@ -327,7 +299,7 @@ def build_correlated_bayes_model(
             omega = None
             sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
         chol = block_factor(pm, pt, block, base)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
-        free = _correlation_variables(pm, structure, cp)
+        free = {} if structure is None else structure.free_variables(pm, cp)
         if structure is None and not _FORCE_DENSE:
             loglik = _independent_loglik(pt, design, M, beta, chol, sigma, omega)
         else:
