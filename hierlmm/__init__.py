@@ -15,7 +15,7 @@ or in one call: ``hierlmm.fit(formula, data)``. Every fit, REML or Bayesian, of 
 """
 
 from hierlmm import datasets
-from hierlmm.api import fit, fit_bayes, fit_ml, model_spec, predict
+from hierlmm.api import fit, fit_bayes, fit_design, fit_ml, model_spec, predict
 from hierlmm.design.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.engines.bayes.bayes_fit import BayesFit, Diagnostics
 from hierlmm.engines.bayes.correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
@@ -64,5 +64,5 @@ __all__ = [
     "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
     "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
     "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
-    "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit",
+    "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design",
 ]

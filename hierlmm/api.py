@@ -9,6 +9,7 @@ user can stop at any step.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from hierlmm.design.design import Design, build_design
-from hierlmm.design.sufficient_stats import outermost_block
+from hierlmm.design.sufficient_stats import is_crossed
 from hierlmm.engines.bayes.bayes_fit import BayesFit, fit_bayes_hierarchical
 from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
 from hierlmm.engines.bayes.marginal_model import MarginalBayesFit, fit_bayes_marginal
@@ -77,23 +78,48 @@ def fit(
     """
     spec = model if isinstance(model, ModelSpec) else model_spec(model, random=random)
     t0 = time.perf_counter()
-    design = build_design(spec, data)
+    result = fit_design(build_design(spec, data), data, method=method, kind=kind, correlation=correlation,
+                        weights=weights)
+    if isinstance(result, MLFit):  # the fit's seconds count building the design too
+        return dataclasses.replace(result, seconds=time.perf_counter() - t0)
+    return result
+
+
+def fit_design(
+    design: Design,
+    data: pd.DataFrame | None = None,
+    *,
+    method: str | None = None,
+    kind: str = "hierarchical",
+    correlation: str | None = None,
+    weights: str | VarianceFunction | None = None,
+) -> MLFit | MarginalFit | CorrelatedFit | CrossedFit:
+    """Fit a design by REML or ML with the engine its model needs (what :func:`fit` and ``hierlmm fit`` run).
+
+    Serially correlated or heteroscedastic errors go to :func:`~hierlmm.engines.reml.correlated_fit.fit_correlated`
+    (which needs ``data``, the data the design was built from), ``kind="marginal"`` to
+    :func:`~hierlmm.engines.reml.marginal_model.fit_marginal`, crossed grouping factors to lme4's engine
+    (:func:`~hierlmm.engines.reml.crossed_fit.fit_crossed`), everything else to
+    :func:`~hierlmm.engines.reml.ml_fit.fit_ml`. The arguments are :func:`fit`'s; ``method`` defaults to the spec's.
+    """
+    method = method or design.spec.method
+    if kind not in ("hierarchical", "marginal"):
+        raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
     if correlation is not None or weights is not None:
         if kind != "hierarchical":
             raise SpecError("Serial correlation and variance functions are fitted with the hierarchical model's "
                             "random effects only.", given={"kind": kind, "correlation": correlation,
                                                            "weights": weights},
                             fix="Drop kind=, or correlation= and weights=.")
-        return fit_correlated(design, data, correlation, method or spec.method, weights=weights)
+        if data is None:
+            raise SpecError("Serial correlation and variance functions need the data the design was built from (for "
+                            "the times and the variance covariates).", given="data=None", fix="Pass data=.")
+        return fit_correlated(design, data, correlation, method, weights=weights)
     if kind == "marginal":
-        return fit_marginal(design, method or spec.method)
-    if design.blocks and outermost_block(design) is None:  # crossed factors: lme4's dense PLS engine
-        return fit_crossed(design, method or spec.method)
-    if kind != "hierarchical":
-        raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
-    result = fit_ml(design, method)
-    return MLFit(result.design, result.method, result.layout, result.stats, result.theta, result.state,
-                 result.optimizer, time.perf_counter() - t0)
+        return fit_marginal(design, method)
+    if is_crossed(design):  # crossed factors: lme4's dense PLS engine
+        return fit_crossed(design, method)
+    return fit_ml(design, method)
 
 
 def fit_bayes(

@@ -16,14 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from hierlmm import datasets
-from hierlmm.api import fit_bayes, fit_ml, model_spec
+from hierlmm.api import fit_bayes, fit_design, model_spec
 from hierlmm.design.design import build_design
-from hierlmm.engines.reml.correlated_fit import fit_correlated
-from hierlmm.engines.reml.crossed_fit import fit_crossed
-from hierlmm.engines.reml.marginal_model import fit_marginal
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.inference.bayes_vs_ml import compare
-from hierlmm.kernels.crossed_loglik import is_crossed
 from hierlmm.report.summaries import (
     bayes_summary,
     bayes_to_dict,
@@ -89,28 +85,14 @@ def _fit_command(args: argparse.Namespace) -> int:
         design = build_design(spec, data)
         out: dict = {}
         ml, bayes = None, None
-        if args.correlation or args.weights:
-            if method != "NUTS":
-                ml = fit_correlated(design, data, args.correlation, "REML" if method == "BOTH" else method,
-                                    weights=args.weights)
-            if method in ("NUTS", "BOTH"):  # NUTS on the marginalised model (engines.bayes.correlated_fit)
-                bayes = _nuts(design, args, correlation=args.correlation, weights=args.weights, data=data)
-        elif args.kind == "marginal":
-            if method not in ("REML", "ML", "NUTS"):
-                raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
-                                        given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
-            if method == "NUTS":
-                bayes = fit_bayes(design, kind="marginal", chains=args.chains, draws=args.draws, tune=args.tune,
-                                  cores=args.cores, seed=args.seed, progressbar=not args.quiet,
-                                  priors=getattr(args, "priors", None))
-            else:
-                ml = fit_marginal(design, method)
-        else:
-            if method in ("REML", "ML", "BOTH"):  # crossed factors: lme4's engine (engines.reml.crossed_fit)
-                engine = fit_crossed if is_crossed(design) else fit_ml
-                ml = engine(design, "REML" if method == "BOTH" else method)
-            if method in ("NUTS", "BOTH"):
-                bayes = _nuts(design, args)
+        if args.kind == "marginal" and method == "BOTH":
+            raise NotSupportedError("--kind marginal is fitted by REML, ML or NUTS (not BOTH) in this release.",
+                                    given=method, fix="Use --method reml, ml or nuts with --kind marginal.")
+        errors = {"correlation": args.correlation, "weights": args.weights}
+        if method in ("REML", "ML", "BOTH"):  # the engine the model needs (hierlmm.api.fit_design)
+            ml = fit_design(design, data, method="REML" if method == "BOTH" else method, kind=args.kind, **errors)
+        if method in ("NUTS", "BOTH"):  # correlated or heteroscedastic errors also need the data
+            bayes = _nuts(design, args, kind=args.kind, **({**errors, "data": data} if any(errors.values()) else {}))
         if ml is not None:
             print(summary(ml, data_name))
             out = to_dict(ml)

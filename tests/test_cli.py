@@ -78,6 +78,13 @@ def test_csv_data(tmp_path, pbc2_with_basepro):
         (["fit", "--data", "pbc2", "--formula", "serBilir ~ year + (1 | id)", "--random", "~ 1 | id"],
          "random-effects terms"),
         (["fit"], "needs a model file"),
+        # arguments that do not go together are refused, never ignored
+        (["fit", "--data", "pbc2", "--formula", "log(serBilir) ~ year + (1 | id)", "--kind", "marginal",
+          "--correlation", "corExp(form = ~ year | id)"], "hierarchical model's random effects only"),
+        (["fit", "--data", "pbc2", "--formula", "log(serBilir) ~ year + (1 | id)", "--kind", "marginal",
+          "--method", "both"], "not BOTH"),
+        (["fit", "--data", "pbc2", "--formula", "log(serBilir) ~ year + (1 | id)", "--kind", "marginal",
+          "--method", "nuts", "--sampler", "joint"], "sampler, centered and pointwise do not apply"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, capsys):

@@ -8,6 +8,7 @@ hierlmm error that says why.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -205,3 +206,27 @@ def test_summary_refuses_what_is_not_a_fit():
         hierlmm.summary(object())
     with pytest.raises(hierlmm.SpecError, match="takes a hierlmm fit"):
         hierlmm.predict(object(), pd.DataFrame())
+
+
+def test_varcorr_of_boundary_and_indefinite_d(data):
+    """varcorr: a 0 SD has correlation 0 (as nlme prints it); a negative variance (the marginal model) has no SD."""
+    fit = _quiet(REML_KINDS["marginal"], data)
+    for D, sd, corr in (
+        (np.array([[4.0, 0.0], [0.0, 0.0]]), [2.0, 0.0], 0.0),
+        (np.array([[4.0, -0.3], [-0.3, -0.25]]), [2.0, np.nan], np.nan),
+        (np.array([[4.0, 0.5], [0.5, 0.25]]), [2.0, 0.5], 0.5),
+    ):
+        table = dataclasses.replace(fit, D=(D,)).varcorr()["id"]
+        np.testing.assert_allclose(table["Variance"], np.diag(D))
+        np.testing.assert_allclose(table["StdDev"], sd)
+        np.testing.assert_allclose(table.iloc[1, 2], corr)
+        assert table.iloc[0, 2] == 1.0
+
+
+def test_fit_refuses_an_unknown_kind_for_every_engine(data):
+    for formula in (f"{FIXED} + (t | id)", f"{FIXED} + (1 | id) + (1 | rater)"):
+        with pytest.raises(hierlmm.SpecError, match="Unknown kind"):
+            hierlmm.fit(formula, data, kind="marginl")
+    design = _design(data, f"{FIXED} + (1 | id)")
+    with pytest.raises(hierlmm.SpecError, match="need the data"):
+        hierlmm.fit_design(design, correlation="corExp(form = ~ t | id)")

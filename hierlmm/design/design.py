@@ -13,7 +13,7 @@ reported (``Design.missing``).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +137,16 @@ class Design:
     def p(self) -> int:
         """Number of fixed effects."""
         return self.X.shape[1]
+
+    def conditional_mean(self, beta: np.ndarray, effects: Sequence[np.ndarray] = ()) -> np.ndarray:
+        """``X beta`` on the design's rows, plus every block's ``Z b`` when ``effects`` gives each block's
+        ``b`` (levels x q, in the blocks' order)."""
+        mu = self.X @ beta
+        if len(effects) == 0:
+            return mu
+        for block, b in zip(self.blocks, effects, strict=True):
+            mu = mu + np.einsum("nq,nq->n", block.Z, np.asarray(b)[block.group_index])
+        return mu
 
 
 def used_columns(spec: ModelSpec) -> list[str]:

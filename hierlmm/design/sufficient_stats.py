@@ -101,6 +101,12 @@ def outermost_block(design: Design) -> int | None:
     return None
 
 
+def is_crossed(design: Design) -> bool:
+    """Whether the design's grouping factors are crossed (no factor that every other one nests in): lme4's engine
+    and the crossed likelihood fit them, the per-subject engines do not."""
+    return bool(design.blocks) and outermost_block(design) is None
+
+
 def _outermost(design: Design) -> int:
     top = outermost_block(design)
     if top is not None:

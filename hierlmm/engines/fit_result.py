@@ -32,6 +32,13 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.design.design import Design
+from hierlmm.errors import DataError
+
+
+def check_level(level: int) -> None:
+    """Levels 0 (population: ``X beta``) and 1 (adding every block's ``Z b``) are the ones every fit defines."""
+    if level not in (0, 1):
+        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
 
 
 class _Estimates(Protocol):

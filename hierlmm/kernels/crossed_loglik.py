@@ -42,14 +42,8 @@ from pytensor.tensor.linalg import block_diag
 
 from hierlmm.design.cross_products import cross_products
 from hierlmm.design.design import Design
-from hierlmm.design.sufficient_stats import outermost_block
 from hierlmm.kernels.crossed_op import crossed_loglik_op
 from hierlmm.kernels.marginalised_loglik import cholesky_lower, solve_lower, solve_lower_transposed
-
-
-def is_crossed(design: Design) -> bool:
-    """Whether the design's grouping factors are crossed (no factor that every other one nests in)."""
-    return bool(design.blocks) and outermost_block(design) is None
 
 
 @dataclass(frozen=True, eq=False)

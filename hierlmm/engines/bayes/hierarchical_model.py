@@ -35,13 +35,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from hierlmm.design.design import Design
+from hierlmm.design.sufficient_stats import is_crossed
 from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
 from hierlmm.engines.bayes.parametrisation import Parametrisation, parametrisation
 from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
 from hierlmm.engines.bayes.random_effects_covariance import block_factor
 from hierlmm.engines.bayes.random_effects_covariance import coords as block_coords
 from hierlmm.errors import SpecError
-from hierlmm.kernels.crossed_loglik import CrossedStats, crossed_loglik, is_crossed
+from hierlmm.kernels.crossed_loglik import CrossedStats, crossed_loglik
 from hierlmm.kernels.marginalised_loglik import MarginalisedStats, stacked_factor
 from hierlmm.kernels.marginalised_op import marginalised_loglik_op
 

@@ -25,6 +25,7 @@ import pandas as pd
 from hierlmm.design.design import Design, grouping_labels, new_model_matrices
 from hierlmm.engines.bayes.hierarchical_model import var_name
 from hierlmm.engines.bayes.posterior_tree import block_factors
+from hierlmm.engines.fit_result import check_level
 from hierlmm.errors import DataError, NotSupportedError
 
 
@@ -37,8 +38,7 @@ def flat_draws(fit: Any, name: str) -> np.ndarray:
 def mean_draws(fit: Any, newdata: pd.DataFrame, level: int = 0, seed: int = 1) -> np.ndarray:
     """Draws (S, n) of the mean response for ``newdata`` at ``level`` 0 (population) or 1 (subject; see the module
     notation)."""
-    if level not in (0, 1):
-        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+    check_level(level)
     X, Zs = new_model_matrices(fit.design, newdata)  # the chapter's X
     mu = flat_draws(fit, "beta") @ X.T
     if level == 0:
@@ -139,18 +139,14 @@ class PosteriorResult:
 
     def fitted(self, level: int = 1) -> np.ndarray:
         """Posterior mean of the fitted values: ``level=0`` ``X beta``, ``level=1`` adds every block's ``Z b``."""
-        if level not in (0, 1):
-            raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
-        mu = self.design.X @ self.beta
+        check_level(level)
         if level == 0:
-            return mu
+            return self.design.conditional_mean(self.beta)
         if self.kind == "marginal":
             raise NotSupportedError("The marginal model has no random effects, so no subject-level fitted values.",
                                     given="level=1", fix="Use level=0, or fit the hierarchical model.")
-        for block in self.design.blocks:
-            b = flat_draws(self, var_name("b", block.factor)).mean(axis=0)
-            mu = mu + np.einsum("nq,nq->n", block.Z, b[block.group_index])
-        return mu
+        effects = [flat_draws(self, var_name("b", block.factor)).mean(axis=0) for block in self.design.blocks]
+        return self.design.conditional_mean(self.beta, effects)
 
     def residuals(self, level: int = 1) -> np.ndarray:
         """``y`` minus the posterior mean of the fitted values at ``level``."""

@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.stats
 
 from hierlmm.design.design import grouping_labels, new_model_matrices
+from hierlmm.engines.fit_result import check_level
 from hierlmm.errors import DataError
 
 
@@ -44,8 +45,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: float 
     pandas.DataFrame
         ``fit`` (the prediction) and, for ``level=0``, ``se``, ``lower``, ``upper``; indexed like ``newdata``.
     """
-    if level not in (0, 1):
-        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+    check_level(level)
     X, Zs = new_model_matrices(fit.design, newdata)
     mean = X @ fit.beta
     out = pd.DataFrame({"fit": mean}, index=newdata.index)

@@ -29,9 +29,9 @@ import pandas as pd
 import scipy.stats
 
 from hierlmm.design.design import Design, RandomEffectsBlock
+from hierlmm.engines.fit_result import check_level
 from hierlmm.engines.reml.prediction import predict
 from hierlmm.engines.reml.t_table import fixef_table, nlme_fixed_df
-from hierlmm.errors import DataError
 from hierlmm.structures.random_effects import correlated_pairs, sd_corr
 
 _STRUCTURE = {
@@ -148,14 +148,16 @@ class REMLResult:
     def varcorr(self) -> dict[str, pd.DataFrame]:
         """Per grouping factor: the variances, SDs and correlations of the random effects; ``"Residual"``: sigma.
 
-        A negative variance (the marginal model) has no SD: its ``StdDev`` and correlations are NaN.
+        Correlations with a 0 SD are 0 (:func:`~hierlmm.structures.random_effects.sd_corr`). A negative variance (the
+        marginal model) has no SD: its ``StdDev`` and correlations are NaN.
         """
         out: dict[str, pd.DataFrame] = {}
         for block, D in zip(self.design.blocks, self.D, strict=True):  # the chapter's D
             variance = np.diag(D)
-            sd = np.sqrt(np.where(variance >= 0, variance, np.nan))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                corr = D / np.outer(sd, sd)
+            sd, corr = sd_corr(D)
+            negative = variance < 0
+            sd = np.where(negative, np.nan, sd)
+            corr = np.where(negative[:, None] | negative[None, :], np.nan, corr)
             np.fill_diagonal(corr, 1.0)
             frame = pd.DataFrame(corr, index=block.effect_names, columns=block.effect_names)
             frame.insert(0, "StdDev", sd)
@@ -166,14 +168,10 @@ class REMLResult:
 
     def fitted(self, level: int = 1) -> np.ndarray:
         """Fitted values: ``level=0`` the population mean ``X beta``, ``level=1`` adds every block's ``Z b``."""
-        _check_level(level)
-        mu = self.design.X @ self.beta
+        check_level(level)
         if level == 0:
-            return mu
-        for block, effects in zip(self.design.blocks, self.ranef().values(), strict=True):
-            b = effects.mean.to_numpy()
-            mu = mu + np.einsum("nq,nq->n", block.Z, b[block.group_index])
-        return mu
+            return self.design.conditional_mean(self.beta)
+        return self.design.conditional_mean(self.beta, [e.mean.to_numpy() for e in self.ranef().values()])
 
     def residuals(self, level: int = 1) -> np.ndarray:
         """Raw residuals ``y - fitted(level)``."""
@@ -234,9 +232,3 @@ class REMLResult:
     def _status_line(self) -> str:
         """The optimiser's verdict."""
         return "Optimizer: " + ("converged" if self.converged else "NOT converged (see the warning)")
-
-
-def _check_level(level: int) -> None:
-    """Levels 0 (population) and 1 (every block's random effects) are the ones defined for every fit."""
-    if level not in (0, 1):
-        raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")

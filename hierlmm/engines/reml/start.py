@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from hierlmm.design.design import Design
-from hierlmm.design.sufficient_stats import outermost_block
+from hierlmm.design.sufficient_stats import is_crossed
 from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.ml_fit import MLFit, fit_ml
 
@@ -18,7 +18,7 @@ def starting_fit(design: Design, method: str = "REML") -> MLFit | CrossedFit | N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if design.blocks and outermost_block(design) is None:
+            if is_crossed(design):
                 return fit_crossed(design, method)
             return fit_ml(design, method)
     except Exception:  # noqa: BLE001 - the caller falls back to its default start
