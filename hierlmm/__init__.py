@@ -15,7 +15,7 @@ or in one call: ``hierlmm.fit(formula, data)``. Every fit, REML or Bayesian, of 
 """
 
 from hierlmm import datasets
-from hierlmm.api import fit, fit_bayes, fit_design, fit_ml, model_spec, predict
+from hierlmm.api import compare_models, fit, fit_bayes, fit_design, fit_ml, model_spec, predict
 from hierlmm.design.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.engines.bayes.bayes_fit import BayesFit, Diagnostics
 from hierlmm.engines.bayes.correlated_fit import CorrelatedBayesFit, fit_bayes_correlated
@@ -39,11 +39,16 @@ from hierlmm.errors import (
     HierlmmError,
     MissingDataWarning,
     NotSupportedError,
+    ParetoKWarning,
     SpecError,
     UnsafeExpressionError,
 )
 from hierlmm.inference.bayes_vs_ml import compare, compare_ranef
+from hierlmm.inference.fixed_effect_tests import anova
 from hierlmm.inference.implied_covariance import ImpliedCovariance, icc, implied_covariance
+from hierlmm.inference.likelihood_ratio import LRTResult, lrt
+from hierlmm.inference.loo import compare_bayes, loo
+from hierlmm.inference.posterior_contrasts import contrast, variance_components
 from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
 from hierlmm.inference.simulation import simulate
 from hierlmm.report import plots
@@ -64,5 +69,6 @@ __all__ = [
     "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
     "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
     "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
-    "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design",
+    "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design", "anova",
+    "loo", "compare_bayes", "contrast", "variance_components", "ParetoKWarning", "lrt", "LRTResult", "compare_models",
 ]

@@ -29,7 +29,10 @@ from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
 from hierlmm.engines.reml.ml_fit import MLFit, fit_ml
 from hierlmm.engines.reml.result import REMLResult
-from hierlmm.errors import SpecError
+from hierlmm.errors import NotSupportedError, SpecError
+from hierlmm.inference.likelihood_ratio import ComparisonTable
+from hierlmm.inference.likelihood_ratio import compare_models as compare_ml_models
+from hierlmm.inference.loo import compare_bayes
 from hierlmm.spec.model_spec import ModelSpec, PdMat, model_spec
 from hierlmm.structures.variance_functions import VarianceFunction
 
@@ -216,3 +219,32 @@ def predict(fit: FitResult | BayesResult, newdata: pd.DataFrame, *, level: int =
         return out[["fit", "sd"]] if interval is None else out
     raise SpecError("predict() takes a hierlmm fit.", given=type(fit).__name__,
                     fix="Pass the result of hierlmm.fit, hierlmm.fit_ml or hierlmm.fit_bayes.")
+
+
+def compare_models(*fits: Any, level: str | None = None, **options: Any) -> ComparisonTable | pd.DataFrame:
+    """Compare fits of the same data: nlme's ``anova(m1, m2, ...)`` table for ML/REML fits, ArviZ's LOO table for
+    Bayesian fits.
+
+    ML/REML fits go to :func:`hierlmm.inference.likelihood_ratio.compare_models` (``refit``, ``null``, ``nsim``,
+    ``seed``, ``progressbar``, ``names`` as there: df, AIC, BIC, logLik and a likelihood-ratio test of each model
+    against the one before it). Bayesian fits (positionally or as one ``{name: fit}`` mapping) go to
+    :func:`hierlmm.inference.loo.compare_bayes`: elpd differences and their SE at ``level`` (``"subject"`` by
+    default: leave one subject out). The two kinds answer different questions and do not mix.
+    """
+    bayes = [isinstance(f, BayesResult) or (isinstance(f, Mapping) and all(isinstance(v, BayesResult)
+                                                                          for v in f.values())) for f in fits]
+    if fits and all(bayes):
+        if options:
+            raise SpecError("Bayesian fits are compared by PSIS-LOO: the likelihood-ratio options do not apply.",
+                            given=sorted(options), fix="Drop them; choose the LOO level with level=.")
+        return compare_bayes(*fits, level=level or "subject")
+    if any(bayes):
+        raise NotSupportedError("Bayesian and ML/REML fits cannot share one comparison table (expected predictive "
+                                "accuracy and likelihood ratios answer different questions).",
+                                given=[type(f).__name__ for f in fits],
+                                fix="Compare the Bayesian fits together (LOO) and the ML/REML fits together (LRT); "
+                                    "hierlmm.compare(bayes_fit, reml_fit) sets one posterior beside one REML fit.")
+    if level is not None:
+        raise SpecError("level= chooses the LOO level of Bayesian fits; ML/REML fits are compared by likelihood.",
+                        given=level, fix="Drop level=.")
+    return compare_ml_models(*fits, **options)

@@ -1,4 +1,5 @@
-"""The ``hierlmm`` command line: ``hierlmm fit``, ``hierlmm demo``, ``hierlmm datasets``.
+"""The ``hierlmm`` command line: ``hierlmm fit``, ``hierlmm anova``, ``hierlmm compare``, ``hierlmm demo``,
+``hierlmm datasets``.
 
 ``hierlmm fit --data NAME_OR_CSV --formula "y ~ x + (t | g)" [--random "~ t | g"] --method reml|ml [--json OUT]``
 ``hierlmm fit models/NAME.toml [--json OUT]``. Errors in the input print one clear message and exit with status 2.
@@ -7,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -16,10 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from hierlmm import datasets
-from hierlmm.api import fit_bayes, fit_design, model_spec
+from hierlmm.api import compare_models, fit_bayes, fit_design, model_spec
 from hierlmm.design.design import build_design
+from hierlmm.engines.fit_result import BayesResult
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.inference.bayes_vs_ml import compare
+from hierlmm.inference.fixed_effect_tests import anova
+from hierlmm.inference.likelihood_ratio import LRTResult, lrt
 from hierlmm.report.summaries import (
     bayes_summary,
     bayes_to_dict,
@@ -28,7 +33,7 @@ from hierlmm.report.summaries import (
     to_dict,
 )
 from hierlmm.spec.model_files import load_spec
-from hierlmm.spec.model_spec import PdMat
+from hierlmm.spec.model_spec import ModelSpec, PdMat
 
 DEMO_MODEL = Path(__file__).resolve().parent.parent / "models" / "pbc2_effect_plot.toml"
 
@@ -51,34 +56,39 @@ def _load_data(name: str) -> pd.DataFrame:
     return datasets.load(name)
 
 
-def _fit_command(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    if args.spec:
-        if args.formula or args.random:
+def _model(args: argparse.Namespace, spec_path: str | None, formula: str | None, random: str | None,
+           command: str) -> tuple[ModelSpec, pd.DataFrame, str]:
+    """The spec, data and data name of a TOML model file or of --data/--formula/--random; a model file also fills
+    the options the command line left unset (method, sampler, correlation, weights, centred effects, priors)."""
+    if spec_path:
+        if formula or random:
             raise SpecError(
-                "A model file and --formula/--random were both given.", given=args.spec,
+                "A model file and --formula/--random were both given.", given=spec_path,
                 fix="Use either a model file or --data with --formula.",
             )
-        model_file = load_spec(args.spec)
-        spec, data, data_name = model_file.spec, model_file.load_data(), model_file.data
+        model_file = load_spec(spec_path)
         args.priors = model_file.priors
         args.method = args.method or model_file.run
-        if args.sampler is None:
+        if getattr(args, "sampler", "marginal") is None:
             args.sampler = model_file.sampler
         if args.correlation is None:
             args.correlation = model_file.correlation
         if args.weights is None:
             args.weights = model_file.weights
-        if args.centered is None and model_file.centered:
+        if getattr(args, "centered", ()) is None and model_file.centered:
             args.centered = [model_file.centered] if isinstance(model_file.centered, str) else list(model_file.centered)
-    else:
-        if not (args.data and args.formula):
-            raise SpecError(
-                "'hierlmm fit' needs a model file, or --data and --formula.", given=" ".join(sys.argv[1:]),
-                fix='Run e.g. hierlmm fit --data aids --formula "CD4 ~ obstime + (obstime | patient)".',
-            )
-        spec = model_spec(args.formula, random=_random_arg(args.random))
-        data, data_name = _load_data(args.data), args.data
+        return model_file.spec, model_file.load_data(), model_file.data
+    if not (args.data and formula):
+        raise SpecError(
+            f"'hierlmm {command}' needs a model file, or --data and --formula.", given=" ".join(sys.argv[1:]),
+            fix=f'Run e.g. hierlmm {command} --data aids --formula "CD4 ~ obstime + (obstime | patient)".',
+        )
+    return model_spec(formula, random=_random_arg(random)), _load_data(args.data), args.data
+
+
+def _fit_command(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    spec, data, data_name = _model(args, args.spec, args.formula, args.random, "fit")
     method = (args.method or spec.method).upper()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -118,6 +128,100 @@ def _fit_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_json(path: str, out: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=1, default=float, allow_nan=False))
+    print(f"\nwrote {path}")
+
+
+def _table_dict(table: pd.DataFrame) -> dict:
+    """A result table as JSON-safe lists (missing cells as null)."""
+    frame = table.astype(object).where(table.notna(), None)
+    return {"index": [str(i) for i in frame.index], "columns": list(frame.columns),
+            "rows": frame.to_numpy().tolist(), **{k: v for k, v in table.attrs.items() if isinstance(v, str)}}
+
+
+def _anova_command(args: argparse.Namespace) -> int:
+    spec, data, data_name = _model(args, args.spec, args.formula, args.random, "anova")
+    method = (args.method or spec.method).upper()
+    if method not in ("REML", "ML"):
+        raise SpecError("F tests are of an ML/REML fit.", given=method,
+                        fix="Use --method reml or ml (a Bayesian fit answers with contrast posteriors: "
+                            "hierlmm.contrast in Python).")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
+                         correlation=args.correlation, weights=args.weights)
+        table = anova(fit, args.type, args.ddf, terms=args.terms)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"{method} fit of {spec.formula} to {data_name}\n{table.attrs['heading']}\n")
+    print(table.to_string(float_format=lambda x: f"{x:.6g}"))
+    if args.json:
+        _write_json(args.json, {"data": data_name, "formula": spec.formula, "method": method, "type": args.type,
+                                "ddf": args.ddf, "anova": _table_dict(table)})
+    return 0
+
+
+def _lrt_dict(result: LRTResult) -> dict:
+    """An LRT's fields as JSON types (the simulated statistics summarised by their count)."""
+    out = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "simulated"}
+    out.update(loglik=list(result.loglik), n_params=list(result.n_params), notes=list(result.notes))
+    return out
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    formulas, randoms = args.formula or [], args.random or []
+    if args.spec and formulas:
+        raise SpecError("Model files and --formula were both given.", given={"specs": args.spec, "formula": formulas},
+                        fix="Compare model files, or --data with one --formula per model.")
+    if len(randoms) not in (0, len(formulas)):
+        raise SpecError("Give one --random per --formula (or none).", given={"formula": formulas, "random": randoms},
+                        fix="Repeat --random as often as --formula, in the same order.")
+    models = [(spec, None, None) for spec in args.spec] or [
+        (None, f, randoms[k] if randoms else None) for k, f in enumerate(formulas)]
+    if not models:
+        raise SpecError("'hierlmm compare' needs one or more models.", given=" ".join(sys.argv[1:]),
+                        fix='Run e.g. hierlmm compare models/aids_ri.toml models/aids_ri_rs.toml.')
+    fits, names = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for spec_path, formula, random in models:
+            own = argparse.Namespace(**vars(args))  # a model file fills its own options
+            spec, data, data_name = _model(own, spec_path, formula, random, "compare")
+            method = (own.method or spec.method).upper()
+            design = build_design(spec, data)
+            errors = {"correlation": own.correlation, "weights": own.weights}
+            if method == "NUTS":
+                extra = {**errors, "data": data} if any(errors.values()) else {}
+                own.seed = 1 if own.seed is None else own.seed
+                fits.append(_nuts(design, own, kind=args.kind, **extra))
+            elif method in ("REML", "ML"):
+                fits.append(fit_design(design, data, method=method, kind=args.kind, **errors))
+            else:
+                raise SpecError("compare fits every model by one method.", given=method,
+                                fix="Use --method reml, ml or nuts.")
+            names.append(Path(spec_path).stem if spec_path else spec.formula)
+        refit = {"auto": "auto", "true": True, "false": False}[args.refit]
+        if len(fits) == 1:
+            result = lrt(fits[0], null=args.null, nsim=args.nsim, seed=args.seed, refit=refit,
+                         progressbar=not args.quiet)
+            text, out = str(result), {"lrt": _lrt_dict(result)}
+        elif isinstance(fits[0], BayesResult):
+            table = compare_models(*fits, level=args.level)
+            text, out = table.to_string(float_format=lambda x: f"{x:.4g}"), {"loo": _table_dict(table)}
+        else:
+            table = compare_models(*fits, refit=refit, null=args.null, nsim=args.nsim, seed=args.seed,
+                                   progressbar=not args.quiet, names=names)
+            text, out = str(table), {"anova": _table_dict(table)}
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(text)
+    if args.json:
+        _write_json(args.json, {"models": names, **out})
+    return 0
+
+
 def _nuts(design, args: argparse.Namespace, **extra):
     return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
                      tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
@@ -145,6 +249,18 @@ def _datasets_command(args: argparse.Namespace) -> int:
     for name, text in datasets.available().items():
         print(f"{name:12s} {text}")
     return 0
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model options ``anova`` shares with ``fit``."""
+    parser.add_argument("spec", nargs="?", help="a TOML model file (models/NAME.toml)")
+    parser.add_argument("--data", help="a data set name (hierlmm datasets) or a CSV file")
+    parser.add_argument("--formula", help="lme4-style formula, or nlme fixed formula with --random")
+    parser.add_argument("--random", help='nlme random part: "~ t | g" or "pdDiag(~ t | g)"')
+    parser.add_argument("--kind", choices=["hierarchical", "marginal"], default="hierarchical",
+                        help="the hierarchical model (default) or its marginal model")
+    parser.add_argument("--correlation", help='serially correlated errors: "corExp(form = ~ obstime | patient)"')
+    parser.add_argument("--weights", help='heteroscedastic errors: "varIdent(form = ~ 1 | drug)"')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +302,42 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out", help="folder for the saved results (default: out)")
     d.add_argument("--reml-only", action="store_true", help="skip the NUTS fit (seconds instead of half a minute)")
     d.set_defaults(run=_demo_command)
+    a = sub.add_parser("anova", help="F tests of the fixed effects of an ML/REML fit (nlme's anova)")
+    _model_arguments(a)
+    a.add_argument("--method", type=str.upper, choices=["REML", "ML"], help="REML (default) or ML")
+    a.add_argument("--type", choices=["sequential", "marginal"], default="sequential",
+                   help="sequential (each term after those before it; nlme's default) or marginal (after all others)")
+    a.add_argument("--ddf", choices=["nlme", "satterthwaite", "kenward-roger"], default="nlme",
+                   help="denominator DF: nlme's between/within rule (default), lmerTest's Satterthwaite or "
+                   "pbkrtest's Kenward-Roger")
+    a.add_argument("--terms", nargs="+", metavar="TERM", help="one joint F test of these terms (nlme's Terms =)")
+    a.add_argument("--json", help="write the table as JSON to this file")
+    a.set_defaults(run=_anova_command)
+    c = sub.add_parser("compare", help="compare nested fits: nlme's anova(m1, m2) table with likelihood-ratio tests "
+                       "(REML/ML), or the LOO table (NUTS); one model: test its only variance component")
+    c.add_argument("spec", nargs="*", help="TOML model files, smallest model first")
+    c.add_argument("--data", help="a data set name or a CSV file (with --formula)")
+    c.add_argument("--formula", action="append", help="a model's formula; repeat once per model")
+    c.add_argument("--random", action="append", help="nlme random part of each --formula, in the same order")
+    c.add_argument("--kind", choices=["hierarchical", "marginal"], default="hierarchical")
+    c.add_argument("--correlation", help='serially correlated errors of every model: "corExp(form = ~ t | g)"')
+    c.add_argument("--weights", help='heteroscedastic errors of every model: "varIdent(form = ~ 1 | g)"')
+    c.add_argument("--method", type=str.upper, choices=["REML", "ML", "NUTS"], help="REML (default), ML or NUTS")
+    c.add_argument("--null", choices=["auto", "chisq", "mixture", "exact", "bootstrap"], default="auto",
+                   help="null distribution of the likelihood ratio (default: the 50:50 chi-bar-square mixture where "
+                   "one variance is added, chi-square otherwise)")
+    c.add_argument("--nsim", type=int, help="draws of a simulated null (exact: 10000, bootstrap: 1000)")
+    c.add_argument("--seed", type=int, help="seed of a simulated null (NUTS: of the chains, default 1)")
+    c.add_argument("--refit", choices=["auto", "true", "false"], default="auto",
+                   help="refit REML fits by ML where their likelihoods are not comparable (auto), always, or never")
+    c.add_argument("--level", choices=["subject", "observation"], help="NUTS: the LOO level (default subject)")
+    c.add_argument("--chains", type=int, default=4)
+    c.add_argument("--draws", type=int, default=1000)
+    c.add_argument("--tune", type=int, default=None)
+    c.add_argument("--cores", type=int, default=2)
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--json", help="write the table as JSON to this file")
+    c.set_defaults(run=_compare_command, sampler="marginal", centered=None)
     s = sub.add_parser("datasets", help="list the data sets")
     s.set_defaults(run=_datasets_command)
     return parser

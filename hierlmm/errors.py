@@ -65,6 +65,10 @@ class BoundaryWarning(UserWarning):
     """An estimate lies on the boundary of the parameter space (e.g. a variance estimated as 0)."""
 
 
+class ParetoKWarning(UserWarning):
+    """PSIS-LOO's Pareto-k diagnostic is high for some units: their leave-one-out estimates are unreliable."""
+
+
 class MissingDataWarning(UserWarning):
     """Rows with missing values in the model's columns were dropped (how many, and which columns, are reported)."""
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from paths import MODELS
 
 from hierlmm.cli import main
 
@@ -102,3 +103,39 @@ def test_demo_runs_as_a_command(tmp_path):
     assert "sexfemale:basePro" in proc.stdout
     result = json.loads((tmp_path / "demo_pbc2_effect_plot.json").read_text())
     assert JSON_KEYS <= set(result)
+
+
+def test_anova_command_prints_and_writes_the_table(tmp_path, capsys, reference):
+    out = tmp_path / "anova.json"
+    code = main(["anova", str(MODELS / "aids_ri_rs.toml"), "--type", "marginal", "--ddf", "kenward-roger",
+                 "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Kenward-Roger" in printed and "obstime:drug" in printed
+    result = json.loads(out.read_text())
+    assert result["anova"]["index"] == ["(Intercept)", "obstime", "obstime:drug"]
+    assert result["anova"]["columns"] == ["numDF", "denDF", "F-value", "p-value", "F-scaling"]
+    ref = reference("aids_ri_rs_reml")["fixef"]
+    # a one-column term's marginal F is its t statistic squared (the KR-adjusted SE enlarges it slightly)
+    assert result["anova"]["rows"][2][2] == pytest.approx(ref["t"][2] ** 2, rel=2e-2)
+    assert main(["anova", "--data", "aids", "--formula", "CD4 ~ obstime + obstime:drug + (obstime | patient)",
+                 "--terms", "obstime", "obstime:drug"]) == 0
+    assert "F-test for: obstime, obstime:drug" in capsys.readouterr().out
+
+
+def test_compare_command_tables_and_single_model_test(tmp_path, capsys, reference):
+    out = tmp_path / "compare.json"
+    assert main(["compare", str(MODELS / "aids_ri.toml"), str(MODELS / "aids_ri_rs.toml"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "50:50 mixture of chi2(1) and chi2(2)" in printed
+    result = json.loads(out.read_text())
+    assert result["models"] == ["aids_ri", "aids_ri_rs"]
+    rows = result["anova"]["rows"]
+    assert rows[0][-1] is None  # the first model has no test: null, not NaN, in strict JSON
+    loglik = result["anova"]["columns"].index("logLik")
+    assert rows[1][loglik] == pytest.approx(reference("aids_ri_rs_reml")["logLik"], abs=1e-3)
+    assert rows[0][loglik] == pytest.approx(reference("aids_ri_reml")["logLik"], abs=1e-3)
+    assert main(["compare", str(MODELS / "aids_ri.toml"), "--null", "exact", "--nsim", "500", "--seed", "2"]) == 0
+    assert "exactRLRT" in capsys.readouterr().out
+    assert main(["compare", str(MODELS / "aids_ri.toml"), "--formula", "CD4 ~ obstime"]) == 2
+    assert "Model files and --formula" in capsys.readouterr().err

@@ -4,5 +4,10 @@
 - ``error_covariance``: a fit's within-subject error covariance on training or new rows;
 - ``posterior_predictive``: posterior (and prior) predictive draws and trajectories of Bayesian fits;
 - ``bayes_vs_ml``: posterior summaries beside REML estimates, shrinkage of ``b_i``;
-- ``simulation``: responses drawn from either formulation of a spec.
+- ``simulation``: responses drawn from a fit, or from either formulation of a spec with given parameters;
+- ``fixed_effect_tests``: F tests of the fixed effects (nlme's ``anova``; nlme, Satterthwaite, Kenward-Roger DF);
+- ``likelihood_ratio``: likelihood-ratio tests of nested fits and nlme's comparison table (``lrt``,
+  ``compare_models``), with ``exact_null``: the finite-sample null of a variance component (RLRsim's);
+- ``loo``: PSIS-LOO of Bayesian fits per subject or per observation, and their comparison;
+- ``posterior_contrasts``: posteriors of contrasts ``L beta`` and of variance components near zero.
 """

@@ -111,12 +111,17 @@ def to_dict(fit: REMLResult) -> dict[str, Any]:
     return out
 
 
-def summary(fit: REMLResult | BayesFit | MarginalBayesFit, data_name: str | None = None) -> str:
+def summary(fit: REMLResult | BayesFit | MarginalBayesFit, data_name: str | None = None, ddf: str = "nlme") -> str:
     """The printout of any fit: nlme-like for ML/REML fits (their ``summary()``: criteria, random effects, error
-    structure, fixed effects), the posterior table and diagnostics for Bayesian ones (:func:`bayes_summary`)."""
+    structure, fixed effects with the t-table of ``ddf``: ``"nlme"``, ``"satterthwaite"`` or ``"kenward-roger"``),
+    the posterior table and diagnostics for Bayesian ones (:func:`bayes_summary`)."""
     if isinstance(fit, REMLResult):
-        return fit.summary(data_name)
+        return fit.summary(data_name, ddf=ddf)
     if isinstance(fit, BayesFit | MarginalBayesFit):
+        if ddf != "nlme":
+            raise SpecError("Denominator degrees of freedom belong to t tests of an ML/REML fit: a posterior has "
+                            "none.", given={"ddf": ddf, "fit": type(fit).__name__},
+                            fix="Drop ddf= for a Bayesian fit (its table gives posterior intervals).")
         return bayes_summary(fit, data_name)
     raise SpecError("summary() takes a hierlmm fit.", given=type(fit).__name__,
                     fix="Pass the result of hierlmm.fit, hierlmm.fit_ml or hierlmm.fit_bayes.")

@@ -124,8 +124,8 @@ class PosteriorResult:
         raise NotSupportedError(
             "A Bayesian fit has a posterior, not a maximised log-likelihood, so no logLik, AIC or BIC.",
             given=f"a {type(self).__name__}",
-            fix="Compare Bayesian fits by their predictive accuracy (PSIS-LOO through ArviZ on the DataTree's "
-                "log_likelihood group), or fit by REML/ML for logLik, AIC and BIC.")
+            fix="Compare Bayesian fits by their predictive accuracy (hierlmm.loo, hierlmm.compare_models), or fit by "
+                "REML/ML for logLik, AIC and BIC.")
 
     @property
     def aic(self) -> float:

@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 from hierlmm.design.design import Design
 from hierlmm.design.subject_batches import SubjectBatches, subject_batches
 from hierlmm.engines.reml.correlated_likelihood import factor_of, profile, profile_and_gradient, split_theta
+from hierlmm.engines.reml.covariance_parameters import ErrorModel
 from hierlmm.engines.reml.finite_differences import central_hessian, clearly_positive_definite
 from hierlmm.engines.reml.profiled_likelihood import layout_for
 from hierlmm.engines.reml.result import RandomEffects, REMLResult, random_effects
@@ -103,6 +104,21 @@ class CorrelatedFit(REMLResult):
         omega = self.omega[None] if self.variance is not None else None
         return ErrorParameters(self.structure, self.n_max, np.array([self.sigma]), omega,
                                unconstrained=self._part("correlation"), variance=self.variance)
+
+    def error_model(self) -> ErrorModel:
+        """``S R S`` as a function of the correlation's unconstrained parameters and the variance function's
+        ``omega`` (:class:`~hierlmm.engines.reml.covariance_parameters.ErrorModel`), on the fit's subject batches."""
+        if self.batches is None:
+            raise NotSupportedError("This CorrelatedFit was built without its subject batches (the times it used).",
+                                    given="CorrelatedFit.batches is None",
+                                    fix="Refit with hierlmm.fit(..., correlation=..., weights=...).")
+        correlation = self._part("correlation")
+        names = [f"{name} (unconstrained)" for name in self.correlation_parameters][:correlation.size]
+        names += [f"correlation[{j}]" for j in range(len(names), correlation.size)]
+        names += [f"omega[{j}]" for j in range(self.omega.size)]
+        return ErrorModel(tuple(names), np.r_[correlation, self.omega], self.batches.rows, self.batches.distances,
+                          self.structure, self.n_max, correlation.size,
+                          None if self.variance is None else self.variance.M)
 
     def ranef(self) -> dict[str, RandomEffects]:
         """Empirical-Bayes random effects with the chapter's covariances (module notation of
@@ -189,14 +205,25 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     structure = None if correlation is None else (
         correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation))
     function = None if weights is None else parse_weights(weights)
+    batches = subject_batches(design, data, structure)
+    variance = None if function is None else function.bind(design, data)
+    return fit_correlated_pieces(design, batches, structure, method, function, variance)
+
+
+def fit_correlated_pieces(design: Design, batches: SubjectBatches, structure: CorrelationStructure | None,
+                          method: str = "REML", function: VarianceFunction | None = None,
+                          variance: BoundVarianceFunction | None = None, *, start: np.ndarray | None = None,
+                          ) -> CorrelatedFit:
+    """:func:`fit_correlated` from what it builds from the data (a fit's own ``batches``, ``structure``, ``weights``
+    and ``variance``), so that a fit can be repeated without its data frame (:func:`hierlmm.engines.reml.refit.refit`),
+    optionally from a start on the optimiser's scale (:func:`optimiser_theta`)."""
     method = method.upper()
     if method not in ("REML", "ML"):
         raise SpecError("Unknown estimation method.", given=method, fix="Use 'REML' or 'ML'.")
     reml = method == "REML"
-    batches = subject_batches(design, data, structure)
-    variance = None if function is None else function.bind(design, data)
     shift, centred = _centred(function, variance)
-    start = _start(design, structure, batches, method, variance)
+    if start is None:
+        start = _start(design, structure, batches, method, variance)
 
     def objective(theta: np.ndarray) -> float:
         try:
@@ -246,6 +273,17 @@ def fit_correlated(design: Design, data: pd.DataFrame, correlation: CorrelationS
     theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,
                          cov_theta, batches.n_max, converged, function, variance, batches)
+
+
+def optimiser_theta(fit: CorrelatedFit) -> np.ndarray:
+    """A fit's ``theta`` on the optimiser's scale (the inverse of the last step of :func:`fit_correlated_pieces`):
+    ``Lambda`` relative to the engine's ``sigma``, which for an unstratified varPower/varExp is ``sigma e^(c omega)``
+    (:func:`_centred`)."""
+    layout = layout_for(fit.design)
+    shift, _ = _centred(fit.weights, fit.variance)
+    ratio = float(np.exp(shift @ fit.omega)) if shift.size else 1.0  # engine's sigma / nlme's sigma
+    factors = [L / ratio for L in layout.factors(fit.theta[:layout.size])]
+    return np.concatenate([layout.from_factors(factors), fit.theta[layout.size:]])
 
 
 def _centred(function: VarianceFunction | None, variance: BoundVarianceFunction | None,

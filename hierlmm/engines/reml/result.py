@@ -30,8 +30,11 @@ import scipy.stats
 
 from hierlmm.design.design import Design, RandomEffectsBlock
 from hierlmm.engines.fit_result import check_level
+from hierlmm.engines.reml.covariance_parameters import CovarianceParameters, ErrorModel, covariance_parameters
+from hierlmm.engines.reml.denominator_df import DDF_METHODS, ParameterInformation, parameter_information
 from hierlmm.engines.reml.prediction import predict
-from hierlmm.engines.reml.t_table import fixef_table, nlme_fixed_df
+from hierlmm.engines.reml.t_table import fixef_table, nlme_fixed_df, nlme_term_df
+from hierlmm.errors import NotSupportedError, SpecError
 from hierlmm.structures.random_effects import correlated_pairs, sd_corr
 
 _STRUCTURE = {
@@ -141,9 +144,61 @@ class REMLResult:
             return np.full(self.design.p, self.design.n_obs - self.design.p)
         return nlme_fixed_df(self.design)
 
-    def fixef(self) -> pd.DataFrame:
-        """nlme's fixed-effects table: Value, Std.Error, DF, t-value, p-value, indexed by R's column names."""
-        return fixef_table(self.design, self.beta, self.cov_beta, self.df)
+    @cached_property
+    def term_df(self) -> dict[int, float]:
+        """Denominator degrees of freedom of every term of the fixed part (keyed by ``design.assign``): nlme's rule,
+        or ``N - p`` where the kind's ``df_rule`` says ``"residual"``."""
+        if self.df_rule == "residual":
+            return {t: float(self.design.n_obs - self.design.p) for t in dict.fromkeys(self.design.assign)}
+        return nlme_term_df(self.design)
+
+    def error_model(self) -> ErrorModel:
+        """The within-subject errors' relative covariance as a function of their parameters
+        (:class:`~hierlmm.engines.reml.covariance_parameters.ErrorModel`): ``I`` unless the kind has an error
+        structure."""
+        return ErrorModel()
+
+    @cached_property
+    def covariance_parameters(self) -> CovarianceParameters:
+        """``V(phi)``, the implied covariance as a function of the covariance parameters
+        (:mod:`hierlmm.engines.reml.covariance_parameters`)."""
+        return covariance_parameters(self.design, self.D, self.sigma, self.error_model())
+
+    @cached_property
+    def parameter_information(self) -> ParameterInformation:
+        """How ``cov(beta)`` and the deviance move with the covariance parameters: what Satterthwaite's and Kenward
+        and Roger's degrees of freedom need (:mod:`hierlmm.engines.reml.denominator_df`)."""
+        return parameter_information(self.covariance_parameters, self.design.y, self.design.X, self.method)
+
+    def check_ddf(self, ddf: str) -> None:
+        """Refuse an unknown ``ddf`` method, and Kenward-Roger on an ML fit."""
+        if ddf not in DDF_METHODS:
+            raise SpecError("Unknown method for the denominator degrees of freedom.", given=ddf,
+                            fix="Use ddf='nlme' (nlme's between/within rule), 'satterthwaite' (lmerTest's) or "
+                                "'kenward-roger' (pbkrtest's).")
+        if ddf == "kenward-roger" and self.method != "REML":
+            raise NotSupportedError("Kenward and Roger's adjustment is defined for REML fits (its bias correction "
+                                    "of cov(beta) is derived from the restricted likelihood); this fit is ML.",
+                                    given={"method": self.method, "ddf": ddf},
+                                    fix="Refit with method='REML', or use ddf='satterthwaite' (defined for ML too).")
+
+    def fixef(self, ddf: str = "nlme") -> pd.DataFrame:
+        """The fixed-effects table: Value, Std.Error, DF, t-value, p-value, indexed by R's column names.
+
+        ``ddf="nlme"`` (default) is nlme's table (``summary(lme)``); ``"satterthwaite"`` lmerTest's
+        (``summary(lmer, ddf = "Satterthwaite")``: ``Phi = (X'V^-1X)^-1``, per-coefficient Satterthwaite DF);
+        ``"kenward-roger"`` lmerTest's ``ddf = "Kenward-Roger"`` (the adjusted standard errors of ``Phi_A`` and
+        Kenward and Roger's DF; REML only). See :mod:`hierlmm.engines.reml.denominator_df`.
+        """
+        self.check_ddf(ddf)
+        if ddf == "nlme":
+            return fixef_table(self.design, self.beta, self.cov_beta, self.df)
+        info = self.parameter_information
+        unit = np.eye(self.design.p)
+        if ddf == "satterthwaite":
+            return fixef_table(self.design, info.beta, info.Phi, [info.satterthwaite_df(e) for e in unit])
+        return fixef_table(self.design, info.beta, info.Phi_adjusted,
+                           [info.kenward_roger(e[None])[1] for e in unit])
 
     def varcorr(self) -> dict[str, pd.DataFrame]:
         """Per grouping factor: the variances, SDs and correlations of the random effects; ``"Residual"``: sigma.
@@ -182,9 +237,9 @@ class REMLResult:
         return predict(self, newdata, level=level, interval=interval)
 
     # ---- the printout ----------------------------------------------------------------------------------------------
-    def summary(self, data_name: str | None = None) -> str:
+    def summary(self, data_name: str | None = None, ddf: str = "nlme") -> str:
         """An nlme-like printout (``summary(lme(...))``): fit criteria, random effects, error structure, fixed
-        effects, counts and the optimiser's verdict."""
+        effects (with the t-table of :meth:`fixef` for ``ddf``), counts and the optimiser's verdict."""
         lines = [f"{self.title} fit by {self.method}"]
         if data_name:
             lines.append(f"  Data: {data_name}")
@@ -192,12 +247,17 @@ class REMLResult:
                   f"  {self.aic:10.3f} {self.bic:10.3f} {self.loglik:10.3f}", ""]
         lines += self._random_effects_lines()
         lines += self._error_structure_lines()
-        lines += ["", f"Fixed effects:  {self.design.spec.fixed_formula}"]
-        table = self.fixef()
+        table = self.fixef(ddf)
+        label = {"nlme": "", "satterthwaite": " (Satterthwaite's DF)",
+                 "kenward-roger": " (Kenward-Roger's adjusted SE and DF)"}[ddf]
+        lines += ["", f"Fixed effects:  {self.design.spec.fixed_formula}{label}"]
         width = max(len(n) for n in table.index)
-        lines.append(f" {'':<{width}} {'Value':>11} {'Std.Error':>10} {'DF':>5} {'t-value':>9} {'p-value':>8}")
+        df_width = 5 if ddf == "nlme" else 9
+        lines.append(f" {'':<{width}} {'Value':>11} {'Std.Error':>10} {'DF':>{df_width}} {'t-value':>9} "
+                     f"{'p-value':>8}")
         for name, row in table.iterrows():
-            lines.append(f" {name:<{width}} {row['Value']:11.6f} {row['Std.Error']:10.6f} {int(row['DF']):5d} "
+            df_cell = f"{int(row['DF']):5d}" if ddf == "nlme" else f"{row['DF']:9.2f}"
+            lines.append(f" {name:<{width}} {row['Value']:11.6f} {row['Std.Error']:10.6f} {df_cell} "
                          f"{row['t-value']:9.4f} {row['p-value']:8.4f}")
         lines += ["", f"Number of Observations: {self.design.n_obs}"]
         lines.append("Number of Groups: " + ", ".join(f"{b.factor} {b.n_levels}" for b in self.design.blocks))
