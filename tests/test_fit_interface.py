@@ -16,9 +16,11 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from simulated import simulate
 
 import hierlmm
+import hierlmm.engines.reml.refit
 from hierlmm.report.summaries import to_dict
 
 FIXED = "y ~ t + x"
@@ -32,13 +34,13 @@ def data() -> pd.DataFrame:
 
 
 REML_KINDS = {
-    "plain": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d),
-    "ml": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, method="ML"),
-    "nested": lambda d: hierlmm.fit(f"{FIXED} + (1 | id/eye)", d),
-    "crossed": lambda d: hierlmm.fit(f"{FIXED} + (1 | id) + (1 | rater)", d),
-    "correlated": lambda d: hierlmm.fit(f"{FIXED} + (1 | id)", d, correlation="corExp(form = ~ t | id)"),
-    "heteroscedastic": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, weights="varIdent(form = ~ 1 | g)"),
-    "marginal": lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d, kind="marginal"),
+    "plain": lambda d, f=FIXED: hierlmm.fit(f"{f} + (t | id)", d),
+    "ml": lambda d, f=FIXED: hierlmm.fit(f"{f} + (t | id)", d, method="ML"),
+    "nested": lambda d, f=FIXED: hierlmm.fit(f"{f} + (1 | id/eye)", d),
+    "crossed": lambda d, f=FIXED: hierlmm.fit(f"{f} + (1 | id) + (1 | rater)", d),
+    "correlated": lambda d, f=FIXED: hierlmm.fit(f"{f} + (1 | id)", d, correlation="corExp(form = ~ t | id)"),
+    "heteroscedastic": lambda d, f=FIXED: hierlmm.fit(f"{f} + (t | id)", d, weights="varIdent(form = ~ 1 | g)"),
+    "marginal": lambda d, f=FIXED: hierlmm.fit(f"{f} + (t | id)", d, kind="marginal"),
 }
 FAST = {"chains": 2, "draws": 150, "tune": 150, "progressbar": False, "seed": 3}
 BAYES_KINDS = {
@@ -230,3 +232,55 @@ def test_fit_refuses_an_unknown_kind_for_every_engine(data):
     design = _design(data, f"{FIXED} + (1 | id)")
     with pytest.raises(hierlmm.SpecError, match="need the data"):
         hierlmm.fit_design(design, correlation="corExp(form = ~ t | id)")
+
+
+def test_model_building_on_every_reml_kind(reml_fit, data):
+    """F tests (three DF rules), the ML-refit likelihood-ratio test of a fixed effect, and simulate(), on every kind."""
+    name, fit = reml_fit
+    terms = ["(Intercept)", "t", "x"]
+    for ddf in ("nlme", "satterthwaite", "kenward-roger"):
+        if ddf == "kenward-roger" and fit.method == "ML":
+            with pytest.raises(hierlmm.NotSupportedError, match="REML"):
+                hierlmm.anova(fit, ddf=ddf)
+            continue
+        table = hierlmm.anova(fit, type="marginal", ddf=ddf)
+        assert list(table.index) == terms
+        t = fit.fixef(ddf=ddf)
+        # a one-column term's marginal F test is its two-sided t test
+        np.testing.assert_allclose(table["F-value"], t["t-value"] ** 2, rtol=1e-8)
+        np.testing.assert_allclose(table["p-value"], t["p-value"], rtol=1e-6)
+    smaller = _quiet(lambda d: REML_KINDS[name](d, "y ~ t"), data)
+    test = hierlmm.lrt(smaller, fit)  # fixed effects differ: REML fits are refitted by ML, and it says so
+    assert test.df == 1 and test.method == "ML" and test.refitted == (fit.method == "REML")
+    assert test.loglik[1] == pytest.approx(hierlmm.engines.reml.refit.refit(fit, method="ML").loglik, abs=1e-6)
+    assert test.statistic == pytest.approx(2 * (test.loglik[1] - test.loglik[0]), abs=1e-8)
+    assert test.p_value == pytest.approx(scipy.stats.chi2.sf(test.statistic, 1), rel=1e-10)
+    if fit.method == "REML":
+        with pytest.raises(hierlmm.SpecError, match="REML"):
+            hierlmm.lrt(smaller, fit, refit=False)
+    draws = hierlmm.simulate(fit, nsim=400, seed=5)
+    assert draws.shape == (400, fit.design.n_obs)
+    np.testing.assert_array_equal(draws, hierlmm.simulate(fit, nsim=400, seed=5))  # the seed fixes the draws
+    # the draws' mean is X beta, to Monte Carlo error (the rows' SDs from the draws themselves)
+    z = (draws.mean(axis=0) - fit.fitted(0)) / (draws.std(axis=0) / np.sqrt(400))
+    assert np.max(np.abs(z)) < 5.5
+
+
+def test_model_building_on_every_bayes_kind(bayes_fit):
+    """LOO per subject, contrast posteriors and variance components on every Bayesian kind; F tests and LRTs are
+    refused with the reason."""
+    name, fit = bayes_fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hierlmm.ParetoKWarning)
+        result = hierlmm.loo(fit)
+    assert result.elpd < 0 and result.n_data_points == fit.design.blocks[0].n_levels
+    table = hierlmm.contrast(fit, {"t + x": {"t": 1.0, "x": 1.0}})
+    assert table["mean"].iloc[0] == pytest.approx(fit.beta[1] + fit.beta[2], rel=1e-10)
+    components = hierlmm.variance_components(fit, prior_draws=300)
+    assert len(components) >= 1
+    refused = (lambda: hierlmm.anova(fit), lambda: hierlmm.lrt(fit),
+               lambda: hierlmm.compare_models(fit, fit, null="mixture"))
+    for call in refused:
+        with pytest.raises(hierlmm.HierlmmError):
+            call()
+    assert hierlmm.simulate(fit, nsim=2, seed=1).shape == (2, fit.design.n_obs)
