@@ -47,6 +47,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -117,13 +118,19 @@ class LRTResult:
         lines = [f"Likelihood-ratio test ({self.method} log-likelihoods{refit_text})",
                  f"  null model:        df {self.n_params[0]:3d}   logLik {self.loglik[0]:.4f}",
                  f"  alternative model: df {self.n_params[1]:3d}   logLik {self.loglik[1]:.4f}",
-                 f"  L.Ratio {self.statistic:.4f} on {self.df} df, p-value {_format_p(self.p_value)}",
+                 f"  L.Ratio {self.statistic:.4f} on {self.df} df, p-value {self._p_text()}",
                  f"  null distribution: {self.null_description}"]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
+    def _p_text(self) -> str:
+        """The p-value as printed: a simulated p of 0 is "< 1/nsim" (what nsim draws can show), not "< 1e-16"."""
+        if self.nsim and self.p_value == 0:
+            return f"< {1 / self.nsim:.2g} (none of {self.nsim} simulated statistics reaches L.Ratio; RLRsim prints 0)"
+        return _format_p(self.p_value)
+
     def __repr__(self) -> str:
-        return (f"<LRTResult L.Ratio={self.statistic:.4f} df={self.df} p={_format_p(self.p_value)} "
+        return (f"<LRTResult L.Ratio={self.statistic:.4f} df={self.df} p={self._p_text().split(' (')[0]} "
                 f"null={self.null!r} ({self.method}{', refitted by ML' if self.refitted else ''})>")
 
 
@@ -651,6 +658,12 @@ class ComparisonTable(pd.DataFrame):
 
     def __str__(self) -> str:
         return self.__repr__()
+
+    def _repr_html_(self) -> str:
+        """The notebook view: the table and, under it, the note (which likelihood, which nulls, any ML refit)."""
+        note = self.attrs.get("note")
+        html = pd.DataFrame(self).to_html()
+        return html + (f"<pre>{escape(note)}</pre>" if note else "")
 
 
 def compare_models(

@@ -363,14 +363,17 @@ def optimize_theta(
 
 
 def _boundary_names(design: Design, layout: ThetaLayout, theta: np.ndarray) -> tuple[str, ...]:
-    """What lies on the boundary: SDs estimated as 0, or a singular D (a correlation of +-1)."""
+    """What lies on the boundary: SDs estimated as 0, or a singular D (one random effect an exact linear combination
+    of the others: with two effects, a correlation of +-1)."""
     out = []
     for block, L in zip(design.blocks, layout.factors(theta, log_diagonal=False), strict=True):
         sd = np.sqrt(np.diag(L @ L.T))
         zero_sd = [f"sd({block.factor}:{name})" for name, s in zip(block.effect_names, sd, strict=True) if s == 0]
         out.extend(zero_sd)
         if not zero_sd and np.any(np.diag(L) == 0):
-            out.append(f"D({block.factor}) singular (a correlation of +-1)")
+            rank = int(np.sum(np.abs(np.diag(L)) > 0))
+            out.append(f"D({block.factor}) singular (rank {rank} of {block.q}: one random effect is an exact linear "
+                       "combination of the others; with two effects, a correlation of +-1)")
     return tuple(out)
 
 

@@ -147,7 +147,8 @@ def varcorr_intervals(fit: Any, level: float = 0.95) -> pd.DataFrame:
     eta, sizes, entries = _natural(fit)
     labels = [label for label, _ in entries]
     if not np.all(np.isfinite(eta)):
-        raise NumericalError("A variance component is on the boundary (an SD of 0 or a correlation of +-1): "
+        raise NumericalError("A variance component is on the boundary (an SD of 0, or a singular D: a correlation of "
+                             "+-1, or with three or more effects one an exact linear combination of the others): "
                              "its interval on nlme's scale is undefined.", given=dict(zip(labels, eta, strict=True)),
                              fix="Simplify the random-effects structure, or look at the posterior of a Bayesian fit.")
 
