@@ -29,6 +29,7 @@ from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
 from hierlmm.engines.reml.ml_fit import MLFit
 from hierlmm.engines.reml.profiled_likelihood import profiled_deviance
+from hierlmm.engines.reml.refit import refit
 from hierlmm.engines.reml.result import RandomEffects
 from hierlmm.errors import (
     BoundaryWarning,
@@ -50,7 +51,7 @@ from hierlmm.inference.likelihood_ratio import LRTResult, lrt
 from hierlmm.inference.loo import compare_bayes, loo
 from hierlmm.inference.posterior_contrasts import contrast, variance_components
 from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
-from hierlmm.inference.simulation import simulate
+from hierlmm.inference.simulation import simulate, simulate_fit
 from hierlmm.report import plots
 from hierlmm.report.summaries import summary, to_dict
 from hierlmm.spec.model_files import load_spec
@@ -71,4 +72,5 @@ __all__ = [
     "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
     "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design", "anova",
     "loo", "compare_bayes", "contrast", "variance_components", "ParetoKWarning", "lrt", "LRTResult", "compare_models",
+    "refit", "simulate_fit",
 ]

@@ -158,7 +158,8 @@ def _anova_command(args: argparse.Namespace) -> int:
     print(f"{method} fit of {spec.formula} to {data_name}\n{table.attrs['heading']}\n")
     print(table.to_string(float_format=lambda x: f"{x:.6g}"))
     if args.json:
-        _write_json(args.json, {"data": data_name, "formula": spec.formula, "method": method, "type": args.type,
+        _write_json(args.json, {"data": data_name, "formula": spec.formula, "method": method,
+                                "type": None if args.terms else (args.type or "sequential"),
                                 "ddf": args.ddf, "anova": _table_dict(table)})
     return 0
 
@@ -205,14 +206,14 @@ def _compare_command(args: argparse.Namespace) -> int:
         refit = {"auto": "auto", "true": True, "false": False}[args.refit]
         if len(fits) == 1:
             result = lrt(fits[0], null=args.null, nsim=args.nsim, seed=args.seed, refit=refit,
-                         progressbar=not args.quiet)
+                         progressbar=(not args.quiet) if args.null == "bootstrap" else None)
             text, out = str(result), {"lrt": _lrt_dict(result)}
         elif isinstance(fits[0], BayesResult):
             table = compare_models(*fits, level=args.level)
             text, out = table.to_string(float_format=lambda x: f"{x:.4g}"), {"loo": _table_dict(table)}
         else:
             table = compare_models(*fits, refit=refit, null=args.null, nsim=args.nsim, seed=args.seed,
-                                   progressbar=not args.quiet, names=names)
+                                   progressbar=(not args.quiet) if args.null == "bootstrap" else None, names=names)
             text, out = str(table), {"anova": _table_dict(table)}
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
@@ -305,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("anova", help="F tests of the fixed effects of an ML/REML fit (nlme's anova)")
     _model_arguments(a)
     a.add_argument("--method", type=str.upper, choices=["REML", "ML"], help="REML (default) or ML")
-    a.add_argument("--type", choices=["sequential", "marginal"], default="sequential",
-                   help="sequential (each term after those before it; nlme's default) or marginal (after all others)")
+    a.add_argument("--type", choices=["sequential", "marginal"],
+                   help="sequential (each term after those before it; nlme's default) or marginal (after all others); "
+                   "not with --terms")
     a.add_argument("--ddf", choices=["nlme", "satterthwaite", "kenward-roger"], default="nlme",
                    help="denominator DF: nlme's between/within rule (default), lmerTest's Satterthwaite or "
                    "pbkrtest's Kenward-Roger")

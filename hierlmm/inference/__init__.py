@@ -5,6 +5,7 @@
 - ``posterior_predictive``: posterior (and prior) predictive draws and trajectories of Bayesian fits;
 - ``bayes_vs_ml``: posterior summaries beside REML estimates, shrinkage of ``b_i``;
 - ``simulation``: responses drawn from a fit, or from either formulation of a spec with given parameters;
+- ``hypotheses``: the contrast matrix ``L`` of hypotheses about ``beta`` that tests and contrasts read;
 - ``fixed_effect_tests``: F tests of the fixed effects (nlme's ``anova``; nlme, Satterthwaite, Kenward-Roger DF);
 - ``likelihood_ratio``: likelihood-ratio tests of nested fits and nlme's comparison table (``lrt``,
   ``compare_models``), with ``exact_null``: the finite-sample null of a variance component (RLRsim's);

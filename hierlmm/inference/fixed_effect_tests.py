@@ -30,7 +30,7 @@ lmerTest's ``anova(ddf = "Kenward-Roger")`` scales the unadjusted Wald statistic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from hierlmm.engines.fit_result import BayesResult
 from hierlmm.engines.reml.denominator_df import FTest, f_test
 from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import DataError, NotSupportedError, SpecError
+from hierlmm.inference.hypotheses import contrast_matrix
 
 TYPES = ("sequential", "marginal")
 
@@ -69,41 +70,6 @@ def _check_fit(fit: Any) -> REMLResult:
     return fit
 
 
-def contrast_matrix(fit: REMLResult, L: Any) -> tuple[np.ndarray, list[str]]:
-    """``L`` as a (rows, p) array in the design's column order, with row names.
-
-    Accepted: a DataFrame (columns named by fixed effects, any subset and order; rows named by hypothesis), a
-    mapping ``{hypothesis: {fixed effect: weight}}``, or an array with one column per fixed effect (design order).
-    Rows of zeros are dropped, as nlme does.
-    """
-    names = list(fit.design.fixef_names)
-    if isinstance(L, Mapping):
-        L = pd.DataFrame.from_dict({k: dict(v) for k, v in L.items()}, orient="index").fillna(0.0)
-    if isinstance(L, pd.Series):
-        L = L.to_frame().T
-    if isinstance(L, pd.DataFrame):
-        unknown = [c for c in L.columns if c not in names]
-        if unknown:
-            raise DataError(f"L names fixed effects the model does not have: {', '.join(map(str, unknown))}.",
-                            given=list(L.columns), fix=f"Name columns among: {', '.join(names)}.")
-        matrix = L.reindex(columns=names, fill_value=0.0).to_numpy(dtype=float)
-        rows = [str(r) for r in L.index]
-    else:
-        matrix = np.atleast_2d(np.asarray(L, dtype=float))
-        if matrix.ndim != 2 or matrix.shape[1] != len(names):
-            raise DataError(f"An unnamed L needs one column per fixed effect ({len(names)}: {', '.join(names)}).",
-                            given=f"shape {np.shape(L)}",
-                            fix="Give L as a DataFrame or a dict naming the fixed effects, or with all p columns.")
-        rows = [str(i + 1) for i in range(matrix.shape[0])]
-    if not np.all(np.isfinite(matrix)):
-        raise DataError("L has missing or infinite weights.", given=matrix.tolist(), fix="Give finite numbers.")
-    keep = np.any(matrix != 0, axis=1)
-    if not keep.any():
-        raise DataError("L has no non-zero row: there is nothing to test.", given=matrix.tolist(),
-                        fix="Give at least one hypothesis with a non-zero weight.")
-    return matrix[keep], [r for r, k in zip(rows, keep, strict=True) if k]
-
-
 def _covariance(fit: REMLResult, ddf: str) -> tuple[np.ndarray, np.ndarray]:
     """``beta`` and the covariance the hypotheses are built from (module notation)."""
     if ddf == "nlme":
@@ -123,6 +89,18 @@ def _nlme_denominator(fit: REMLResult, columns: np.ndarray, what: str) -> float:
     return float(df[0])
 
 
+def _nlme_term_denominator(fit: REMLResult, chosen: list[int], what: str) -> float:
+    """nlme's DF of a joint test of terms: their common term DF (nlme refuses a test across levels)."""
+    df = sorted({fit.term_df[t] for t in chosen})
+    if len(df) > 1:
+        labels = term_labels(fit)
+        raise SpecError(f"{what} involves terms estimated at different grouping levels (nlme's DF "
+                        f"{', '.join(f'{d:g}' for d in df)}): nlme's rule gives no single denominator DF.",
+                        given=[labels[t] for t in chosen],
+                        fix="Test the levels separately, or use ddf='satterthwaite' or ddf='kenward-roger'.")
+    return float(df[0])
+
+
 def _table(tests: list[FTest], index: list[str], ddf: str, heading: str) -> pd.DataFrame:
     table = pd.DataFrame({"numDF": [t.numDF for t in tests], "denDF": [t.denDF for t in tests],
                           "F-value": [t.F for t in tests], "p-value": [t.p for t in tests]},
@@ -136,7 +114,7 @@ def _table(tests: list[FTest], index: list[str], ddf: str, heading: str) -> pd.D
     return table
 
 
-def anova(fit: Any, type: str = "sequential", ddf: str = "nlme", *,
+def anova(fit: Any, type: str | None = None, ddf: str = "nlme", *,
           terms: Sequence[str] | None = None, L: Any = None) -> pd.DataFrame:
     """F tests of the fixed effects of an ML/REML fit: nlme's ``anova(fit, type =, Terms =, L =)``.
 
@@ -145,7 +123,7 @@ def anova(fit: Any, type: str = "sequential", ddf: str = "nlme", *,
     fit
         Any ML/REML fit (:class:`~hierlmm.engines.fit_result.FitResult`).
     type
-        ``"sequential"`` (default, nlme's) or ``"marginal"`` (module notation).
+        ``"sequential"`` (default, nlme's) or ``"marginal"`` (module notation); a ``terms``/``L`` test has none.
     ddf
         ``"nlme"`` (default: nlme's between/within rule), ``"satterthwaite"`` (lmerTest) or ``"kenward-roger"``
         (pbkrtest; REML fits only).
@@ -172,6 +150,11 @@ def anova(fit: Any, type: str = "sequential", ddf: str = "nlme", *,
     """
     fit = _check_fit(fit)
     fit.check_ddf(ddf)
+    if type is not None and (terms is not None or L is not None):
+        raise SpecError("type= chooses how the rows of a per-term table are adjusted; a terms= or L= test is one "
+                        "test of the hypotheses given.", given={"type": type, "terms": terms, "L": L is not None},
+                        fix="Drop type= (or drop terms=/L= for the per-term table).")
+    type = type or "sequential"
     if type not in TYPES:
         raise SpecError("Unknown type of anova table.", given=type,
                         fix="Use type='sequential' (each term after those before it) or type='marginal' (each term "
@@ -186,13 +169,15 @@ def anova(fit: Any, type: str = "sequential", ddf: str = "nlme", *,
     heading = _HEADINGS[ddf]
     if L is not None or terms is not None:
         if L is not None:
-            matrix, rows = contrast_matrix(fit, L)
+            matrix, rows = contrast_matrix(L, fit.design.fixef_names)
             label, index = "F-test for linear combination(s)", "L"
             frame = pd.DataFrame(matrix, index=rows, columns=fit.design.fixef_names)
         else:
             if isinstance(terms, str) or not len(terms):
                 raise SpecError("terms= takes a list of term labels.", given=terms,
                                 fix=f"For example terms={[labels[t] for t in list(labels)[1:3]]!r}.")
+            if len(set(terms)) != len(terms):
+                raise SpecError("A term is named twice in terms=.", given=list(terms), fix="Name each term once.")
             unknown = [t for t in terms if t not in labels.values()]
             if unknown:
                 raise SpecError(f"Unknown term(s): {', '.join(map(str, unknown))}.", given=list(terms),
@@ -203,8 +188,10 @@ def anova(fit: Any, type: str = "sequential", ddf: str = "nlme", *,
             label, index = f"F-test for: {', '.join(labels[t] for t in chosen)}", ", ".join(labels[t] for t in chosen)
             frame = pd.DataFrame(matrix, index=[fit.design.fixef_names[j] for j in columns],
                                  columns=fit.design.fixef_names)
-        involved = np.flatnonzero(np.any(matrix != 0, axis=0))
-        denominator = _nlme_denominator(fit, involved, label) if ddf == "nlme" else None
+        denominator = None
+        if ddf == "nlme":  # nlme: a Terms= test takes its terms' DF (fixDF$terms), an L= test its columns' (fixDF$X)
+            denominator = (_nlme_term_denominator(fit, chosen, label) if terms is not None else
+                           _nlme_denominator(fit, np.flatnonzero(np.any(matrix != 0, axis=0)), label))
         test = f_test(matrix, beta, cov, ddf, denominator=denominator, information=info)
         table = _table([test], [index], ddf, f"{label}; {heading}")
         table.attrs["L"] = frame

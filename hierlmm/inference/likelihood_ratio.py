@@ -157,7 +157,7 @@ def _check_fit(fit: Any, where: str) -> REMLResult:
         raise NotSupportedError("A Bayesian fit has no maximised likelihood, so no likelihood-ratio test.",
                                 given=f"{where}: {type(fit).__name__}", fix=_BAYES_FIX)
     if not isinstance(fit, REMLResult):
-        raise SpecError("Likelihood-ratio tests take ML/REML fits of hierlmm.", given=f"{where}: {type(fit).__name__}",
+        raise DataError("Likelihood-ratio tests take ML/REML fits of hierlmm.", given=f"{where}: {type(fit).__name__}",
                         fix="Pass results of hierlmm.fit(...).")
     return fit
 
@@ -338,7 +338,7 @@ def lrt(
     nsim: int | None = None,
     seed: int | None = None,
     refit: str | bool = "auto",
-    progressbar: bool = True,
+    progressbar: bool | None = None,
 ) -> LRTResult:
     """Likelihood-ratio test of two nested ML/REML fits, or of one fit's only variance component (module notation).
 
@@ -360,7 +360,7 @@ def lrt(
         effects or methods); ``True``: refit every REML fit by ML (lme4's ``anova``); ``False``: never (then such
         pairs are refused with the reason).
     progressbar
-        Show the bootstrap's progress on stderr.
+        The bootstrap's progress on stderr (shown unless False); refused with the other nulls, which take no time.
 
     Returns
     -------
@@ -378,7 +378,7 @@ def lrt(
     if null not in NULLS:
         raise SpecError("Unknown null distribution.", given=null, fix=f"Use one of {', '.join(NULLS)}.")
     _check_refit(refit)
-    simulated = _resolve_simulation_options(null, nsim, seed)
+    simulated = _resolve_simulation_options(null, nsim, seed, progressbar)
     fit0 = _check_fit(fit0, "fit0")
     if fit1 is None:
         return _test_one(fit0, null, simulated, seed, refit, progressbar)
@@ -388,8 +388,13 @@ def lrt(
     return _test_pair(rel, null, simulated, seed, refitted, progressbar, (note,) if note else ())
 
 
-def _resolve_simulation_options(null: str, nsim: int | None, seed: int | None) -> int | None:
-    """``nsim`` for a simulated null (its default if None); refuse nsim/seed for the analytic nulls."""
+def _resolve_simulation_options(null: str, nsim: int | None, seed: int | None,
+                                progressbar: bool | None = None) -> int | None:
+    """``nsim`` for a simulated null (its default if None); refuse nsim/seed for the analytic nulls, and a progress
+    bar for anything but the bootstrap (the only null that takes long)."""
+    if progressbar is not None and null != "bootstrap":
+        raise SpecError(f"progressbar= shows the bootstrap's progress; null={null!r} has none.",
+                        given={"progressbar": progressbar, "null": null}, fix="Drop progressbar=.")
     if null in ("exact", "bootstrap"):
         value = DEFAULT_NSIM[null] if nsim is None else nsim
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -528,7 +533,7 @@ def _bootstrap(null_fit: Any, logliks: Any, nsim: int, seed: int | None, progres
     Y = draw(nsim, seed) if draw is not None else simulate_fit(null_fit, nsim, seed=seed)
     out = np.full(nsim, np.nan)
     failed = 0
-    bar = _Progress(nsim, "bootstrap", progressbar)
+    bar = _Progress(nsim, "bootstrap", progressbar is not False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # boundary and convergence warnings are expected under the null
         for j, y in enumerate(Y):
@@ -672,7 +677,7 @@ def compare_models(
     null: str = "auto",
     nsim: int | None = None,
     seed: int | None = None,
-    progressbar: bool = True,
+    progressbar: bool | None = None,
     names: Sequence[str] | None = None,
 ) -> ComparisonTable:
     """nlme's ``anova(m1, m2, ...)``: one row per model (``Model``, ``df``, ``AIC``, ``BIC``, ``logLik``) and a
@@ -703,7 +708,7 @@ def compare_models(
     if null not in NULLS:
         raise SpecError("Unknown null distribution.", given=null, fix=f"Use one of {', '.join(NULLS)}.")
     _check_refit(refit)
-    simulated = _resolve_simulation_options(null, nsim, seed)
+    simulated = _resolve_simulation_options(null, nsim, seed, progressbar)
     labels = list(names) if names is not None else [f"fit{k + 1}" for k in range(len(fits))]
     if len(labels) != len(fits) or len(set(labels)) != len(labels):
         raise SpecError("names must give one distinct label per fit.", given=names,

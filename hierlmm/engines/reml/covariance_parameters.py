@@ -21,21 +21,33 @@ Notation
   differences (step ``1e-4``, relative error about ``1e-8``).
 
 ``V`` is block diagonal over the outermost grouping factor's levels (subjects), batched here by subject size; a model
-with crossed grouping factors is one dense block of all ``N`` rows.
+with crossed grouping factors is one dense block of all ``N`` rows (up to :data:`MAX_DENSE_ROWS`).
+
+lme4's parametrisation. lmerTest differentiates the deviance with respect to ``psi = (theta, sigma)``: the relative
+Cholesky factors ``L_k`` of ``D_k = sigma^2 L_k L_k'`` (:class:`~hierlmm.structures.random_effects.ThetaLayout`'s
+natural scale) and ``sigma``, then the error structure's parameters. :meth:`CovarianceParameters.phi_of_psi` maps
+``psi`` to ``phi``; at a boundary (an SD of 0) ``dphi/dpsi`` loses rank, which is what makes lmerTest's
+Satterthwaite DF differ from a computation in ``phi`` there (:mod:`hierlmm.engines.reml.denominator_df`). The
+marginal model has no Cholesky factor (its ``D`` may be indefinite): its ``psi`` is ``phi``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from hierlmm.design.design import Design, RandomEffectsBlock
 from hierlmm.design.sufficient_stats import is_crossed, outermost_block
+from hierlmm.engines.reml.profiled_likelihood import layout_for
+from hierlmm.errors import NotSupportedError
 from hierlmm.structures.error_parameters import ErrorParameters
+from hierlmm.structures.random_effects import ThetaLayout
 from hierlmm.structures.serial_correlation import CorrelationStructure
 
 STEP = 1e-4  # central-difference step of the error structure's parameters (unconstrained scale)
+MAX_DENSE_ROWS = 6000  # crossed factors: V is one dense N x N block, and its derivatives m of them
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,6 +148,19 @@ class CovarianceParameters:
     n_linear: int
     bases: tuple[tuple[np.ndarray, ...], ...]
     error: ErrorModel
+    layout: ThetaLayout | None = None
+    psi: np.ndarray | None = None
+
+    def phi_of_psi(self, psi: np.ndarray) -> np.ndarray:
+        """``phi`` at lme4's ``psi = (theta, sigma, error parameters)`` (module notation)."""
+        if self.layout is None:
+            return np.asarray(psi, dtype=float)
+        k = self.layout.size
+        sigma = psi[k]
+        out = []
+        for L, basis in zip(self.layout.factors(psi[:k], log_diagonal=False), self.bases, strict=True):
+            out.append(_coefficients(sigma**2 * L @ L.T, basis))
+        return np.concatenate([*out, [sigma**2], psi[k + 1:]])
 
     @property
     def is_linear(self) -> bool:
@@ -208,6 +233,27 @@ def _second_difference(error: ErrorModel, values: np.ndarray, j: int, l: int, ro
     return (at(h, h) - at(h, -h) - at(-h, h) + at(-h, -h)) / (4 * h * h)
 
 
+def _coefficients(D: np.ndarray, basis: Sequence[np.ndarray]) -> np.ndarray:
+    """``D``'s coefficients on a block's basis (exact for a ``D`` of the structure)."""
+    A = np.stack([E.ravel() for E in basis], axis=1)
+    return np.linalg.lstsq(A, np.asarray(D, dtype=float).ravel(), rcond=None)[0]
+
+
+def psd_cholesky(A: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """A lower-triangular ``L`` with ``L L' = A`` for a positive semi-definite ``A``, singular ones included (a zero
+    pivot gives a zero column: numpy's Cholesky refuses a singular matrix)."""
+    q = A.shape[0]
+    L = np.zeros_like(A, dtype=float)
+    scale = max(float(np.max(np.abs(np.diag(A)))), 1e-300) if q else 1.0
+    for j in range(q):
+        d = A[j, j] - L[j, :j] @ L[j, :j]
+        if d <= tol * scale:
+            continue
+        L[j, j] = np.sqrt(d)
+        L[j + 1:, j] = (A[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return L
+
+
 def subject_batches_of(design: Design) -> tuple[np.ndarray, ...]:
     """Row positions of the outermost grouping factor's levels, batched by size (k, n); crossed factors: one batch of
     all rows."""
@@ -225,26 +271,35 @@ def subject_batches_of(design: Design) -> tuple[np.ndarray, ...]:
 
 
 def covariance_parameters(design: Design, D: tuple[np.ndarray, ...], sigma: float,
-                          error: ErrorModel | None = None) -> CovarianceParameters:
+                          error: ErrorModel | None = None, *, cholesky: bool = True) -> CovarianceParameters:
     """``V(phi)`` (module notation) of a fit with random-effects covariances ``D``, residual SD ``sigma`` and error
     model ``error`` (None: independent errors of one variance). The batches are the error model's (in the order of
-    the rows its distances refer to), or :func:`subject_batches_of`."""
+    the rows its distances refer to), or :func:`subject_batches_of`. ``cholesky``: whether ``D`` is a covariance
+    matrix with lme4's parametrisation ``psi`` (False for the marginal model)."""
     error = error if error is not None else ErrorModel()
+    if is_crossed(design) and design.n_obs > MAX_DENSE_ROWS:
+        raise NotSupportedError(
+            f"With crossed grouping factors V is one dense N x N matrix; N = {design.n_obs} rows is beyond "
+            f"{MAX_DENSE_ROWS} (memory grows as N^2 and time as N^3).", given=f"N = {design.n_obs}",
+            fix="Use ddf='nlme' (N - p for crossed factors), or test on a subset of the data.")
     names: list[str] = []
     values: list[float] = []
     bases = []
     for block, Dk in zip(design.blocks, D, strict=True):
         basis, labels = block_basis(block)
-        A = np.stack([E.ravel() for E in basis], axis=1)
-        coefficients = np.linalg.lstsq(A, np.asarray(Dk, dtype=float).ravel(), rcond=None)[0]
         names += labels
-        values += list(coefficients)
+        values += list(_coefficients(Dk, basis))
         bases.append(tuple(basis))
     names.append("sigma^2")
     values.append(sigma**2)
     n_linear = len(values)
     names += list(error.names)
     values += list(error.values)
+    layout = psi = None
+    if cholesky and sigma > 0:
+        layout = layout_for(design)
+        factors = [psd_cholesky(np.asarray(Dk, dtype=float) / sigma**2) for Dk in D]
+        psi = np.concatenate([layout.from_factors(factors, log_diagonal=False), [sigma], error.values])
     return CovarianceParameters(design, tuple(names), np.asarray(values, dtype=float),
                                 error.batches if error.batches is not None else subject_batches_of(design), n_linear,
-                                tuple(bases), error)
+                                tuple(bases), error, layout, psi)

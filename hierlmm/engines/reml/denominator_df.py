@@ -26,8 +26,11 @@ out, ``sigma`` free) and ``A = 2 H^-1`` the asymptotic covariance of ``phi``, a 
     H_jl = -tr(P G_j P G_l) + tr(P dG_jl) + 2 y'P G_j P G_l P y - y'P dG_jl P y      (REML)
     H_jl = -tr(V^-1 G_j V^-1 G_l) + tr(V^-1 dG_jl) + 2 y'P G_j P G_l P y - y'P dG_jl P y   (ML)
 
-At an interior optimum ``g'A g`` does not depend on how ``phi`` is parametrised, so these agree with lmerTest's
-``(theta, sigma)``.
+At an interior optimum ``g'A g`` does not depend on how ``phi`` is parametrised. At a boundary (an SD estimated as
+0) it does, and lmerTest's choice is ``psi = (theta, sigma)`` (:mod:`hierlmm.engines.reml.covariance_parameters`):
+``H`` and ``g`` are taken there by the chain rule, ``H_psi = J H J' + sum_k d_k d^2 phi_k / dpsi^2`` and
+``g_psi = J g`` with ``J = dphi/dpsi`` and ``d = d(-2 l)/dphi`` (the second term vanishes at an interior optimum).
+A zero SD's row of ``J`` is 0, so it adds nothing to the denominator, as in lmerTest.
 
 **Kenward-Roger** (pbkrtest; REML only): ``W = 2 I^-1``, the adjusted covariance
 ``Phi_A = Phi + 2 Phi [sum_jl W_jl (Q_jl - P_j Phi P_l - R_jl / 4)] Phi``, and for ``L`` of rank ``q``, with
@@ -46,13 +49,15 @@ term, which pbkrtest (lme4 has no such structures) never needs.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.stats
 
 from hierlmm.engines.reml.covariance_parameters import CovarianceParameters
-from hierlmm.errors import NotSupportedError
+from hierlmm.errors import ConvergenceWarning, NotSupportedError
 
 DDF_METHODS = ("nlme", "satterthwaite", "kenward-roger")
 
@@ -75,6 +80,8 @@ class ParameterInformation:
         (m, m) ``tr(P G_j P G_l)``.
     hessian
         (m, m) the Hessian of the deviance ``-2 l(phi)``.
+    gradient
+        (m,) the gradient of the deviance, ``d(-2 l)/dphi``.
     """
 
     parameters: CovarianceParameters
@@ -86,21 +93,53 @@ class ParameterInformation:
     R: np.ndarray | None
     expected: np.ndarray
     hessian: np.ndarray
+    gradient: np.ndarray
 
     # ---- Satterthwaite -------------------------------------------------------------------------------------------
-    @property
-    def cov_phi(self) -> np.ndarray:
-        """``A = 2 H^-1``, the asymptotic covariance of ``phi`` (a pseudo-inverse over the positive eigenvalues, as
-        lmerTest: a boundary estimate contributes nothing)."""
-        values, vectors = np.linalg.eigh(self.hessian)
-        keep = values > 1e-8 * max(float(np.max(np.abs(values))), 1e-300)
+    @cached_property
+    def psi_jacobian(self) -> tuple[np.ndarray, np.ndarray]:
+        """``J = dphi/dpsi`` (m_psi, m) and ``sum_k d_k d^2 phi_k / dpsi^2`` (m_psi, m_psi) at lme4's ``psi``
+        (identity and 0 without one), by central differences of the polynomial map ``psi -> phi``."""
+        params = self.parameters
+        if params.psi is None:
+            return np.eye(self.gradient.size), np.zeros((self.gradient.size, self.gradient.size))
+        psi, f = params.psi, params.phi_of_psi
+        k = psi.size - params.error.values.size  # theta and sigma: the rest maps to itself
+        h = 1e-4 * np.maximum(np.abs(psi), 1.0)
+        J = np.zeros((psi.size, self.gradient.size))
+        curvature = np.zeros((psi.size, psi.size))
+        for a in range(psi.size):
+            if a >= k:  # an error-structure parameter: the same in both
+                J[a, params.n_linear + a - k] = 1.0
+                continue
+            e = np.eye(psi.size)[a] * h[a]
+            J[a] = (f(psi + e) - f(psi - e)) / (2 * h[a])
+            for b in range(a, k):
+                d = np.eye(psi.size)[b] * h[b]
+                second = (f(psi + e + d) - f(psi + e - d) - f(psi - e + d) + f(psi - e - d)) / (4 * h[a] * h[b])
+                curvature[a, b] = curvature[b, a] = self.gradient @ second
+        return J, curvature
+
+    @cached_property
+    def cov_varpar(self) -> np.ndarray:
+        """``A = 2 H_psi^-1``, the asymptotic covariance of lmerTest's ``psi`` (module notation; a pseudo-inverse
+        over the positive eigenvalues, as lmerTest, which warns, as hierlmm does, of negative ones)."""
+        J, curvature = self.psi_jacobian
+        H = J @ self.hessian @ J.T + curvature
+        values, vectors = np.linalg.eigh((H + H.T) / 2)
+        scale = max(float(np.max(np.abs(values))), 1e-300)
+        if np.any(values < -1e-6 * scale):
+            warnings.warn("The deviance's Hessian in the covariance parameters has negative eigenvalues "
+                          f"({', '.join(f'{v:.2g}' for v in values[values < -1e-6 * scale])}): the fit may not be at "
+                          "a maximum, and Satterthwaite's DF are unreliable.", ConvergenceWarning, stacklevel=3)
+        keep = values > 1e-8 * scale
         return 2 * (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
 
     def satterthwaite_df(self, l: np.ndarray) -> float:
         """Satterthwaite's degrees of freedom of one contrast ``l'beta`` (module notation)."""
         Phi_l = self.Phi @ l
-        g = np.einsum("a,mab,b->m", Phi_l, self.P, Phi_l, optimize=True)
-        return float(2 * (l @ Phi_l) ** 2 / (g @ self.cov_phi @ g))
+        g = self.psi_jacobian[0] @ np.einsum("a,mab,b->m", Phi_l, self.P, Phi_l, optimize=True)
+        return float(2 * (l @ Phi_l) ** 2 / (g @ self.cov_varpar @ g))
 
     # ---- Kenward-Roger -------------------------------------------------------------------------------------------
     @property
@@ -155,6 +194,7 @@ def parameter_information(parameters: CovarianceParameters, y: np.ndarray, X: np
     nonlinear = not parameters.is_linear
     R = np.zeros((m, m, p, p)) if nonlinear else None
     trace_second = np.zeros((m, m))
+    trace_VG = np.zeros(m)
     pieces = []
     for batch, rows in enumerate(parameters.batches):
         G, second = parameters.derivatives(batch)
@@ -169,18 +209,20 @@ def parameter_information(parameters: CovarianceParameters, y: np.ndarray, X: np
         Q += np.einsum("mknp,knl,jklr->mjpr", GVX, V_inv, GVX, optimize=True)
         H = G @ V_inv
         T += np.einsum("mkab,jkba->mj", H, H, optimize=True)
+        trace_VG += np.einsum("mkaa->m", H)
         if second is not None:
             R += np.einsum("knp,mjknl,klr->mjpr", VX, second, VX, optimize=True)
             trace_second += np.einsum("kab,mjkba->mj", V_inv, second, optimize=True)
         pieces.append((rows, G, second, V_inv, VX))
     Phi = np.linalg.inv(XtVX)
     beta = Phi @ XtVy
-    a, b, u_second = np.zeros((m, m)), np.zeros((m, p)), np.zeros((m, m))
+    a, b, u_second, uGu = np.zeros((m, m)), np.zeros((m, p)), np.zeros((m, m)), np.zeros(m)
     for rows, G, second, V_inv, VX in pieces:
         u = np.einsum("kab,kb->ka", V_inv, y[rows] - X[rows] @ beta)
         w = np.einsum("mkab,kb->mka", G, u, optimize=True)
         a += np.einsum("mkn,knl,jkl->mj", w, V_inv, w, optimize=True)
         b += np.einsum("knp,mkn->mp", VX, w, optimize=True)
+        uGu += np.einsum("mkn,kn->m", w, u)
         if second is not None:
             u_second += np.einsum("kn,mjknl,kl->mj", u, second, u, optimize=True)
     PhiP = np.einsum("ab,jbc->jac", Phi, P, optimize=True)
@@ -194,8 +236,9 @@ def parameter_information(parameters: CovarianceParameters, y: np.ndarray, X: np
         trace_part = -T + trace_second
     hessian = trace_part + 2 * quadratic - u_second
     hessian = (hessian + hessian.T) / 2
+    gradient = trace_VG - uGu - (np.einsum("ab,jba->j", Phi, P) if method == "REML" else 0.0)
     return ParameterInformation(parameters, method, beta, Phi, P, (Q + np.swapaxes(Q, 0, 1)) / 2, R, expected,
-                                hessian)
+                                hessian, gradient)
 
 
 @dataclass(frozen=True)
