@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+from montecarlo import within_monte_carlo
 from paths import ROOT
 
 import hierlmm
@@ -24,13 +25,6 @@ from hierlmm.inference.exact_null import (
 )
 
 REFERENCE = json.loads((ROOT / "tests" / "fixtures" / "model_comparison_reference.json").read_text())["exact"]
-Z_LIMIT = 4.5
-
-
-def within_monte_carlo(p_ours: float, n_ours: int, p_r: float, n_r: int) -> bool:
-    pooled = (p_ours * n_ours + p_r * n_r) / (n_ours + n_r)
-    sd = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n_ours + 1 / n_r))
-    return abs(p_ours - p_r) < Z_LIMIT * sd
 
 
 def rlrsim_loop(mu, xi, n, p, chi1, chi_rest, reml, lam):

@@ -93,13 +93,31 @@ def test_draws_are_reproducible_and_dispatch_on_the_first_argument(data):
 
 
 def test_a_singular_D_is_simulated(data):
-    """A boundary fit (a variance estimated as 0) still draws: D's factor comes from its eigen-decomposition."""
+    """A boundary fit (a variance estimated as 0) still draws, from D's eigen-decomposition: the draws have the mean
+    X beta and, subject by subject, the implied covariance V_i = Z_i D Z_i' + sigma^2 I of the singular D (the
+    standard errors of a sample mean and covariance, 5 SE), and no variation along D's null direction."""
     frame = data.copy()
     frame["y"] = 1 + 0.5 * frame["t"] + np.random.default_rng(3).normal(size=len(frame))  # no random effects
     fit = _quiet(lambda d: hierlmm.fit(f"{FIXED} + (t | id)", d), frame)
-    assert np.linalg.eigvalsh(fit.D[0])[0] < 1e-8 * max(1.0, np.abs(fit.D[0]).max())
-    Y = simulate_fit(fit, 500, seed=1)
-    assert np.all(np.isfinite(Y))
+    D = fit.D[0]
+    eigenvalues, vectors = np.linalg.eigh(D)
+    assert eigenvalues[0] < 1e-8 * max(1.0, np.abs(D).max()) and eigenvalues[-1] > 1e-3  # rank 1: singular, not 0
+    Y = simulate_fit(fit, NSIM, seed=1)
+    assert Y.shape == (NSIM, fit.design.n_obs) and np.all(np.isfinite(Y))
+    check_moments(Y, fit.design.X @ fit.beta, fit)
+    # nothing is drawn along D's null vector u: for w_i = Z_i (Z_i'Z_i)^-1 u (so Z_i'w_i = u and u'D u = 0),
+    # w_i'(y_i - X_i beta) has the residual variance sigma^2 |w_i|^2 only; D's non-zero eigenvalue along u instead
+    # would be outside the Monte Carlo error
+    block = fit.design.blocks[0]
+    for subject in ("s0", "s3", "s7"):
+        idx = np.flatnonzero(block.group_index == block.levels.index(subject))
+        Z = block.Z[idx]
+        w = Z @ np.linalg.solve(Z.T @ Z, vectors[:, 0])
+        expected = fit.sigma**2 * (w @ w)
+        tolerance = 5 * expected * np.sqrt(2 / NSIM)
+        residuals = Y[:, idx] - fit.design.X[idx] @ fit.beta
+        assert abs((residuals @ w).var() - expected) < tolerance, (subject, (residuals @ w).var(), expected)
+        assert eigenvalues[-1] > tolerance
 
 
 # ---- Bayesian fits: one posterior draw per simulation ----------------------------------------------------------------
