@@ -241,6 +241,12 @@ def fit_correlated_pieces(design: Design, batches: SubjectBatches, structure: Co
     with threadpool_limits(1, user_api="blas"):  # small batched factorisations: BLAS threads only add wake-ups
         result = scipy.optimize.minimize(objective_and_gradient, start, jac=True, method="BFGS",
                                          options={"gtol": 1e-6, "maxiter": 1000})
+        if _on_boundary(result.x, design):  # such optima can be local: the best of a few other starts wins
+            for other in _other_starts(start, design, structure):
+                candidate = scipy.optimize.minimize(objective_and_gradient, other, jac=True, method="BFGS",
+                                                    options={"gtol": 1e-6, "maxiter": 1000})
+                if np.isfinite(candidate.fun) and candidate.fun < result.fun - 1e-8:
+                    result = candidate
         theta = result.x
         loglik, beta, sigma2, XtWX = profile(design, batches, structure, theta, reml, centred)
         hessian = central_hessian(objective, theta)
@@ -273,6 +279,28 @@ def fit_correlated_pieces(design: Design, batches: SubjectBatches, structure: Co
     theta = np.concatenate([layout.from_factors([Lam * np.sqrt(sigma2) / sigma]), theta[layout.size:]])
     return CorrelatedFit(design, method, structure, beta, scale * np.linalg.inv(XtWX), D, sigma, loglik, theta,
                          cov_theta, batches.n_max, converged, function, variance, batches)
+
+
+def _on_boundary(theta: np.ndarray, design: Design) -> bool:
+    """Whether some random-effect SD is (numerically) 0 relative to the largest: where the profiled likelihood of a
+    model with serial correlation has local optima (a random intercept traded for the correlation)."""
+    L = factor_of(theta, design)
+    sd = np.sqrt(np.diag(L @ L.T))
+    return bool(sd.size and np.min(sd) < 1e-4 * max(float(np.max(sd)), 1e-300))
+
+
+def _other_starts(start: np.ndarray, design: Design, structure: CorrelationStructure | None) -> list[np.ndarray]:
+    """Starts for a second look after a boundary optimum: the random-effects factor shrunk towards a common scale
+    (the log-Cholesky diagonal times 0.3), and the correlation's parameters moved by log(1/4) and log(4) (a shorter
+    and a longer range)."""
+    k = layout_for(design).size
+    n_corr = structure.n_params if structure is not None else 0
+    out = [np.concatenate([start[:k] * 0.3, start[k:]])]
+    for step in (np.log(0.25), np.log(4.0)) if n_corr else ():
+        moved = start.copy()
+        moved[k:k + n_corr] += step
+        out.append(moved)
+    return out
 
 
 def optimiser_theta(fit: CorrelatedFit) -> np.ndarray:
