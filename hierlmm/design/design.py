@@ -363,3 +363,16 @@ def grouping_labels(data: pd.DataFrame, grouping: tuple[str, ...]) -> list[str]:
         else:
             parts.append([_r_string(v) for v in value])  # as the training design's factor levels were made
     return [":".join(items) for items in zip(*parts, strict=True)]
+
+
+def data_difference(a: Design, b: Design) -> str | None:
+    """What makes two designs' data differ, in words (None when they hold the same response on the same rows):
+    what likelihood-ratio tests and LOO comparisons need to be comparable."""
+    if a.response_name != b.response_name:
+        return f"different responses ({a.response_name} and {b.response_name})"
+    if a.n_obs != b.n_obs or not np.array_equal(np.asarray(a.rows), np.asarray(b.rows)):
+        return (f"different data rows ({a.n_obs} and {b.n_obs} rows; rows with missing values in a column one model "
+                "uses are dropped from that model only)")
+    if not np.array_equal(a.y, b.y):
+        return f"different values of the response {a.response_name}"
+    return None

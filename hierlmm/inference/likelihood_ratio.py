@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from hierlmm.design.design import Design, RandomEffectsBlock
+from hierlmm.design.design import Design, RandomEffectsBlock, data_difference
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.reml.correlated_fit import CorrelatedFit
 from hierlmm.engines.reml.refit import refit as refit_fit
@@ -165,18 +165,12 @@ def _check_fit(fit: Any, where: str) -> REMLResult:
 def _same_data(a: REMLResult, b: REMLResult, names: tuple[str, str]) -> None:
     """The two fits must be fitted to the same rows and the same response."""
     da, db = a.design, b.design
-    if da.n_obs != db.n_obs or not np.array_equal(da.rows, db.rows):
-        raise DataError(f"{names[0]} and {names[1]} were fitted to different data rows ({da.n_obs} and {db.n_obs} "
-                        "rows; rows with missing values in a column one model uses are dropped from that model only).",
-                        given={names[0]: da.spec.formula, names[1]: db.spec.formula},
-                        fix="Fit both models to the same rows, e.g. drop the rows with missing values in any column "
-                            "either model uses before fitting.")
-    if da.response_name != db.response_name or not np.allclose(da.y, db.y, rtol=1e-12, atol=0.0):
-        raise DataError(f"{names[0]} and {names[1]} have different responses ({da.response_name} and "
-                        f"{db.response_name}{'' if da.response_name != db.response_name else ', different values'}): "
-                        "likelihoods of different data are not comparable.",
-                        given={names[0]: da.spec.formula, names[1]: db.spec.formula},
-                        fix="Compare models of the same response fitted to the same data.")
+    difference = data_difference(da, db)
+    if difference is not None:
+        raise DataError(f"{names[0]} and {names[1]} were fitted to {difference}: likelihoods of different data are "
+                        "not comparable.", given={names[0]: da.spec.formula, names[1]: db.spec.formula},
+                        fix="Fit both models to the same response on the same rows, e.g. drop the rows with missing "
+                            "values in any column either model uses before fitting.")
     if a.kind != b.kind:
         raise SpecError(f"{names[0]} is a {a.kind} model and {names[1]} a {b.kind} one: their parameter spaces differ "
                         "(the marginal model's D may be indefinite).", given=(a.kind, b.kind),

@@ -47,6 +47,7 @@ import arviz_stats as azs
 import numpy as np
 import pandas as pd
 
+from hierlmm.design.design import data_difference
 from hierlmm.engines.bayes.correlated_fit import CorrelatedBayesFit
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.reml.result import REMLResult
@@ -257,20 +258,13 @@ def check_same_data(named: Mapping[str, PosteriorResult], level: str) -> None:
     for other_name, fit in items[1:]:
         d0, d1 = first.design, fit.design
         pair = f"{first_name!r} and {other_name!r}"
-        if d0.response_name != d1.response_name:
-            raise DataError(f"{pair} model different responses: their predictive densities are of different "
-                            "quantities and cannot be compared.", given=(d0.response_name, d1.response_name),
-                            fix="Fit every model to the same response (a transformed response needs the log-"
-                                "Jacobian of the transformation, which compare_bayes does not add).")
-        if d0.n_obs != d1.n_obs or not np.array_equal(np.asarray(d0.rows), np.asarray(d1.rows)):
-            raise DataError(f"{pair} were fitted to different data rows ({d0.n_obs} and {d1.n_obs} rows; missing "
-                            "values in a covariate one model uses drop different rows).",
-                            given={first_name: d0.n_obs, other_name: d1.n_obs},
-                            fix="Drop the rows with missing values in any model's columns before building the "
-                                "designs, so that every model is fitted to the same rows.")
-        if not np.array_equal(d0.y, d1.y):
-            raise DataError(f"{pair} were fitted to different values of the response.",
-                            given=d0.response_name, fix="Fit every model to the same data.")
+        difference = data_difference(d0, d1)
+        if difference is not None:
+            raise DataError(f"{pair} were fitted to {difference}: their predictive densities are of different data "
+                            "and cannot be compared.", given={first_name: d0.spec.formula, other_name: d1.spec.formula},
+                            fix="Fit every model to the same response on the same rows (drop the rows with missing "
+                                "values in any model's columns first; a transformed response would need the "
+                                "log-Jacobian of the transformation, which compare_bayes does not add).")
         factor1, units1 = _units(fit, name)
         if factor0 != factor1 or units0.shape != units1.shape or not np.array_equal(units0, units1):
             raise DataError(f"{pair} leave out different units at level='{level}' ({factor0!r}: {units0.size} "
