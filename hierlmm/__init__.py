@@ -49,9 +49,18 @@ from hierlmm.inference.fixed_effect_tests import anova
 from hierlmm.inference.implied_covariance import ImpliedCovariance, icc, implied_covariance
 from hierlmm.inference.likelihood_ratio import LRTResult, lrt
 from hierlmm.inference.loo import compare_bayes, loo
+from hierlmm.inference.posterior_checks import (
+    loo_pit,
+    predictive_check,
+    quantile_residuals,
+    residual_summary,
+    subject_coverage,
+    uniform_qq,
+)
 from hierlmm.inference.posterior_contrasts import contrast, variance_components
 from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
 from hierlmm.inference.simulation import simulate, simulate_fit
+from hierlmm.inference.variogram import model_variogram, variogram
 from hierlmm.report import plots
 from hierlmm.report.summaries import summary, to_dict
 from hierlmm.spec.model_files import load_spec
@@ -72,5 +81,6 @@ __all__ = [
     "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
     "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design", "anova",
     "loo", "compare_bayes", "contrast", "variance_components", "ParetoKWarning", "lrt", "LRTResult", "compare_models",
-    "refit", "simulate_fit",
+    "refit", "simulate_fit", "variogram", "model_variogram",
+    "residual_summary", "subject_coverage", "predictive_check", "loo_pit", "quantile_residuals", "uniform_qq",
 ]

@@ -25,6 +25,9 @@ from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.inference.bayes_vs_ml import compare
 from hierlmm.inference.fixed_effect_tests import anova
 from hierlmm.inference.likelihood_ratio import LRTResult, lrt
+from hierlmm.inference.variogram import model_variogram, variogram
+from hierlmm.report.diagnostic_plots import write_diagnostics
+from hierlmm.report.residual_plots import variogram_plot
 from hierlmm.report.summaries import (
     bayes_summary,
     bayes_to_dict,
@@ -223,6 +226,30 @@ def _compare_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _residuals_command(args: argparse.Namespace) -> int:
+    spec, data, data_name = _model(args, args.spec, args.formula, args.random, "residuals")
+    method = (args.method or spec.method).upper()
+    if method not in ("REML", "ML"):
+        raise SpecError("hierlmm residuals checks an ML/REML fit.", given=method, fix="Use --method reml or ml.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
+                         correlation=args.correlation, weights=args.weights)
+        written = write_diagnostics(fit, args.out, data=data, time=args.time, type=args.type)
+        table = None
+        if args.time is not None:
+            table = variogram(fit, args.time, data=data, type=args.type)
+            table.to_csv(Path(args.out) / "variogram.csv", index=False)
+            curve = getattr(fit, "structure", None) is not None and args.type != "normalized"
+            figure = variogram_plot(table, model=model_variogram(fit, type=args.type) if curve else None)
+            figure.savefig(Path(args.out) / "variogram.png", dpi=110, bbox_inches="tight")
+            written += [Path(args.out) / "variogram.csv", Path(args.out) / "variogram.png"]
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"{method} fit of {spec.formula} to {data_name}: wrote\n" + "\n".join(f"  {p}" for p in written))
+    return 0
+
+
 def _nuts(design, args: argparse.Namespace, **extra):
     return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
                      tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
@@ -340,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.add_argument("--json", help="write the table as JSON to this file")
     c.set_defaults(run=_compare_command, sampler="marginal", centered=None)
+    r = sub.add_parser("residuals", help="residual plots, QQ plots and (with --time) the semi-variogram of an "
+                       "ML/REML fit, and a CSV of its residuals, into one folder")
+    _model_arguments(r)
+    r.add_argument("--method", type=str.upper, choices=["REML", "ML"], help="REML (default) or ML")
+    r.add_argument("--type", choices=["response", "pearson", "normalized"], default="pearson",
+                   help="the residuals plotted (nlme's types; default pearson)")
+    r.add_argument("--time", help="the time column: residuals against time, and the semi-variogram")
+    r.add_argument("--out", required=True, help="the folder to write into (created if needed; nothing is written "
+                   "elsewhere)")
+    r.set_defaults(run=_residuals_command)
     s = sub.add_parser("datasets", help="list the data sets")
     s.set_defaults(run=_datasets_command)
     return parser

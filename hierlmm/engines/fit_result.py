@@ -19,7 +19,13 @@ correlation structure), and the implied marginal covariance ``V_i = Z_i D Z_i' +
   positive semi-definite.
 - ``sigma``: the residual SD (nlme's, where a variance function sets the scale).
 - ``fitted(level)``: ``level=0`` the population mean ``X beta``; ``level=1`` adds every block's ``Z b``.
-- ``residuals(level)``: ``y - fitted(level)``.
+- ``residuals(level, type)``: nlme's ``resid(fit, level, type)``. For row ``r`` of subject ``i``, with
+  ``e = y - fitted(level)`` (``type="response"``): ``type="pearson"`` is ``e_r / (sigma s_r)``, the error SD the
+  variance function gives the row (``s_r = 1`` without one); ``type="normalized"`` is ``L_i^-1`` times subject
+  ``i``'s pearson residuals, ``L_i`` the lower Cholesky factor of the error correlation ``R_i`` (``R_i = L_i L_i'``;
+  nlme's ``recalc`` of the corStruct), at level 0 as at level 1: only the modelled error correlation is removed, not
+  the random effects' (equal to pearson without a correlation structure). Bayesian fits: posterior means (pearson and
+  normalized computed draw by draw, then averaged).
 - ``predict(newdata, level)``: the same means for new rows, with pointwise intervals (confidence intervals for
   ML/REML at level 0, credible intervals for Bayes).
 """
@@ -32,13 +38,28 @@ import numpy as np
 import pandas as pd
 
 from hierlmm.design.design import Design
-from hierlmm.errors import DataError
+from hierlmm.errors import DataError, SpecError
 
 
 def check_level(level: int) -> None:
     """Levels 0 (population: ``X beta``) and 1 (adding every block's ``Z b``) are the ones every fit defines."""
     if level not in (0, 1):
         raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
+
+
+#: The residual types of ``residuals(level, type)`` (nlme's ``resid(fit, type = "r" | "p" | "n")``).
+RESIDUAL_TYPES = ("response", "pearson", "normalized")
+
+
+def check_residual_type(type: str) -> str:
+    """The residual type named by ``type``: one of :data:`RESIDUAL_TYPES` or, as nlme's ``match.arg``, a prefix of
+    one (``"r"``, ``"p"``, ``"n"``)."""
+    matches = [t for t in RESIDUAL_TYPES if isinstance(type, str) and type and t.startswith(type)]
+    if len(matches) != 1:
+        raise SpecError("Unknown residual type.", given=type,
+                        fix='Use type="response" (y - fitted), "pearson" (divided by the error SD) or "normalized" '
+                            '(pearson with the within-subject error correlation removed); nlme\'s "r", "p", "n" too.')
+    return matches[0]
 
 
 class _Estimates(Protocol):
@@ -71,7 +92,7 @@ class _Estimates(Protocol):
 
     def fitted(self, level: int = 1) -> np.ndarray: ...
 
-    def residuals(self, level: int = 1) -> np.ndarray: ...
+    def residuals(self, level: int = 1, type: str = "response") -> np.ndarray: ...
 
 
 @runtime_checkable
@@ -106,7 +127,8 @@ class BayesResult(_Estimates, Protocol):
 
     ``method`` is ``"NUTS"``; ``kind`` the formulation, ``"hierarchical"`` or ``"marginal"``; ``tree`` the ArviZ
     DataTree. Point quantities (``beta``, ``cov_beta``, ``D``, ``sigma``, ``fitted``, ``residuals``) are
-    posterior means; ``fixef()``, ``varcorr()``, ``ranef()`` and ``summary()`` posterior tables (mean, sd,
+    posterior means (pearson and normalized residuals computed draw by draw, then averaged); ``fixef()``,
+    ``varcorr()``, ``ranef()`` and ``summary()`` posterior tables (mean, sd,
     equal-tailed interval, R-hat, ESS); ``predict()`` the posterior mean and credible band of the mean response.
     ``loglik``, ``aic`` and ``bic`` raise :class:`~hierlmm.errors.NotSupportedError`: a posterior has no maximised
     likelihood.

@@ -10,5 +10,8 @@
 - ``likelihood_ratio``: likelihood-ratio tests of nested fits and nlme's comparison table (``lrt``,
   ``compare_models``), with ``exact_null``: the finite-sample null of a variance component (RLRsim's);
 - ``loo``: PSIS-LOO of Bayesian fits per subject or per observation, and their comparison;
+- ``variogram``: the semi-variogram of a fit's residuals (nlme's ``Variogram``) and the one its correlation implies;
+- ``posterior_checks``: posterior predictive checks (per subject, of a statistic), LOO-PIT, and DHARMa's
+  simulation-based quantile residuals of any fit;
 - ``posterior_contrasts``: posteriors of contrasts ``L beta`` and of variance components near zero.
 """

@@ -4,7 +4,8 @@ posterior draws of its DataTree.
 A result class (:class:`~hierlmm.engines.bayes.bayes_fit.BayesFit` and its correlated-errors subclass,
 :class:`~hierlmm.engines.bayes.marginal_model.MarginalBayesFit`) derives from :class:`PosteriorResult` and provides
 ``design``, ``tree``, ``kind``, the posterior tables (``summary``, ``fixef``, ``varcorr``, ``ranef``) and
-``_D_draws()``; this class derives the point summaries (posterior means), fitted values, residuals and predictions
+``_D_draws()``; this class derives the point summaries (posterior means), fitted values, residuals (nlme's
+response, pearson and normalized types, the latter two averaged over the draws) and predictions
 for new rows, and refuses what a posterior does not have (a maximised likelihood, hence AIC and BIC).
 
 Notation
@@ -25,8 +26,9 @@ import pandas as pd
 from hierlmm.design.design import Design, grouping_labels, new_model_matrices
 from hierlmm.engines.bayes.hierarchical_model import var_name
 from hierlmm.engines.bayes.posterior_tree import block_factors
-from hierlmm.engines.fit_result import check_level
+from hierlmm.engines.fit_result import check_level, check_residual_type
 from hierlmm.errors import DataError, NotSupportedError
+from hierlmm.structures.error_parameters import ErrorParameters
 
 
 def flat_draws(fit: Any, name: str) -> np.ndarray:
@@ -148,9 +150,64 @@ class PosteriorResult:
         effects = [flat_draws(self, var_name("b", block.factor)).mean(axis=0) for block in self.design.blocks]
         return self.design.conditional_mean(self.beta, effects)
 
-    def residuals(self, level: int = 1) -> np.ndarray:
-        """``y`` minus the posterior mean of the fitted values at ``level``."""
-        return self.design.y - self.fitted(level)
+    def residuals(self, level: int = 1, type: str = "response") -> np.ndarray:
+        """Posterior mean of nlme's residuals of ``type`` at ``level`` (module notation of
+        :mod:`hierlmm.engines.fit_result`).
+
+        ``type="response"``: ``y`` minus the posterior mean of the fitted values. ``"pearson"`` and
+        ``"normalized"``: computed draw by draw, ``(y - mu_s) / (sigma_s s_r,s)`` and, per subject,
+        ``L_i,s^-1`` times those (``R_i,s = L_i,s L_i,s'`` the draw's error correlation), then averaged over the
+        draws (module notation). nlme's prefixes (``"r"``, ``"p"``, ``"n"``) are accepted; an unknown type
+        (:func:`~hierlmm.engines.fit_result.check_residual_type`), an unknown level and level 1 of the marginal model
+        are refused as in :meth:`hierlmm.engines.reml.result.REMLResult.residuals`.
+        """
+        kind = check_residual_type(type)
+        check_level(level)
+        fitted = self.fitted(level)  # refuses level 1 of the marginal model
+        if kind == "response":
+            return self.design.y - fitted
+        return self._standardised_residuals(level, kind == "normalized")
+
+    def _standardised_residuals(self, level: int, normalized: bool) -> np.ndarray:
+        """Posterior mean of the pearson (or normalized) residuals, draw by draw in chunks (see :meth:`residuals`)."""
+        design = self.design
+        beta, sigma = flat_draws(self, "beta"), flat_draws(self, "sigma").reshape(-1)
+        blocks = () if level == 0 else design.blocks
+        effects = [flat_draws(self, var_name("b", block.factor)) for block in blocks]
+        errors, batches = self._error_draws(sigma.size)
+        total = np.zeros(design.n_obs)
+        chunk = max(1, min(250, 2_000_000 // max(design.n_obs, 1)))
+        for start in range(0, sigma.size, chunk):
+            draws = slice(start, start + chunk)
+            mu = beta[draws] @ design.X.T  # (s, n): the chapter's X beta (+ Z b)
+            for block, b in zip(blocks, effects, strict=True):
+                mu += np.einsum("nq,snq->sn", block.Z, b[draws][:, block.group_index])
+            sd = np.broadcast_to(sigma[draws, None], mu.shape).copy()
+            part = None if errors is None else errors.draws(draws)
+            for batch in batches if part is not None and part.omega is not None else ():
+                if batch.M is not None:
+                    sd[:, batch.rows] *= part.sd_ratios(batch.M)  # (s, k, n)
+            pearson = (design.y - mu) / sd
+            if normalized and part is not None and part.structure is not None:
+                for batch in batches:
+                    L = np.linalg.cholesky(part.matrices(batch.distances, None))  # R (s, k, n, n): sigma = 1
+                    pearson[:, batch.rows] = np.linalg.solve(L, pearson[:, batch.rows][..., None])[..., 0]
+            total += pearson.sum(axis=0)
+        return total / sigma.size
+
+    def _error_draws(self, n_draws: int) -> tuple[ErrorParameters | None, tuple[Any, ...]]:
+        """The error model per draw with ``sigma = 1`` (correlation and variance function; None for independent
+        errors of one variance) and the model's subject batches (rows, distances, log-SD rows)."""
+        model = getattr(self, "bayes_model", None)
+        batches = tuple(getattr(model, "batches", ()) or ())
+        post = self.tree["posterior"]
+        structure = getattr(model, "structure", None)
+        if not batches or (structure is None and "omega" not in post):
+            return None, ()
+        omega = np.asarray(post["omega"].values).reshape(n_draws, -1) if "omega" in post else None
+        names = () if structure is None else structure.free_names
+        free = {k: np.asarray(post[k].values).reshape(-1) for k in names}
+        return ErrorParameters(structure, model.n_max, np.ones(n_draws), omega, free=free), batches
 
     def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95, seed: int = 1,
                 ) -> pd.DataFrame:

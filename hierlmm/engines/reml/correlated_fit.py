@@ -147,6 +147,28 @@ class CorrelatedFit(REMLResult):
             cov_est[levels] = D @ (ZtVZ - ZtVX @ XtVX_inv @ np.swapaxes(ZtVX, -1, -2)) @ D
         return {block.factor: random_effects(block, mean, cov_est, D[None] - cov_est)}
 
+    def error_sd(self) -> np.ndarray:
+        """Every row's error SD ``sigma s_r``, ``s_r = exp(m_r' omega)`` the variance function's SD ratio (nlme's
+        ``sigma / varWeights``)."""
+        sd = np.full(self.design.n_obs, float(self.sigma))
+        return sd if self.variance is None else sd * np.exp(self.variance.M @ self.omega)
+
+    def decorrelate(self, values: np.ndarray) -> np.ndarray:
+        """``L_i^-1 v_i`` per subject, ``L_i`` the lower Cholesky factor of its error correlation ``R_i`` at the
+        estimates (nlme's ``recalc`` of the corStruct; the rows in the order the fit used)."""
+        out = np.array(values, dtype=float)
+        if self.structure is None:
+            return out
+        if self.batches is None:
+            raise NotSupportedError("This CorrelatedFit was built without its subject batches (the times it used).",
+                                    given="CorrelatedFit.batches is None",
+                                    fix="Refit with hierlmm.fit(..., correlation=..., weights=...).")
+        u = self._part("correlation")
+        for idx, d in zip(self.batches.rows, self.batches.distances, strict=True):
+            L = np.linalg.cholesky(self.structure.from_distances(u, d, self.n_max))  # (k, n, n)
+            out[idx] = np.linalg.solve(L, out[idx][..., None])[..., 0]
+        return out
+
     def _error_structure_lines(self) -> list[str]:
         lines = []
         if self.structure is not None:

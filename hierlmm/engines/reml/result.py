@@ -6,7 +6,9 @@ A result class (:class:`~hierlmm.engines.reml.ml_fit.MLFit`, :class:`~hierlmm.en
 derives from :class:`REMLResult` and provides ``design``, ``method``, ``beta``, ``cov_beta``, ``D`` (a tuple, one
 matrix per block), ``sigma``, ``loglik``, ``converged``, ``n_theta`` (its number of covariance parameters besides
 ``sigma``) and ``ranef()``; this class derives the rest: AIC and BIC, nlme's fixed-effects table, the variance
-components, fitted values, residuals, predictions for new rows and the printed summary.
+components, fitted values, residuals (nlme's response, pearson and normalized types), predictions for new rows and
+the printed summary. A kind with an error structure overrides :meth:`REMLResult.error_sd` and
+:meth:`REMLResult.decorrelate`.
 
 Notation
 --------
@@ -29,7 +31,7 @@ import pandas as pd
 import scipy.stats
 
 from hierlmm.design.design import Design, RandomEffectsBlock
-from hierlmm.engines.fit_result import check_level
+from hierlmm.engines.fit_result import check_level, check_residual_type
 from hierlmm.engines.reml.covariance_parameters import CovarianceParameters, ErrorModel, covariance_parameters
 from hierlmm.engines.reml.denominator_df import DDF_METHODS, ParameterInformation, parameter_information
 from hierlmm.engines.reml.prediction import predict
@@ -228,9 +230,39 @@ class REMLResult:
             return self.design.conditional_mean(self.beta)
         return self.design.conditional_mean(self.beta, [e.mean.to_numpy() for e in self.ranef().values()])
 
-    def residuals(self, level: int = 1) -> np.ndarray:
-        """Raw residuals ``y - fitted(level)``."""
-        return self.design.y - self.fitted(level)
+    def residuals(self, level: int = 1, type: str = "response") -> np.ndarray:
+        """nlme's ``resid(fit, level = level, type = type)`` (module notation of
+        :mod:`hierlmm.engines.fit_result`).
+
+        ``type="response"``: ``e = y - fitted(level)``; ``"pearson"``: ``e / error_sd()``; ``"normalized"``: the
+        pearson residuals with the error correlation removed, ``L_i^-1`` per subject (:meth:`decorrelate`), at
+        either level. nlme's prefixes (``"r"``, ``"p"``, ``"n"``) are accepted.
+
+        Raises
+        ------
+        SpecError
+            An unknown ``type``.
+        DataError
+            A level other than 0 or 1.
+        NotSupportedError
+            ``level=1`` on the marginal model (no random effects).
+        """
+        kind = check_residual_type(type)
+        check_level(level)
+        e = self.design.y - self.fitted(level)
+        if kind == "response":
+            return e
+        pearson = e / self.error_sd()
+        return pearson if kind == "pearson" else self.decorrelate(pearson)
+
+    def error_sd(self) -> np.ndarray:
+        """Every row's error SD, ``sigma s_r`` (``s_r`` the variance function's SD ratio; ``sigma`` without one)."""
+        return np.full(self.design.n_obs, float(self.sigma))
+
+    def decorrelate(self, values: np.ndarray) -> np.ndarray:
+        """``L_i^-1 v_i`` for every subject ``i`` (``R_i = L_i L_i'``, the error correlation): ``values`` as they
+        are for independent errors."""
+        return np.asarray(values, dtype=float)
 
     def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame:
         """The mean response for new rows (:func:`hierlmm.engines.reml.prediction.predict`)."""
