@@ -51,11 +51,13 @@ from hierlmm.inference.likelihood_ratio import LRTResult, lrt
 from hierlmm.inference.loo import compare_bayes, loo
 from hierlmm.inference.posterior_checks import (
     loo_pit,
+    marginal_check,
     predictive_check,
     quantile_residuals,
     residual_summary,
     subject_coverage,
     uniform_qq,
+    variogram_check,
 )
 from hierlmm.inference.posterior_contrasts import contrast, variance_components
 from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
@@ -83,4 +85,5 @@ __all__ = [
     "loo", "compare_bayes", "contrast", "variance_components", "ParetoKWarning", "lrt", "LRTResult", "compare_models",
     "refit", "simulate_fit", "variogram", "model_variogram",
     "residual_summary", "subject_coverage", "predictive_check", "loo_pit", "quantile_residuals", "uniform_qq",
+    "variogram_check", "marginal_check",
 ]

@@ -22,6 +22,17 @@ outermost grouping factor with rows ``y_i`` (``n_i`` of them, in the design's ro
   residual is uniform between ``#{m: y^(m)_j < y_j} / M`` and ``#{m: y^(m)_j <= y_j} / M`` (DHARMa's
   ``getQuantile(..., integerResponse = FALSE, method = "PIT")``): for a continuous response, the fraction of
   simulations below the observation. Under the model they are uniform on (0, 1).
+- Semi-variogram check (:func:`variogram_check`): per draw ``s``, the realized residuals ``r^(s) = y - mu^(s)`` and the
+  replicated ones ``r_rep^(s) = y_rep^(s) - mu^(s)`` (level 1, the draw's own ``mu^(s) = X beta^(s) + Z b^(s)``, the
+  mean ``y_rep^(s)`` was drawn around), so ``r_rep^(s)`` is a draw of the model's errors ``e ~ N(0, sigma^2 S R S)``.
+  Both go through :func:`hierlmm.inference.variogram.pairs` and
+  :func:`~hierlmm.inference.variogram.collapse_pairs` on the same pairs and classes. Residuals about each draw's
+  ``mu^(s)`` rather than the posterior mean ``E[mu | y]``: since ``(theta^(s), y)`` is a draw of the joint
+  ``p(theta, y)``, ``y - mu^(s)`` has the errors' distribution under the model (Gelman, Meng and Stern's realized
+  discrepancy), whereas ``y - E[mu | y]`` is shrunk by the fitting of ``b_i`` (smaller by up to the posterior
+  variance of ``mu``; ``y_rep^(s) - E[mu | y]`` is larger by it), so neither matches the other's band. The observed
+  curve is the posterior mean of the realized semi-variogram, equal to that of ``y - E[mu | y]`` plus half the
+  posterior variance of ``mu_j - mu_k`` in each class.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from hierlmm.inference.implied_covariance import implied_covariance
 from hierlmm.inference.loo import log_likelihood_name
 from hierlmm.inference.posterior_predictive import add_posterior_predictive
 from hierlmm.inference.simulation import simulate_fit
+from hierlmm.inference.variogram import N_BINS, collapse_pairs, group_distances, pairs
 
 STATISTICS = ("within_variance", "lag1_correlation", "mean", "sd")
 
@@ -379,3 +391,118 @@ def uniform_qq(values: Any) -> UniformQQ:
     test = scipy.stats.kstest(v, "uniform")
     n = v.size
     return UniformQQ((np.arange(1, n + 1) - 0.5) / n, np.sort(v), float(test.statistic), float(test.pvalue))
+
+
+def _draw_subset(n_total: int, draws: Any, seed: int | None) -> np.ndarray:
+    """Positions of ``draws`` posterior draws chosen at random without replacement (all when None), sorted."""
+    if draws is None:
+        return np.arange(n_total)
+    if isinstance(draws, bool) or not isinstance(draws, int | np.integer) or not 1 <= draws <= n_total:
+        raise SpecError(f"draws must be a whole number from 1 to the fit's {n_total} draws.", given=draws,
+                        fix="Use e.g. draws=200, or None for all.")
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=int(draws), replace=False))
+
+
+def variogram_check(fit: Any, time: str | None = None, *, data: pd.DataFrame | None = None, type: str = "response",
+                    ci_prob: float = 0.9, draws: int | None = 200, seed: int | None = 1,
+                    n_bins: int | None = None) -> pd.DataFrame:
+    """The empirical semi-variogram of the residuals against its posterior predictive band: a check of the error
+    structure (serial correlation, module notation).
+
+    Parameters
+    ----------
+    fit
+        A hierarchical Bayesian fit (the marginal model has no level-1 residuals).
+    time, data
+        As :func:`hierlmm.variogram`: a numeric column of ``data`` (the frame the fit was built from), or None for
+        the rows' positions within their group (nlme's default ``~ 1 | group``).
+    type
+        ``"response"`` (``y - mu``) or ``"pearson"`` (divided, draw by draw, by the draw's ``sigma``; fits without a
+        variance function).
+    ci_prob
+        Probability of the equal-tailed band of the replicated semi-variogram.
+    draws
+        Use this many posterior draws, chosen at random (seed ``seed``); None for all.
+    seed
+        Seed of the replicates (:func:`replicates`) and of the choice of draws.
+    n_bins
+        nlme's ``nint`` (default 20): the classes of distance, as :func:`hierlmm.variogram`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per class of distance: ``dist`` (median distance), ``n_pairs``, ``variog`` (the posterior mean of
+        the observed data's realized semi-variogram), ``lower``, ``median``, ``upper`` (the replicates'
+        semi-variogram), ``inside`` (``lower <= variog <= upper``) and ``p_value`` (``Pr(v_rep >= v | y)`` over the
+        draws, each draw comparing its replicate with its realized value). Random intercepts fitted to serially
+        correlated errors give observed values below the band at short distances and above it at long ones.
+    """
+    fit = _require_posterior(fit, "variogram_check",
+                             "For an ML/REML fit use hierlmm.variogram(fit, time) with hierlmm.model_variogram")
+    if type not in ("response", "pearson"):
+        raise SpecError("variogram_check takes response or pearson residuals.", given=type,
+                        fix='Use type="response" or type="pearson".')
+    if fit.kind == "marginal":
+        raise NotSupportedError("The marginal model has no random effects, so no level-1 residuals to check.",
+                                given="kind='marginal'", fix="Fit the hierarchical model (kind='hierarchical').")
+    ci_prob, seed = _check_prob(ci_prob), _check_seed(seed)
+    n_bins_ = N_BINS if n_bins is None else n_bins
+    if isinstance(n_bins_, bool) or not isinstance(n_bins_, int | np.integer) or n_bins_ < 1:
+        raise SpecError("n_bins must be a positive whole number.", given=n_bins, fix="Use e.g. n_bins=20 (nlme's).")
+    groups = group_distances(fit, time, data)
+    mu = _mean_draws(fit, 1)
+    pick = _draw_subset(mu.shape[0], draws, seed)
+    mu = mu[pick]
+    y_rep = replicates(fit, seed)[pick]
+    observed, replicated = fit.design.y[None, :] - mu, y_rep - mu
+    if type == "pearson":
+        if "omega" in fit.tree["posterior"]:
+            raise NotSupportedError("Pearson residuals of a fit with a variance function are not available here.",
+                                    given=type, fix='Use type="response".')
+        sigma = flat_draws(fit, "sigma").reshape(-1)[pick][:, None]
+        observed, replicated = observed / sigma, replicated / sigma
+    if not any(idx.size > 1 for idx, _ in groups):
+        raise DataError("No group has two rows: no pairs for a semi-variogram.", given=fit.design.n_obs,
+                        fix="The check needs repeated measures within subjects.")
+
+    def curve(r: np.ndarray) -> pd.DataFrame:
+        v, d = pairs(r, groups)
+        return collapse_pairs(v, d, n_bins=int(n_bins_))
+
+    first = curve(observed[0])
+    obs = np.empty((pick.size, len(first)))
+    rep = np.empty_like(obs)
+    for s in range(pick.size):
+        obs[s] = first["variog"].to_numpy() if s == 0 else curve(observed[s])["variog"].to_numpy()
+        rep[s] = curve(replicated[s])["variog"].to_numpy()
+    table = first[["dist", "n_pairs"]].copy()
+    table["variog"] = obs.mean(axis=0)
+    table["lower"], table["median"], table["upper"] = np.quantile(
+        rep, [(1 - ci_prob) / 2, 0.5, (1 + ci_prob) / 2], axis=0)
+    table["inside"] = (table["variog"] >= table["lower"]) & (table["variog"] <= table["upper"])
+    table["p_value"] = (rep >= obs).mean(axis=0)
+    return table
+
+
+def marginal_check(fit: Any, *, seed: int | None = 1, draws: int | None = 100) -> xr.DataTree:
+    """The observed ``y`` and replicated data sets for ArviZ's posterior predictive check of the marginal
+    distribution of ``y`` (``arviz_plots.plot_ppc_dist``).
+
+    Returns
+    -------
+    xarray.DataTree
+        A new tree (the fit's own is not changed) with ``observed_data/y`` (dimension ``obs``: ``fit.design.y``,
+        the design's row order) and ``posterior_predictive/y`` (``chain`` of length 1, ``draw``, ``obs``): the
+        :func:`replicates` of ``draws`` posterior draws chosen at random (all when None).
+    """
+    fit = _require_posterior(fit, "marginal_check",
+                             "For an ML/REML fit compare y with hierlmm.simulate(fit, nsim)")
+    seed = _check_seed(seed)
+    y_rep = replicates(fit, seed)
+    y_rep = y_rep[_draw_subset(y_rep.shape[0], draws, seed)]
+    obs = np.arange(fit.design.n_obs)
+    return xr.DataTree.from_dict({
+        "observed_data": xr.Dataset({"y": (("obs",), fit.design.y.copy())}, coords={"obs": obs}),
+        "posterior_predictive": xr.Dataset({"y": (("chain", "draw", "obs"), y_rep[None])},
+                                           coords={"chain": [0], "draw": np.arange(y_rep.shape[0]), "obs": obs}),
+    })

@@ -15,7 +15,7 @@ import pandas as pd
 from scipy.stats import beta as beta_dist
 
 from hierlmm.errors import DataError
-from hierlmm.inference.posterior_checks import PredictiveCheck, predictive_band, uniform_qq
+from hierlmm.inference.posterior_checks import PredictiveCheck, marginal_check, predictive_band, uniform_qq
 
 
 def uniform_qq_plot(values: Any, *, title: str = "Quantile residuals"):
@@ -95,3 +95,49 @@ def predictive_check_plot(check: PredictiveCheck, *, bins: int = 30):
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def variogram_check_plot(table: pd.DataFrame, *, ax: Any = None):
+    """The semi-variogram check of :func:`hierlmm.inference.posterior_checks.variogram_check`: the replicates'
+    band (shaded) and median (line) against distance, and the observed semi-variogram (points; red outside the
+    band). Observed points below the band at short distances and above it at long ones are serial correlation the
+    model leaves out."""
+    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
+
+    needed = {"dist", "variog", "lower", "median", "upper", "inside"}
+    if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns):
+        raise DataError("variogram_check_plot draws the table of hierlmm's variogram_check.",
+                        given=list(table.columns) if isinstance(table, pd.DataFrame) else type(table).__name__,
+                        fix="Pass variogram_check(fit, 'time', data=frame).")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
+    x = table["dist"].to_numpy(dtype=float)
+    inside = table["inside"].to_numpy(dtype=bool)
+    y = table["variog"].to_numpy(dtype=float)
+    ax.fill_between(x, table["lower"], table["upper"], color="C0", alpha=0.25, lw=0, label="replicated band")
+    ax.plot(x, table["median"], color="C0", lw=1.5, label="replicated median")
+    ax.plot(x[inside], y[inside], "o", color="k", ms=4, label="observed")
+    ax.plot(x[~inside], y[~inside], "o", color="C3", ms=5, label="observed, outside the band")
+    top = max(float(np.max(y)), float(table["upper"].max()))
+    ax.set(xlabel="Distance", ylabel="Semivariogram", ylim=(0, 1.04 * top if top > 0 else 1.0),
+           title=f"Semi-variogram check: {int(inside.sum())} of {inside.size} classes inside the band")
+    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    return fig
+
+
+def marginal_check_plot(fit: Any, *, seed: int | None = 1, draws: int | None = 100, num_samples: int = 50,
+                        **kwargs: Any):
+    """ArviZ's posterior predictive check of the marginal distribution of ``y``: ``arviz_plots.plot_ppc_dist`` on
+    :func:`hierlmm.inference.posterior_checks.marginal_check`'s tree (a copy: the fit's tree is not changed), the
+    density of the observed ``y`` over those of ``num_samples`` replicated data sets.
+
+    Returns
+    -------
+    arviz_plots.PlotCollection
+        What ``plot_ppc_dist`` returns (its figure is ``.viz["figure"]``; ``.savefig(path)`` writes it). ``kwargs``
+        go to ``plot_ppc_dist`` (e.g. ``kind="ecdf"``, ``backend=``).
+    """
+    import arviz_plots as azp  # lazy: arviz_plots: ~1 s to import, needed only to draw
+
+    tree = marginal_check(fit, seed=seed, draws=draws)
+    available = tree["posterior_predictive"].sizes["draw"]
+    return azp.plot_ppc_dist(tree, num_samples=min(int(num_samples), available), **kwargs)

@@ -19,14 +19,22 @@ from hierlmm.engines.bayes.posterior_result import flat_draws
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 from hierlmm.inference.posterior_checks import loo_pit as subject_loo_pit
 from hierlmm.inference.posterior_checks import (
+    marginal_check,
     predictive_band,
     predictive_check,
     quantile_residuals,
     residual_summary,
     subject_coverage,
     uniform_qq,
+    variogram_check,
 )
-from hierlmm.report.check_plots import predictive_check_plot, subject_band_plot, uniform_qq_plot
+from hierlmm.report.check_plots import (
+    marginal_check_plot,
+    predictive_check_plot,
+    subject_band_plot,
+    uniform_qq_plot,
+    variogram_check_plot,
+)
 
 FAST = dict(chains=2, draws=200, tune=200, progressbar=False)
 N_SUBJECTS = 60
@@ -168,6 +176,8 @@ def test_marginal_model_fits_are_checked_without_random_effects(serial_data):
     table = residual_summary(marginal, level=0)
     np.testing.assert_allclose(table["mean"], marginal.design.y - marginal.fitted(0), atol=1e-10)
     assert predictive_check(marginal, "lag1_correlation").p_value < 0.01  # compound symmetry: measured 0
+    with pytest.raises(NotSupportedError, match="no level-1 residuals"):
+        variogram_check(marginal)
     u = subject_loo_pit(marginal)
     assert len(u) == 40 and np.all((u >= 0) & (u <= 1))
 
@@ -219,7 +229,8 @@ def test_uniform_qq_data():
 def test_errors_say_what_to_use():
     reml = hierlmm.fit("y ~ t + (1 | id)", longitudinal(0, n_subjects=20))
     for call in (lambda: residual_summary(reml), lambda: subject_coverage(reml),
-                 lambda: predictive_check(reml, "mean"), lambda: subject_loo_pit(reml)):
+                 lambda: predictive_check(reml, "mean"), lambda: subject_loo_pit(reml),
+                 lambda: variogram_check(reml), lambda: marginal_check(reml)):
         with pytest.raises(NotSupportedError, match="no") as info:
             call()
         assert info.value.fix and "fit_bayes" in info.value.fix
@@ -258,3 +269,65 @@ def test_plots_return_figures_and_write_nothing(fit, data, tmp_path, monkeypatch
         subject_band_plot(fit, ["nobody"])
     with pytest.raises(DataError, match="both"):
         subject_band_plot(fit, ["s0"], time="t")
+
+
+def test_variogram_check_flags_serial_correlation_that_random_intercepts_leave(tmp_path, monkeypatch):
+    """AR(1) errors (correlation 0.8, 12 times): random intercepts only against corAR1."""
+    import matplotlib.figure
+
+    data = longitudinal(1, n_subjects=40, n_times=12, rho=0.8)
+    design = design_of("y ~ t + (1 | id)", data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # few draws: ESS warnings
+        intercepts = hierlmm.fit_bayes(design, seed=3, **FAST)
+        ar1 = hierlmm.fit_bayes(design, seed=3, data=data, correlation="corAR1(form = ~ 1 | id)", **FAST)
+    wrong = variogram_check(intercepts, "t", data=data)
+    assert list(wrong.columns) == ["dist", "n_pairs", "variog", "lower", "median", "upper", "inside", "p_value"]
+    # the same pairs and classes as hierlmm.variogram (its helpers)
+    plain = hierlmm.variogram(intercepts, "t", data=data, type="response")
+    np.testing.assert_array_equal(wrong["dist"], plain["dist"])
+    np.testing.assert_array_equal(wrong["n_pairs"], plain["n_pairs"])
+    # measured: distances 1 and 2 below the band (0.12 and 0.20 against lower 0.23), 7 of the 8 classes at 5..11
+    # above it (p-values 0.01 to 0.045): the flat band of independent errors against a rising curve
+    assert (wrong["variog"] < wrong["lower"]).iloc[:2].all()
+    assert (wrong["variog"] > wrong["upper"])[wrong["dist"] >= 5].sum() >= 5
+    right = variogram_check(ar1, "t", data=data)
+    assert right["inside"].mean() >= 0.9 and right["inside"].iloc[:3].all()  # measured: 11 of 11 inside
+    assert (right["p_value"] > 0.05).all()  # measured 0.195 to 0.60
+    pearson = variogram_check(ar1, "t", data=data, type="pearson", draws=100, seed=2)
+    # scale 1 (divided by each draw's sigma): measured 11 of 11 classes inside, variog 0.30 to 1.25
+    assert pearson["inside"].mean() >= 0.9 and pearson["variog"].iloc[-1] > 0.5
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(variogram_check_plot(wrong), matplotlib.figure.Figure)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SpecError, match="response or pearson"):
+        variogram_check(ar1, type="normalized")
+    with pytest.raises(DataError, match="variogram_check"):
+        variogram_check_plot(plain)
+
+
+def test_marginal_check_gives_arviz_the_fits_y(fit, tmp_path, monkeypatch):
+    import arviz_plots as azp
+
+    before = set(fit.tree.children)
+    tree = marginal_check(fit, seed=2, draws=100)
+    np.testing.assert_array_equal(tree["observed_data"]["y"].values, fit.design.y)
+    assert tree["posterior_predictive"]["y"].shape == (1, 100, fit.design.n_obs)
+    seen = {}
+    real = azp.plot_ppc_dist
+
+    def spy(dt, **kwargs):
+        seen["dt"] = dt
+        seen["result"] = real(dt, **kwargs)
+        return seen["result"]
+
+    monkeypatch.setattr(azp, "plot_ppc_dist", spy)
+    monkeypatch.chdir(tmp_path)
+    collection = marginal_check_plot(fit, seed=2, draws=100, num_samples=30)
+    assert collection is seen["result"] and type(collection).__name__ == "PlotCollection"
+    np.testing.assert_array_equal(seen["dt"]["observed_data"]["y"].values, fit.design.y)
+    assert collection.viz["predictive_dist"]["y"].sizes["sample"] == 30
+    x = collection.viz["observed_dist"]["y"].item().get_xdata()  # the observed density spans the fit's y
+    y = fit.design.y
+    assert np.abs([x.min() - y.min(), x.max() - y.max()]).max() < 0.02 * np.ptp(y)  # ArviZ's KDE grid: the range
+    assert list(tmp_path.iterdir()) == [] and set(fit.tree.children) == before
