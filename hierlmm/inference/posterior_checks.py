@@ -382,7 +382,13 @@ class UniformQQ:
 
 
 def uniform_qq(values: Any) -> UniformQQ:
-    """Expected against observed quantiles of ``values`` under U(0, 1), and the KS p-value of uniformity."""
+    """Expected against observed quantiles of ``values`` under U(0, 1), and the KS p-value of uniformity.
+
+    The KS test assumes independent values. A subject's quantile residuals share its ``b_i``, so for a mixed
+    model the p-value is too small even when the model is right (15% of 40 data sets simulated from the prothro
+    REML fit gave p < 0.05): read the QQ plot, or compare the KS statistic with those of data simulated from the
+    fit, rather than the p-value alone.
+    """
     v = np.asarray(values, dtype=float).ravel()
     if v.size == 0 or not np.all(np.isfinite(v)) or v.min() < 0 or v.max() > 1:
         raise DataError("uniform_qq needs finite values in [0, 1] (quantile residuals or PIT values).",

@@ -74,6 +74,8 @@ def variogram_plot(table: pd.DataFrame, model: pd.DataFrame | None = None, *, sm
         grid, fitted = local_linear(x, y, span)
         ax.plot(grid, fitted, color="C3", lw=1.5, label="smooth")
     top = max(float(np.max(y)), float(np.max(model["variog"])) if model is not None else 0.0)
-    ax.set(xlabel="Distance", ylabel="Semivariogram", ylim=(0, 1.04 * top if top > 0 else 1.0))
+    # from 0, as nlme draws it; on a shared axis (ax given), never below what other panels already show
+    current = ax.get_ylim()[1] if ax.has_data() and len(ax.collections) > 1 else 0.0
+    ax.set(xlabel="Distance", ylabel="Semivariogram", ylim=(0, max(1.04 * top if top > 0 else 1.0, current)))
     ax.legend(loc="lower right")
     return fig
