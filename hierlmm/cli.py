@@ -235,7 +235,7 @@ def _residuals_command(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
                          correlation=args.correlation, weights=args.weights)
-        written = write_diagnostics(fit, args.out, data=data, time=args.time, type=args.type)
+        written = write_diagnostics(fit, args.out, data=data, time=args.time, type=args.type, by=args.by)
         table = None
         if args.time is not None:
             table = variogram(fit, args.time, data=data, type=args.type)
@@ -374,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--type", choices=["response", "pearson", "normalized"], default="pearson",
                    help="the residuals plotted (nlme's types; default pearson)")
     r.add_argument("--time", help="the time column: residuals against time, and the semi-variogram")
+    r.add_argument("--by", help="a column of the data: residual plots coloured by its levels, one mean line each")
     r.add_argument("--out", required=True, help="the folder to write into (created if needed; nothing is written "
                    "elsewhere)")
     r.set_defaults(run=_residuals_command)

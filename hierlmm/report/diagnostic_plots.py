@@ -56,35 +56,56 @@ def _residuals(fit: Any, level: int, type: str) -> np.ndarray:
 
 
 def residuals_vs_fitted(fit: Any, *, level: int = 1, type: str = "pearson", n_bins: int = 20,
-                        ax: Any = None):
-    """nlme's ``plot(fit)``: residuals against fitted values, with the binned mean (module notation)."""
-    import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
-
+                        by: str | None = None, data: pd.DataFrame | None = None, ax: Any = None):
+    """nlme's ``plot(fit)``: residuals against fitted values, with the binned mean (module notation); ``by`` a
+    column of ``data`` (the data the fit was built from): one colour and one binned mean per level (nlme's
+    ``plot(fit, resid(.) ~ fitted(.) | g)`` in one panel)."""
     r, f = _residuals(fit, level, type), np.asarray(fit.fitted(level), dtype=float)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
-    ax.scatter(f, r, s=6, alpha=0.4, color="C0")
-    ax.axhline(0, color="k", lw=0.8)
-    centres, means = binned_mean(f, r, n_bins)
-    ax.plot(centres, means, color="C3", lw=2, label="binned mean")
-    ax.set(xlabel=f"fitted values (level {level})", ylabel=f"{type} residuals",
-           title=f"Residuals against fitted values (level {level})")
-    ax.legend(loc="best")
-    return fig
+    return _residual_panel(f, r, _groups(fit, by, data), n_bins, ax, f"fitted values (level {level})",
+                           f"{type} residuals", f"Residuals against fitted values (level {level})")
 
 
 def residuals_vs_time(fit: Any, data: pd.DataFrame, time: str, *, level: int = 1,
-                      type: str = "pearson", n_bins: int = 20, ax: Any = None):
-    """Residuals against a time column of the data the fit was built from, with the binned mean."""
+                      type: str = "pearson", n_bins: int = 20, by: str | None = None, ax: Any = None):
+    """Residuals against a time column of the data the fit was built from, with the binned mean (one per level of
+    the column ``by``, when given)."""
+    t = time_values(fit.design, data, time)
+    return _residual_panel(t, _residuals(fit, level, type), _groups(fit, by, data), n_bins, ax, time,
+                           f"{type} residuals", f"Residuals against {time} (level {level})")
+
+
+def _groups(fit: Any, by: str | None, data: pd.DataFrame | None) -> np.ndarray | None:
+    """The levels of column ``by`` on the fit's rows (None without ``by``)."""
+    if by is None:
+        return None
+    if data is None:
+        raise SpecError("by= names a column of the data the fit was built from.", given={"by": by},
+                        fix="Pass data= as well.")
+    if by not in data.columns:
+        raise DataError(f"No column {by!r} in the data.", given=by, fix=f"Use one of {list(data.columns)}.")
+    if len(data) < int(np.max(fit.design.rows)) + 1:
+        raise DataError("The data are not the data the fit was built from (fewer rows).", given=len(data),
+                        fix="Pass the data frame given to hierlmm.fit.")
+    return data[by].astype(str).to_numpy()[fit.design.rows]
+
+
+def _residual_panel(x: np.ndarray, r: np.ndarray, groups: np.ndarray | None, n_bins: int, ax: Any, xlabel: str,
+                    ylabel: str, title: str):
     import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
-    t = time_values(fit.design, data, time)
-    r = _residuals(fit, level, type)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 4))
-    ax.scatter(t, r, s=6, alpha=0.4, color="C0")
+    if groups is None:
+        ax.scatter(x, r, s=6, alpha=0.4, color="C0")
+        centres, means = binned_mean(x, r, n_bins)
+        ax.plot(centres, means, color="C3", lw=2, label="binned mean")
+    else:
+        for k, level in enumerate(pd.unique(groups)):
+            inside = groups == level
+            ax.scatter(x[inside], r[inside], s=6, alpha=0.4, color=f"C{k % 10}")
+            centres, means = binned_mean(x[inside], r[inside], n_bins)
+            ax.plot(centres, means, color=f"C{k % 10}", lw=2, label=f"{level}: binned mean")
     ax.axhline(0, color="k", lw=0.8)
-    centres, means = binned_mean(t, r, n_bins)
-    ax.plot(centres, means, color="C3", lw=2, label="binned mean")
-    ax.set(xlabel=time, ylabel=f"{type} residuals", title=f"Residuals against {time} (level {level})")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(loc="best")
     return fig
 
@@ -141,7 +162,7 @@ def _draw_qq(ax: Any, qq: dict[str, np.ndarray], label: str) -> None:
 
 
 def write_diagnostics(fit: Any, folder: str | Path, *, data: pd.DataFrame | None = None, time: str | None = None,
-                      type: str = "pearson") -> list[Path]:
+                      type: str = "pearson", by: str | None = None) -> list[Path]:
     """Save the diagnostic plots (PNG) and a CSV of the residuals (every type and level the fit has) into
     ``folder`` (created if needed), and nothing anywhere else; returns the files written."""
     import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
@@ -162,14 +183,16 @@ def write_diagnostics(fit: Any, folder: str | Path, *, data: pd.DataFrame | None
             table[f"{kind}_{level}"] = fit.residuals(level, type=kind)
     written = [folder / "residuals.csv"]
     table.to_csv(written[0], index=False)
-    figures = {f"residuals_vs_fitted_level{level}.png": residuals_vs_fitted(fit, level=level, type=type)
-               for level in levels}
+    _groups(fit, by, data)  # refuse a bad by= before anything is drawn
+    figures = {f"residuals_vs_fitted_level{level}.png": residuals_vs_fitted(fit, level=level, type=type, by=by,
+                                                                          data=data) for level in levels}
     figures.update({f"qq_residuals_level{level}.png": qq_residuals(fit, level=level, type=type) for level in levels})
     if 1 in levels:
         figures["qq_random_effects.png"] = qq_random_effects(fit)
     if time is not None:
         figures.update({f"residuals_vs_{time}_level{level}.png": residuals_vs_time(fit, data, time, level=level,
-                                                                                    type=type) for level in levels})
+                                                                                    type=type, by=by)
+                        for level in levels})
     for name, figure in figures.items():
         figure.savefig(folder / name, dpi=110, bbox_inches="tight")
         plt.close(figure)

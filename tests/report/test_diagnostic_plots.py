@@ -59,6 +59,12 @@ def test_figures_for_every_level_and_type(fits, data):
     assert len(dp.qq_random_effects(fits["plain"]).axes) == 2  # (Intercept) and t
     figure = dp.residuals_vs_time(fit, data, "t")
     np.testing.assert_allclose(figure.axes[0].collections[0].get_offsets()[:, 0], data["t"].to_numpy())
+    by_group = dp.residuals_vs_fitted(fit, by="g", data=data)  # one colour and one binned mean per level
+    assert len(by_group.axes[0].collections) == 2 and len(by_group.axes[0].lines) == 3  # + the zero line
+    first = by_group.axes[0].collections[0].get_offsets()
+    np.testing.assert_allclose(first[:, 1], fit.residuals(1, type="pearson")[data["g"].to_numpy() == data["g"][0]])
+    with pytest.raises(hierlmm.SpecError, match="data="):
+        dp.residuals_vs_fitted(fit, by="g")
 
 
 def test_refusals(fits, data, tmp_path):
@@ -90,7 +96,7 @@ def test_residuals_command(tmp_path, capsys, chapter_data):
     out = tmp_path / "checks"
     code = main(["residuals", "--data", "aids", "--formula", "CD4 ~ obstime + obstime:drug",
                  "--random", "~ 1 | patient", "--correlation", "corExp(form = ~ obstime | patient)",
-                 "--time", "obstime", "--out", str(out)])
+                 "--time", "obstime", "--by", "drug", "--out", str(out)])
     assert code == 0
     names = set(os.listdir(out))
     assert {"residuals.csv", "variogram.csv", "variogram.png", "qq_random_effects.png"} <= names
