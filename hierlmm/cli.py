@@ -235,10 +235,11 @@ def _residuals_command(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
                          correlation=args.correlation, weights=args.weights)
-        written = write_diagnostics(fit, args.out, data=data, time=args.time, type=args.type, by=args.by)
         table = None
-        if args.time is not None:
-            table = variogram(fit, args.time, data=data, type=args.type)
+        if args.time is not None:  # computed first: a bad --time is refused before anything is written
+            table = variogram(fit, args.time, data=data, type=args.type, level=0 if fit.kind == "marginal" else 1)
+        written = write_diagnostics(fit, args.out, data=data, time=args.time, type=args.type, by=args.by)
+        if table is not None:
             table.to_csv(Path(args.out) / "variogram.csv", index=False)
             curve = getattr(fit, "structure", None) is not None and args.type != "normalized"
             figure = variogram_plot(table, model=model_variogram(fit, type=args.type) if curve else None)

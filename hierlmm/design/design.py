@@ -376,3 +376,24 @@ def data_difference(a: Design, b: Design) -> str | None:
     if not np.array_equal(a.y, b.y):
         return f"different values of the response {a.response_name}"
     return None
+
+
+def check_data_rows(design: Design, data: pd.DataFrame) -> None:
+    """Refuse a data frame that is not the one the design was built from: too few rows, or rows whose grouping
+    factors (and plain response column) differ from the design's on its rows (for example sorted or shuffled)."""
+    if len(data) <= int(np.max(design.rows, initial=-1)):
+        raise DataError("The data are not the data the fit was built from (too few rows).", given=len(data),
+                        fix="Pass the data frame given to hierlmm.fit, unsorted.")
+    for block in design.blocks:
+        if not all(column in data.columns for column in block.grouping):
+            continue
+        labels = np.asarray(grouping_labels(data.iloc[design.rows], block.grouping), dtype=object)
+        if not np.array_equal(labels, np.asarray(block.levels, dtype=object)[block.group_index]):
+            raise DataError(f"The data's {block.factor!r} column does not match the fit's rows: these are not the data "
+                            "the fit was built from (sorted, shuffled or filtered?).", given=block.factor,
+                            fix="Pass the data frame given to hierlmm.fit, as it was.")
+    if design.response_name in data.columns:
+        y = pd.to_numeric(data[design.response_name].iloc[design.rows], errors="coerce").to_numpy(dtype=float)
+        if not np.allclose(y, design.y, rtol=1e-12, atol=0.0, equal_nan=False):
+            raise DataError(f"The data's {design.response_name!r} column does not match the fit's response.",
+                            given=design.response_name, fix="Pass the data frame given to hierlmm.fit, as it was.")

@@ -43,7 +43,7 @@ from hierlmm.errors import DataError, SpecError
 
 def check_level(level: int) -> None:
     """Levels 0 (population: ``X beta``) and 1 (adding every block's ``Z b``) are the ones every fit defines."""
-    if level not in (0, 1):
+    if isinstance(level, bool) or level not in (0, 1):
         raise DataError("level must be 0 (population) or 1 (subject).", given=level, fix="Use level=0 or level=1.")
 
 

@@ -37,12 +37,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hierlmm.design.design import Design
-from hierlmm.engines.fit_result import check_level
+from hierlmm.design.design import Design, check_data_rows
+from hierlmm.engines.fit_result import check_level, check_residual_type
 from hierlmm.engines.reml.correlated_fit import CorrelatedFit
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 
-RESIDUAL_TYPES = ("pearson", "response", "normalized")
 COLLAPSE = ("quantiles", "fixed", "none")
 N_BINS = 20  # nlme's nint
 SPATIAL = ("corExp", "corGaus")  # nlme's corSpatial classes among hierlmm's structures
@@ -93,8 +92,14 @@ def variogram(fit: Any, time: str | None = None, *, data: pd.DataFrame | None = 
     NotSupportedError
         ``level=1`` on a marginal-model fit (it has no random effects); groups that are not nested.
     """
-    check_type(type)
+    type = check_type(type)
     check_level(level)
+    if not isinstance(robust, bool | np.bool_):
+        raise SpecError("robust must be True or False.", given=robust, fix="Use robust=True or robust=False.")
+    if max_dist is not None and (isinstance(max_dist, bool) or not isinstance(max_dist, int | float | np.number)
+                                 or not np.isfinite(max_dist) or max_dist < 0):
+        raise SpecError("max_dist must be a finite distance, 0 or more.", given=max_dist,
+                        fix="Use e.g. max_dist=10 (in the time column's units), or None for all pairs.")
     if collapse not in COLLAPSE:
         raise SpecError("Unknown collapse.", given=collapse, fix=f"Use one of {', '.join(COLLAPSE)}.")
     n_bins = N_BINS if n_bins is None else n_bins
@@ -117,10 +122,9 @@ def variogram(fit: Any, time: str | None = None, *, data: pd.DataFrame | None = 
     return collapse_pairs(v, d, robust=robust, n_bins=int(n_bins), collapse=collapse)
 
 
-def check_type(type: str) -> None:
-    """Refuse residual types other than nlme's three."""
-    if type not in RESIDUAL_TYPES:
-        raise SpecError("Unknown residual type.", given=type, fix=f"Use one of {', '.join(RESIDUAL_TYPES)}.")
+def check_type(type: str) -> str:
+    """nlme's residual type named by ``type`` (or a prefix, as nlme's ``match.arg``); refuse any other."""
+    return check_residual_type(type)
 
 
 def group_distances(fit: Any, time: str | None, data: pd.DataFrame | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -157,9 +161,7 @@ def time_values(design: Design, data: pd.DataFrame | None, time: str) -> np.ndar
     if not (pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)):
         raise DataError(f"The time column {time!r} is not numeric.", given=str(column.dtype),
                         fix="Give a numeric time (years, visit number), or time=None for positions within the group.")
-    if len(data) <= int(np.max(design.rows)):
-        raise DataError("The data are not the data the fit was built from (too few rows).", given=len(data),
-                        fix="Pass the data frame given to hierlmm.fit.")
+    check_data_rows(design, data)
     values = column.to_numpy(dtype=float)[design.rows]
     if not np.all(np.isfinite(values)):
         raise DataError(f"The time column {time!r} is missing or not finite in {int((~np.isfinite(values)).sum())} "
@@ -257,7 +259,7 @@ def model_variogram(fit: Any, dist: np.ndarray | None = None, *, type: str = "pe
     nlme draws it for its spatial structures only (corExp, corGaus). For corCAR1, corAR1 and corCompSymm the same
     ``s2 (1 - R(d))`` is returned (the correlation of two distinct rows at distance ``d``).
     """
-    check_type(type)
+    type = check_type(type)
     if not isinstance(fit, CorrelatedFit) or fit.structure is None:
         given = "correlation=None" if isinstance(fit, CorrelatedFit) else fit.__class__.__name__
         raise NotSupportedError("Only a fit with a correlation structure implies a semi-variogram of its errors.",

@@ -16,6 +16,7 @@ heavier tails or skewness than a normal model allows.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,21 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from hierlmm.design.design import Design
+from hierlmm.design.design import Design, check_data_rows
+from hierlmm.engines.fit_result import check_residual_type
 from hierlmm.errors import DataError, SpecError
+from hierlmm.inference.variogram import time_values as variogram_time_values
+
+
+def _whole(value: Any, name: str, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < least:
+        raise SpecError(f"{name} must be a whole number, {least} or more.", given=value, fix=f"Use e.g. {name}=20.")
+    return int(value)
 
 
 def binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """The mean of ``y`` in ``n_bins`` bins of (nearly) equal counts along ``x``: (bin centres, means)."""
+    n_bins = _whole(n_bins, "n_bins", 1)
     order = np.argsort(x, kind="stable")
     groups = np.array_split(order, max(1, min(n_bins, x.size)))
     groups = [g for g in groups if g.size]
@@ -37,6 +47,7 @@ def binned_mean(x: np.ndarray, y: np.ndarray, n_bins: int = 20) -> tuple[np.ndar
 
 def qq_envelope(values: np.ndarray, n_envelope: int = 200, seed: int = 1) -> dict[str, np.ndarray]:
     """Theoretical normal quantiles, the sorted standardised values and a simulated 95% envelope (module notation)."""
+    n_envelope = _whole(n_envelope, "n_envelope", 2)
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     n = values.size
@@ -52,7 +63,7 @@ def qq_envelope(values: np.ndarray, n_envelope: int = 200, seed: int = 1) -> dic
 
 
 def _residuals(fit: Any, level: int, type: str) -> np.ndarray:
-    return np.asarray(fit.residuals(level, type=type), dtype=float)
+    return np.asarray(fit.residuals(level, type=check_residual_type(type)), dtype=float)
 
 
 def residuals_vs_fitted(fit: Any, *, level: int = 1, type: str = "pearson", n_bins: int = 20,
@@ -62,7 +73,7 @@ def residuals_vs_fitted(fit: Any, *, level: int = 1, type: str = "pearson", n_bi
     ``plot(fit, resid(.) ~ fitted(.) | g)`` in one panel)."""
     r, f = _residuals(fit, level, type), np.asarray(fit.fitted(level), dtype=float)
     return _residual_panel(f, r, _groups(fit, by, data), n_bins, ax, f"fitted values (level {level})",
-                           f"{type} residuals", f"Residuals against fitted values (level {level})")
+                           f"{check_residual_type(type)} residuals", f"Residuals against fitted values (level {level})")
 
 
 def residuals_vs_time(fit: Any, data: pd.DataFrame, time: str, *, level: int = 1,
@@ -71,7 +82,7 @@ def residuals_vs_time(fit: Any, data: pd.DataFrame, time: str, *, level: int = 1
     the column ``by``, when given)."""
     t = time_values(fit.design, data, time)
     return _residual_panel(t, _residuals(fit, level, type), _groups(fit, by, data), n_bins, ax, time,
-                           f"{type} residuals", f"Residuals against {time} (level {level})")
+                           f"{check_residual_type(type)} residuals", f"Residuals against {time} (level {level})")
 
 
 def _groups(fit: Any, by: str | None, data: pd.DataFrame | None) -> np.ndarray | None:
@@ -83,9 +94,7 @@ def _groups(fit: Any, by: str | None, data: pd.DataFrame | None) -> np.ndarray |
                         fix="Pass data= as well.")
     if by not in data.columns:
         raise DataError(f"No column {by!r} in the data.", given=by, fix=f"Use one of {list(data.columns)}.")
-    if len(data) < int(np.max(fit.design.rows)) + 1:
-        raise DataError("The data are not the data the fit was built from (fewer rows).", given=len(data),
-                        fix="Pass the data frame given to hierlmm.fit.")
+    check_data_rows(fit.design, data)
     return data[by].astype(str).to_numpy()[fit.design.rows]
 
 
@@ -111,17 +120,9 @@ def _residual_panel(x: np.ndarray, r: np.ndarray, groups: np.ndarray | None, n_b
 
 
 def time_values(design: Design, data: pd.DataFrame, time: str) -> np.ndarray:
-    """The time column's values on the design's rows; a hierlmm error when it is missing or not numeric."""
-    if time not in data.columns:
-        raise DataError(f"No column {time!r} in the data.", given=time, fix=f"Use one of {list(data.columns)}.")
-    values = pd.to_numeric(data[time], errors="coerce").to_numpy(dtype=float)
-    if np.isnan(values).sum() > np.asarray(pd.isna(data[time])).sum():
-        raise DataError(f"The time column {time!r} is not numeric.", given=str(data[time].dtype),
-                        fix="Give a numeric column (years, visit number) as time.")
-    if values.size < int(np.max(design.rows)) + 1:
-        raise DataError("The data are not the data the fit was built from (fewer rows).", given=values.size,
-                        fix="Pass the data frame given to hierlmm.fit.")
-    return values[design.rows]
+    """The time column's values on the design's rows; a hierlmm error when it is missing, not numeric, or the data
+    are not the fit's (the semi-variogram's check, :func:`hierlmm.inference.variogram.time_values`)."""
+    return variogram_time_values(design, data, time)
 
 
 def qq_residuals(fit: Any, *, level: int = 1, type: str = "pearson", n_envelope: int = 200,
@@ -168,6 +169,10 @@ def write_diagnostics(fit: Any, folder: str | Path, *, data: pd.DataFrame | None
     import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     folder = Path(folder)
+    type = check_residual_type(type)
+    _groups(fit, by, data)  # refuse a bad by=, time= or data before anything is written
+    if time is not None:
+        time_values(fit.design, data, time)
     if folder.exists() and not folder.is_dir():
         raise DataError("--out must be a folder, and this path is a file.", given=str(folder),
                         fix="Name a new or existing folder.")
@@ -183,14 +188,14 @@ def write_diagnostics(fit: Any, folder: str | Path, *, data: pd.DataFrame | None
             table[f"{kind}_{level}"] = fit.residuals(level, type=kind)
     written = [folder / "residuals.csv"]
     table.to_csv(written[0], index=False)
-    _groups(fit, by, data)  # refuse a bad by= before anything is drawn
     figures = {f"residuals_vs_fitted_level{level}.png": residuals_vs_fitted(fit, level=level, type=type, by=by,
                                                                           data=data) for level in levels}
     figures.update({f"qq_residuals_level{level}.png": qq_residuals(fit, level=level, type=type) for level in levels})
     if 1 in levels:
         figures["qq_random_effects.png"] = qq_random_effects(fit)
     if time is not None:
-        figures.update({f"residuals_vs_{time}_level{level}.png": residuals_vs_time(fit, data, time, level=level,
+        safe = re.sub(r"[^\w.-]", "_", time)  # a column name is not a path
+        figures.update({f"residuals_vs_{safe}_level{level}.png": residuals_vs_time(fit, data, time, level=level,
                                                                                     type=type, by=by)
                         for level in levels})
     for name, figure in figures.items():

@@ -104,3 +104,38 @@ def test_residuals_command(tmp_path, capsys, chapter_data):
     assert main(["residuals", "--data", "aids", "--formula", "CD4 ~ obstime + (1 | patient)", "--time", "drug",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "not numeric" in capsys.readouterr().err
+
+
+def test_wrong_data_and_bad_options_are_refused_before_anything_is_written(fits, data, tmp_path):
+    fit = fits["plain"]
+    shuffled = data.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    with pytest.raises(hierlmm.DataError, match="not the data the fit was built from"):
+        dp.residuals_vs_time(fit, shuffled, "t")
+    with pytest.raises(hierlmm.DataError, match="not the data the fit was built from"):
+        hierlmm.variogram(fit, "t", data=shuffled)
+    for call in (lambda: dp.residuals_vs_fitted(fit, n_bins="5"), lambda: dp.qq_residuals(fit, n_envelope=0),
+                 lambda: hierlmm.variogram(fit, "t", data=data, max_dist="2"),
+                 lambda: hierlmm.variogram(fit, "t", data=data, robust="no")):
+        with pytest.raises(hierlmm.SpecError):
+            call()
+    with pytest.raises(hierlmm.DataError, match="level"):
+        fit.residuals(True)
+    np.testing.assert_allclose(hierlmm.variogram(fit, "t", data=data, type="p")["variog"],
+                               hierlmm.variogram(fit, "t", data=data, type="pearson")["variog"])
+    with pytest.raises(hierlmm.SpecError):
+        dp.write_diagnostics(fit, tmp_path / "bogus", type="bogus")
+    assert not (tmp_path / "bogus").exists()
+    odd = data.assign(**{"a/b": data["t"]})
+    written = dp.write_diagnostics(fit, tmp_path / "odd", data=odd, time="a/b")
+    assert all(path.parent == tmp_path / "odd" for path in written)
+
+
+def test_residuals_command_marginal_model_and_a_bad_time(tmp_path, capsys, chapter_data):
+    out = tmp_path / "marginal"
+    assert main(["residuals", "--data", "aids", "--formula", "CD4 ~ obstime", "--random", "~ obstime | patient",
+                 "--kind", "marginal", "--time", "obstime", "--out", str(out)]) == 0
+    assert "variogram.csv" in os.listdir(out) and "qq_random_effects.png" not in os.listdir(out)
+    bad = tmp_path / "bad"
+    assert main(["residuals", "--data", "aids", "--formula", "CD4 ~ obstime + (1 | patient)", "--time", "drug",
+                 "--out", str(bad)]) == 2
+    assert not bad.exists()  # refused before anything was written
