@@ -51,6 +51,14 @@ def check_level(level: int) -> None:
 RESIDUAL_TYPES = ("response", "pearson", "normalized")
 
 
+def check_ci_prob(ci_prob: Any) -> float:
+    """``ci_prob`` as a float, refused unless it is a probability strictly between 0 and 1 (an interval's mass)."""
+    if isinstance(ci_prob, bool) or not isinstance(ci_prob, int | float) or not 0 < ci_prob < 1:
+        raise SpecError("ci_prob must be a probability strictly between 0 and 1.", given=ci_prob,
+                        fix="Use e.g. ci_prob=0.95.")
+    return float(ci_prob)
+
+
 def check_residual_type(type: str) -> str:
     """The residual type named by ``type``: one of :data:`RESIDUAL_TYPES` or, as nlme's ``match.arg``, a prefix of
     one (``"r"``, ``"p"``, ``"n"``)."""

@@ -51,6 +51,7 @@ import xarray as xr
 from hierlmm.design.design import Design
 from hierlmm.engines.bayes.hierarchical_model import var_name
 from hierlmm.engines.bayes.posterior_result import PosteriorResult, flat_draws
+from hierlmm.engines.fit_result import check_ci_prob
 from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 from hierlmm.inference.implied_covariance import implied_covariance
@@ -72,13 +73,6 @@ def _require_posterior(fit: Any, what: str, instead: str) -> PosteriorResult:
                                 fix=f"{instead}, or fit the model with hierlmm.fit_bayes(design).")
     raise DataError(f"{what} needs a fit from hierlmm.fit_bayes.", given=type(fit).__name__,
                     fix="Pass the result of hierlmm.fit_bayes(design, ...).")
-
-
-def _check_prob(ci_prob: Any) -> float:
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, int | float) or not 0 < ci_prob < 1:
-        raise SpecError("ci_prob must be a probability strictly between 0 and 1.", given=ci_prob,
-                        fix="Use e.g. ci_prob=0.9.")
-    return float(ci_prob)
 
 
 def _rows_frame(design: Design) -> pd.DataFrame:
@@ -114,7 +108,7 @@ def residual_summary(fit: Any, level: int = 1, ci_prob: float = 0.95) -> pd.Data
         ``fit.residuals(level)``), ``lower``, ``upper``.
     """
     fit = _require_posterior(fit, "residual_summary", "Use fit.residuals(level) for an ML/REML fit's residuals")
-    ci_prob = _check_prob(ci_prob)
+    ci_prob = check_ci_prob(ci_prob)
     r = fit.design.y[None, :] - _mean_draws(fit, level)
     out = _rows_frame(fit.design)
     out["mean"] = r.mean(axis=0)
@@ -144,7 +138,7 @@ def predictive_band(fit: Any, ci_prob: float = 0.9, *, seed: int | None = 1) -> 
     (whether ``y`` is within the band) and ``mean`` (the replicates' mean)."""
     fit = _require_posterior(fit, "The posterior predictive band",
                              "For an ML/REML fit use hierlmm.quantile_residuals (parametric simulation)")
-    ci_prob, seed = _check_prob(ci_prob), _check_seed(seed)
+    ci_prob, seed = check_ci_prob(ci_prob), _check_seed(seed)
     y_rep = replicates(fit, seed)
     out = _rows_frame(fit.design)
     out["mean"] = y_rep.mean(axis=0)
@@ -451,7 +445,7 @@ def variogram_check(fit: Any, time: str | None = None, *, data: pd.DataFrame | N
     if fit.kind == "marginal":
         raise NotSupportedError("The marginal model has no random effects, so no level-1 residuals to check.",
                                 given="kind='marginal'", fix="Fit the hierarchical model (kind='hierarchical').")
-    ci_prob, seed = _check_prob(ci_prob), _check_seed(seed)
+    ci_prob, seed = check_ci_prob(ci_prob), _check_seed(seed)
     n_bins_ = N_BINS if n_bins is None else n_bins
     if isinstance(n_bins_, bool) or not isinstance(n_bins_, int | np.integer) or n_bins_ < 1:
         raise SpecError("n_bins must be a positive whole number.", given=n_bins, fix="Use e.g. n_bins=20 (nlme's).")

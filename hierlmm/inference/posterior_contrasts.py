@@ -39,18 +39,13 @@ from hierlmm.engines.bayes.bayes_fit import summarise_draws
 from hierlmm.engines.bayes.hierarchical_model import sd_label
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.bayes.posterior_tree import block_factors, packed_to_chol
+from hierlmm.engines.fit_result import check_ci_prob
 from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 from hierlmm.inference.hypotheses import contrast_matrix
 from hierlmm.structures.random_effects import pieces
 
 NEAR_ZERO = 0.1  # default c: an effect whose variation in y is below 10% of sigma's is negligible
-
-
-def _check_ci_prob(ci_prob: float) -> None:
-    if not (isinstance(ci_prob, int | float) and 0 < ci_prob < 1):
-        raise SpecError("ci_prob must be a probability strictly between 0 and 1.", given=ci_prob,
-                        fix="Use e.g. ci_prob=0.95.")
 
 
 def contrast(fit: Any, L: Any, *, ci_prob: float = 0.95) -> pd.DataFrame:
@@ -82,7 +77,7 @@ def contrast(fit: Any, L: Any, *, ci_prob: float = 0.95) -> pd.DataFrame:
     ``theta_h^(s) = L_h beta^(s)`` per draw; ``P(> 0)`` the share of draws with ``theta_h^(s) > 0``. ML/REML:
     ``L_h beta_hat +- z_{(1 + ci_prob) / 2} sqrt(L_h cov(beta_hat) L_h')``.
     """
-    _check_ci_prob(ci_prob)
+    check_ci_prob(ci_prob)
     if not isinstance(fit, PosteriorResult | REMLResult):
         raise DataError("contrast needs a fit from hierlmm.fit_bayes, hierlmm.fit or hierlmm.fit_ml.",
                         given=type(fit).__name__, fix="Pass a fitted model.")
@@ -214,7 +209,7 @@ def variance_components(fit: Any, *, ci_prob: float = 0.95, near_zero: float = N
     ``P(near zero) = P(sd_kj < t_kj | y)`` (the marginal model: ``P(|D_jj| < t_j^2 | y)``); the prior's is the same
     probability under the prior, with the same threshold.
     """
-    _check_ci_prob(ci_prob)
+    check_ci_prob(ci_prob)
     if isinstance(fit, REMLResult):
         raise NotSupportedError(
             "variance_components gives posterior probabilities and the prior beside them; an ML/REML fit has "
