@@ -67,16 +67,18 @@ def describe(fit: Any) -> str:
     return f"the hierarchical model (sampler='{fit.sampler}')"
 
 
-def require_bayes(fit: Any, what: str) -> PosteriorResult:
-    """``fit`` if it is a Bayesian fit; a hierlmm error saying what to use instead otherwise."""
+ML_INSTEAD = "Compare ML/REML fits by fit.aic and fit.bic, or test nested models with hierlmm.lrt(fit0, fit1)"
+
+
+def require_bayes(fit: Any, what: str, instead: str) -> PosteriorResult:
+    """``fit`` if it is a Bayesian fit; otherwise a hierlmm error: NotSupportedError for an ML/REML fit (with what to
+    use ``instead``), DataError for anything else. The posterior checks read it too."""
     if isinstance(fit, PosteriorResult):
         return fit
     if isinstance(fit, REMLResult):
-        raise NotSupportedError(
-            f"{what} compares Bayesian fits by their posterior predictive accuracy; an ML/REML fit has no posterior.",
-            given=f"a {type(fit).__name__} ({fit.method})",
-            fix="Compare ML/REML fits by fit.aic and fit.bic, or test nested models with hierlmm.lrt(fit0, fit1); "
-                "or fit the model with hierlmm.fit_bayes(design) and use PSIS-LOO.")
+        raise NotSupportedError(f"{what} needs posterior draws; an ML/REML fit has none.",
+                                given=f"a {type(fit).__name__} ({fit.method})",
+                                fix=f"{instead}; or fit the model with hierlmm.fit_bayes(design).")
     raise DataError(f"{what} needs a Bayesian fit from hierlmm.fit_bayes.", given=type(fit).__name__,
                     fix="Pass the result of hierlmm.fit_bayes(design, ...).")
 
@@ -205,7 +207,7 @@ def loo(fit: Any, level: str = "subject", *, pointwise: bool = False) -> Any:
     lppd - elpd_loo`` with ``lppd = sum_u log mean_s exp(ll_us)``; ``k_u`` the Pareto shape of unit ``u``'s
     importance weights (see the module notation).
     """
-    fit = require_bayes(fit, "loo")
+    fit = require_bayes(fit, "loo (predictive accuracy, from posterior draws)", ML_INSTEAD)
     name = log_likelihood_name(fit, level)
     result = _psis_loo(fit, name)
     _warn_high_k(fit, result, level)
@@ -309,7 +311,8 @@ def compare_bayes(*fits: Any, level: str = "subject") -> pd.DataFrame:
     - elpd_A,u))`` over the ``U`` units. A difference of a few ``dse`` or less does not separate the models.
     """
     check_level(level)
-    named = {k: require_bayes(v, "compare_bayes") for k, v in _named_fits(fits).items()}
+    named = {k: require_bayes(v, "compare_bayes (predictive accuracy, from posterior draws)", ML_INSTEAD)
+             for k, v in _named_fits(fits).items()}
     name = LOG_LIKELIHOOD[level]
     for fit in named.values():
         log_likelihood_name(fit, level)

@@ -55,24 +55,12 @@ from hierlmm.engines.fit_result import check_ci_prob
 from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import DataError, NotSupportedError, SpecError
 from hierlmm.inference.implied_covariance import implied_covariance
-from hierlmm.inference.loo import log_likelihood_name
+from hierlmm.inference.loo import log_likelihood_name, require_bayes
 from hierlmm.inference.posterior_predictive import add_posterior_predictive
 from hierlmm.inference.simulation import simulate_fit
 from hierlmm.inference.variogram import N_BINS, collapse_pairs, group_distances, pairs
 
 STATISTICS = ("within_variance", "lag1_correlation", "mean", "sd")
-
-
-def _require_posterior(fit: Any, what: str, instead: str) -> PosteriorResult:
-    """``fit`` if it is a Bayesian fit; NotSupportedError (ML/REML) or DataError (anything else) otherwise."""
-    if isinstance(fit, PosteriorResult):
-        return fit
-    if isinstance(fit, REMLResult):
-        raise NotSupportedError(f"{what} needs posterior draws; an ML/REML fit has none.",
-                                given=f"a {type(fit).__name__} ({fit.method})",
-                                fix=f"{instead}, or fit the model with hierlmm.fit_bayes(design).")
-    raise DataError(f"{what} needs a fit from hierlmm.fit_bayes.", given=type(fit).__name__,
-                    fix="Pass the result of hierlmm.fit_bayes(design, ...).")
 
 
 def _rows_frame(design: Design) -> pd.DataFrame:
@@ -107,7 +95,7 @@ def residual_summary(fit: Any, level: int = 1, ci_prob: float = 0.95) -> pd.Data
         One row per design row: ``row`` (the data row), the subject, ``y``, ``mean`` (equal to
         ``fit.residuals(level)``), ``lower``, ``upper``.
     """
-    fit = _require_posterior(fit, "residual_summary", "Use fit.residuals(level) for an ML/REML fit's residuals")
+    fit = require_bayes(fit, "residual_summary", "Use fit.residuals(level) for an ML/REML fit's residuals")
     ci_prob = check_ci_prob(ci_prob)
     r = fit.design.y[None, :] - _mean_draws(fit, level)
     out = _rows_frame(fit.design)
@@ -136,7 +124,7 @@ def replicates(fit: PosteriorResult, seed: int | None = 1) -> np.ndarray:
 def predictive_band(fit: Any, ci_prob: float = 0.9, *, seed: int | None = 1) -> pd.DataFrame:
     """Every row's pointwise posterior predictive band: ``row``, the subject, ``y``, ``lower``, ``upper``, ``inside``
     (whether ``y`` is within the band) and ``mean`` (the replicates' mean)."""
-    fit = _require_posterior(fit, "The posterior predictive band",
+    fit = require_bayes(fit, "The posterior predictive band",
                              "For an ML/REML fit use hierlmm.quantile_residuals (parametric simulation)")
     ci_prob, seed = check_ci_prob(ci_prob), _check_seed(seed)
     y_rep = replicates(fit, seed)
@@ -243,7 +231,7 @@ def predictive_check(fit: Any, statistic: str | Callable[[np.ndarray, Design], f
     -------
     PredictiveCheck
     """
-    fit = _require_posterior(fit, "predictive_check", "For an ML/REML fit use hierlmm.quantile_residuals")
+    fit = require_bayes(fit, "predictive_check", "For an ML/REML fit use hierlmm.quantile_residuals")
     seed = _check_seed(seed)
     if isinstance(statistic, str):
         if statistic not in _NAMED:
@@ -287,7 +275,7 @@ def loo_pit(fit: Any, level: str = "subject", *, seed: int | None = 1) -> pd.Ser
     pandas.Series
         Values in [0, 1], one per subject (indexed by the subject labels), or per row at the observation level.
     """
-    fit = _require_posterior(fit, "LOO-PIT", "For an ML/REML fit use hierlmm.quantile_residuals")
+    fit = require_bayes(fit, "LOO-PIT", "For an ML/REML fit use hierlmm.quantile_residuals")
     seed = _check_seed(seed)
     name = log_likelihood_name(fit, level)
     ll = fit.tree["log_likelihood"].to_dataset()[name]
@@ -437,7 +425,7 @@ def variogram_check(fit: Any, time: str | None = None, *, data: pd.DataFrame | N
         draws, each draw comparing its replicate with its realized value). Random intercepts fitted to serially
         correlated errors give observed values below the band at short distances and above it at long ones.
     """
-    fit = _require_posterior(fit, "variogram_check",
+    fit = require_bayes(fit, "variogram_check",
                              "For an ML/REML fit use hierlmm.variogram(fit, time) with hierlmm.model_variogram")
     if type not in ("response", "pearson"):
         raise SpecError("variogram_check takes response or pearson residuals.", given=type,
@@ -495,7 +483,7 @@ def marginal_check(fit: Any, *, seed: int | None = 1, draws: int | None = 100) -
         the design's row order) and ``posterior_predictive/y`` (``chain`` of length 1, ``draw``, ``obs``): the
         :func:`replicates` of ``draws`` posterior draws chosen at random (all when None).
     """
-    fit = _require_posterior(fit, "marginal_check",
+    fit = require_bayes(fit, "marginal_check",
                              "For an ML/REML fit compare y with hierlmm.simulate(fit, nsim)")
     seed = _check_seed(seed)
     y_rep = replicates(fit, seed)
