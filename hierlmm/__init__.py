@@ -60,7 +60,8 @@ from hierlmm.inference.posterior_checks import (
     variogram_check,
 )
 from hierlmm.inference.posterior_contrasts import contrast, variance_components
-from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive, trajectories
+from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive
+from hierlmm.inference.prediction import Prediction, trajectories
 from hierlmm.inference.simulation import simulate, simulate_fit
 from hierlmm.inference.variogram import model_variogram, variogram
 from hierlmm.report import plots
@@ -78,7 +79,7 @@ __all__ = [
     "HierlmmError", "MLFit", "MissingDataWarning", "ModelSpec", "NotSupportedError", "RandomEffects",
     "RandomEffectsBlock", "RandomTerm", "SpecError", "UnsafeExpressionError", "build_design", "datasets", "fit",
     "fit_ml", "load_spec", "model_spec", "new_model_matrices", "pdBlocked", "pdCompSymm", "pdDiag", "pdIdent",
-    "pdSymm", "predict", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
+    "pdSymm", "predict", "Prediction", "profiled_deviance", "summary", "to_dict", "ImpliedCovariance", "icc",
     "implied_covariance", "MarginalFit", "fit_marginal", "simulate", "VarianceFunction", "parse_weights", "varExp",
     "varIdent", "varPower", "CorrelatedBayesFit", "fit_bayes_correlated", "FitResult", "BayesResult", "SamplerOptions",
     "CorrelatedFit", "fit_correlated", "CrossedFit", "fit_crossed", "MarginalBayesFit", "fit_design", "anova",

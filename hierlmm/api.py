@@ -21,18 +21,17 @@ from hierlmm.design.sufficient_stats import is_crossed
 from hierlmm.engines.bayes.bayes_fit import BayesFit, fit_bayes_hierarchical
 from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
 from hierlmm.engines.bayes.marginal_model import MarginalBayesFit, fit_bayes_marginal
-from hierlmm.engines.bayes.posterior_result import PosteriorResult
 from hierlmm.engines.bayes.sampling import SamplerOptions
-from hierlmm.engines.fit_result import BayesResult, FitResult
+from hierlmm.engines.fit_result import BayesResult
 from hierlmm.engines.reml.correlated_fit import CorrelatedFit, fit_correlated
 from hierlmm.engines.reml.crossed_fit import CrossedFit, fit_crossed
 from hierlmm.engines.reml.marginal_model import MarginalFit, fit_marginal
 from hierlmm.engines.reml.ml_fit import MLFit, fit_ml
-from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import NotSupportedError, SpecError
 from hierlmm.inference.likelihood_ratio import ComparisonTable
 from hierlmm.inference.likelihood_ratio import compare_models as compare_ml_models
 from hierlmm.inference.loo import compare_bayes
+from hierlmm.inference.prediction import Prediction, predict  # noqa: F401  (the front door: hierlmm.predict)
 from hierlmm.spec.model_spec import ModelSpec, PdMat, model_spec
 from hierlmm.structures.variance_functions import VarianceFunction
 
@@ -205,20 +204,6 @@ def fit_bayes(
         return fit_bayes_marginal(design, options=options, priors=priors)
     return fit_bayes_hierarchical(design, sampler=sampler, options=options, priors=priors, centered=centered,
                                   pointwise=pointwise)
-
-
-def predict(fit: FitResult | BayesResult, newdata: pd.DataFrame, *, level: int = 0,
-            interval: float | None = 0.95) -> pd.DataFrame:
-    """The mean response of any fit for ``newdata`` (its ``predict``): ``fit`` and, with ``interval``, a pointwise
-    ``interval``-level band (``lower``, ``upper``): a confidence interval of the population mean for an ML/REML fit
-    (with ``se``; level 0 only), a credible interval for a Bayesian one (with the posterior ``sd``)."""
-    if isinstance(fit, REMLResult):
-        return fit.predict(newdata, level=level, interval=interval)
-    if isinstance(fit, PosteriorResult):
-        out = fit.predict(newdata, level=level, ci_prob=0.95 if interval is None else interval)
-        return out[["fit", "sd"]] if interval is None else out
-    raise SpecError("predict() takes a hierlmm fit.", given=type(fit).__name__,
-                    fix="Pass the result of hierlmm.fit, hierlmm.fit_ml or hierlmm.fit_bayes.")
 
 
 def compare_models(*fits: Any, level: str | None = None, **options: Any) -> ComparisonTable | pd.DataFrame:

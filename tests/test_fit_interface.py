@@ -118,14 +118,17 @@ def test_reml_interface(reml_fit, data):
     np.testing.assert_allclose(fit.fitted(0), design.X @ fit.beta)
     np.testing.assert_allclose(fit.residuals(0), design.y - design.X @ fit.beta)
     rows = data.iloc[design.rows[:9]]
-    population = fit.predict(rows, level=0)
+    population = hierlmm.predict(fit, rows, level=0)
     np.testing.assert_allclose(population["fit"], fit.fitted(0)[:9])
     assert (population["lower"] < population["fit"]).all() and (population["fit"] < population["upper"]).all()
+    new_outcome = hierlmm.predict(fit, rows, level=0, interval="prediction")
+    assert (new_outcome["y_se"] > population["se"]).all()
     with pytest.raises(hierlmm.DataError, match="level"):
         fit.fitted(2)
 
     if name == "marginal":
-        for call in (fit.ranef, lambda: fit.fitted(1), lambda: fit.residuals(1), lambda: fit.predict(rows, level=1)):
+        for call in (fit.ranef, lambda: fit.fitted(1), lambda: fit.residuals(1),
+                     lambda: hierlmm.predict(fit, rows, level=1)):
             with pytest.raises(hierlmm.NotSupportedError, match="no random effects"):
                 call()
     else:
@@ -138,8 +141,14 @@ def test_reml_interface(reml_fit, data):
             assert np.linalg.eigvalsh(effects.cov_prediction).min() > -1e-8
         np.testing.assert_allclose(fit.fitted(1), design.X @ fit.beta + _zb(fit, design), atol=1e-10)
         np.testing.assert_allclose(fit.residuals(1), design.y - fit.fitted(1))
-        np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-10)
-        np.testing.assert_allclose(hierlmm.predict(fit, rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-10)
+        subject = hierlmm.predict(fit, rows, level=1)
+        np.testing.assert_allclose(subject["fit"], fit.fitted(1)[:9], atol=1e-10)
+        assert (subject["lower"] < subject["fit"]).all() and (subject["se"] > 0).all()
+        history = data if name == "correlated" else None  # new outcomes condition on the past errors: their times
+        later = rows.assign(t=rows["t"] + 0.37)  # (at an observed time, a new outcome is the observed one)
+        outcome = hierlmm.predict(fit, later, level=1, interval="prediction", history=history)
+        np.testing.assert_allclose(outcome["fit"], hierlmm.predict(fit, later, level=1)["fit"], atol=1e-8)
+        assert (outcome["y_se"] > 0).all() and (outcome["lower"] < outcome["y_fit"]).all()
 
 
 def test_reml_summary_and_json(reml_fit):
@@ -189,18 +198,21 @@ def test_bayes_interface(bayes_fit, data):
             getattr(fit, attribute)
     np.testing.assert_allclose(fit.fitted(0), design.X @ fit.beta)
     rows = data.iloc[design.rows[:9]]
-    prediction = fit.predict(rows, level=0, ci_prob=0.9)
+    prediction = hierlmm.predict(fit, rows, level=0, ci_prob=0.9)
     np.testing.assert_allclose(prediction["fit"], fit.fitted(0)[:9], rtol=1e-10)
     assert (prediction["lower"] <= prediction["fit"]).all() and (prediction["fit"] <= prediction["upper"]).all()
     assert isinstance(fit.summary(), pd.DataFrame) and "Bayesian" in hierlmm.summary(fit)
     if name == "marginal":
-        for call in (fit.ranef, lambda: fit.fitted(1), lambda: fit.predict(rows, level=1)):
+        for call in (fit.ranef, lambda: fit.fitted(1), lambda: hierlmm.predict(fit, rows, level=1)):
             with pytest.raises(hierlmm.NotSupportedError, match="no random effects"):
                 call()
     else:
         np.testing.assert_allclose(fit.fitted(1), design.X @ fit.beta + _zb(fit, design), atol=1e-10)
         np.testing.assert_allclose(fit.residuals(1), design.y - fit.fitted(1))
-        np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-8)
+        np.testing.assert_allclose(hierlmm.predict(fit, rows, level=1)["fit"], fit.fitted(1)[:9], atol=1e-8)
+        history = data if name == "correlated" else None
+        outcome = hierlmm.predict(fit, rows, level=1, interval="prediction", history=history)
+        assert outcome.draws["predictions"]["y"].shape[-1] == len(rows) and (outcome["y_sd"] > 0).all()
 
 
 def test_summary_refuses_what_is_not_a_fit():

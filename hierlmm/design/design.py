@@ -335,6 +335,37 @@ def new_model_matrices(design: Design, data: pd.DataFrame) -> tuple[np.ndarray, 
     return X, Zs
 
 
+def new_response(design: Design, data: pd.DataFrame, source: str = "the new data") -> np.ndarray:
+    """The response ``y`` (n,) of new data (for example a subject's history), transformed as the model's left-hand
+    side (``log(serBilir)``) with the training design's transform state.
+
+    Raises
+    ------
+    DataError
+        The response's column is missing, or the response is missing or not finite in some rows (they are named:
+        rows are never dropped silently here).
+    """
+    spec = design.spec
+    columns = sorted(names_in(spec.response))
+    absent = [c for c in columns if c not in data.columns]
+    if absent:
+        raise DataError(f"{source.capitalize()} lack the response column(s) {absent}.", given=list(data.columns),
+                        fix=f"Add {absent}: a history conditions on observed outcomes.")
+    data = data.reset_index(drop=True)
+    value = Evaluator(data, design.state, source=spec.formula).variable(spec.response)
+    if isinstance(value, Factor) or value.values.shape[1] != 1:
+        raise DataError(f"The response {deparse(spec.response)} is not a single numeric column in {source}.",
+                        given=spec.formula, fix="Use numeric outcomes.")
+    y = value.values[:, 0].astype(float)
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise DataError(f"The response {deparse(spec.response)} is missing or not finite in {bad.size} row(s) of "
+                        f"{source} (positions {bad[:5].tolist()}).", given=spec.formula,
+                        fix="Drop those rows from the history (a visit without an outcome carries no information "
+                            "about the subject's random effects).")
+    return y
+
+
 def _recode(value: Factor, levels: tuple[str, ...], name: str) -> Factor:
     index = {lv: i for i, lv in enumerate(levels)}
     unknown = [value.levels[c] for c in set(value.codes.tolist()) if c >= 0 and value.levels[c] not in index]

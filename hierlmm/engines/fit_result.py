@@ -26,8 +26,10 @@ correlation structure), and the implied marginal covariance ``V_i = Z_i D Z_i' +
   nlme's ``recalc`` of the corStruct), at level 0 as at level 1: only the modelled error correlation is removed, not
   the random effects' (equal to pearson without a correlation structure). Bayesian fits: posterior means (pearson and
   normalized computed draw by draw, then averaged).
-- ``predict(newdata, level)``: the same means for new rows, with pointwise intervals (confidence intervals for
-  ML/REML at level 0, credible intervals for Bayes).
+
+Predictions for new rows, with intervals, are one function for every fit, :func:`hierlmm.predict`
+(:mod:`hierlmm.inference.prediction`): they need the error structure on new rows and a subject's history, which
+sit above the engines.
 """
 
 from __future__ import annotations
@@ -124,8 +126,6 @@ class FitResult(_Estimates, Protocol):
 
     def ranef(self) -> dict[str, Any]: ...
 
-    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame: ...
-
     def summary(self, data_name: str | None = None) -> str: ...
 
 
@@ -137,7 +137,7 @@ class BayesResult(_Estimates, Protocol):
     DataTree. Point quantities (``beta``, ``cov_beta``, ``D``, ``sigma``, ``fitted``, ``residuals``) are
     posterior means (pearson and normalized residuals computed draw by draw, then averaged); ``fixef()``,
     ``varcorr()``, ``ranef()`` and ``summary()`` posterior tables (mean, sd,
-    equal-tailed interval, R-hat, ESS); ``predict()`` the posterior mean and credible band of the mean response.
+    equal-tailed interval, R-hat, ESS). Predictions of every fit are :func:`hierlmm.predict`'s.
     ``loglik``, ``aic`` and ``bic`` raise :class:`~hierlmm.errors.NotSupportedError`: a posterior has no maximised
     likelihood.
     """
@@ -149,8 +149,6 @@ class BayesResult(_Estimates, Protocol):
     def varcorr(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
 
     def ranef(self, ci_prob: float = 0.95) -> dict[str, pd.DataFrame]: ...
-
-    def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95) -> pd.DataFrame: ...
 
     def summary(self, ci_prob: float = 0.95) -> pd.DataFrame: ...
 

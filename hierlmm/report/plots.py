@@ -14,16 +14,18 @@ import arviz_base as azb
 import numpy as np
 import pandas as pd
 
+from hierlmm.design.sufficient_stats import outermost_block
 from hierlmm.engines.bayes.bayes_fit import BayesFit
 from hierlmm.engines.reml.ml_fit import MLFit
 from hierlmm.errors import DataError
 from hierlmm.inference.bayes_vs_ml import compare
 from hierlmm.inference.implied_covariance import ImpliedCovariance
-from hierlmm.inference.posterior_predictive import add_posterior_predictive, trajectories
+from hierlmm.inference.posterior_predictive import add_posterior_predictive
+from hierlmm.inference.prediction import trajectories
 
 
 def subject_panel(
-    fit: BayesFit,
+    fit: Any,
     data: pd.DataFrame,
     time: str,
     *,
@@ -31,14 +33,17 @@ def subject_panel(
     n_subjects: int = 16,
     grid_points: int = 40,
     ci_prob: float = 0.95,
+    predictive: bool = False,
     transform: Any = None,
 ):
-    """Observed profiles of some subjects with their posterior mean trajectories and credible bands.
+    """Observed profiles of some subjects with their mean trajectories and pointwise bands, for any fit with random
+    effects: the empirical-Bayes trajectory with its confidence band (ML/REML) or the posterior mean with its
+    credible band (Bayes), from :func:`hierlmm.trajectories`.
 
     Parameters
     ----------
     fit
-        A Bayesian fit.
+        An ML/REML or Bayesian fit of the hierarchical model.
     data
         The data the fit was built from (all columns the model uses).
     time
@@ -48,13 +53,21 @@ def subject_panel(
     transform
         Optional function applied to the observed response before plotting (e.g. ``np.log`` when the model's
         response is ``log(serBilir)``); by default the design's response values are plotted.
+    predictive
+        Bands of new outcomes instead of the mean's (with serially correlated errors they condition on the
+        subject's rows: the trajectories are then conditioned on ``data``'s rows of the subject).
     """
     import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
     design = fit.design
     if time not in data.columns:
         raise DataError(f"No column {time!r} for the time axis.", given=time, fix=f"Use one of {list(data.columns)}.")
-    block = design.blocks[fit.bayes_model.stats.subject.subject_block]
+    top = outermost_block(design)
+    if top is None or fit.kind == "marginal":
+        raise DataError("Subject trajectories need one subject factor that the others nest in, and random effects "
+                        "(not the marginal model).", given=[b.factor for b in design.blocks],
+                        fix="Use a hierarchical fit with nested grouping factors.")
+    block = design.blocks[top]
     chosen = list(subjects) if subjects is not None else list(block.levels[:n_subjects])
     unknown = [s for s in chosen if s not in block.levels]
     if unknown:
@@ -69,7 +82,8 @@ def subject_panel(
         first = used.iloc[in_subject[0]]
         grid = pd.DataFrame({c: [first[c]] * grid_points for c in used.columns if c != time})
         grid[time] = t_grid
-        band = trajectories(fit, grid, level=1, ci_prob=ci_prob)
+        history = used.iloc[in_subject] if predictive and getattr(fit, "structure", None) is not None else None
+        band = trajectories(fit, grid, level=1, ci_prob=ci_prob, predictive=predictive, history=history)
         ax.fill_between(t_grid, band["lower"], band["upper"], color="C0", alpha=0.25)
         ax.plot(t_grid, band["mean"], color="C0", lw=1.2)
         y = design.y[in_subject] if transform is None else transform(used.iloc[in_subject][design.response_name])

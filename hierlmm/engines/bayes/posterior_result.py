@@ -5,8 +5,8 @@ A result class (:class:`~hierlmm.engines.bayes.bayes_fit.BayesFit` and its corre
 :class:`~hierlmm.engines.bayes.marginal_model.MarginalBayesFit`) derives from :class:`PosteriorResult` and provides
 ``design``, ``tree``, ``kind``, the posterior tables (``summary``, ``fixef``, ``varcorr``, ``ranef``) and
 ``_D_draws()``; this class derives the point summaries (posterior means), fitted values, residuals (nlme's
-response, pearson and normalized types, the latter two averaged over the draws) and predictions
-for new rows, and refuses what a posterior does not have (a maximised likelihood, hence AIC and BIC).
+response, pearson and normalized types, the latter two averaged over the draws) and the mean's draws for new rows
+(:func:`mean_draws`, read by :func:`hierlmm.predict`), and refuses what a posterior does not have (a maximised likelihood, hence AIC and BIC).
 
 Notation
 --------
@@ -208,12 +208,3 @@ class PosteriorResult:
         names = () if structure is None else structure.free_names
         free = {k: np.asarray(post[k].values).reshape(-1) for k in names}
         return ErrorParameters(structure, model.n_max, np.ones(n_draws), omega, free=free), batches
-
-    def predict(self, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95, seed: int = 1,
-                ) -> pd.DataFrame:
-        """Posterior mean (``fit``), SD (``sd``) and equal-tailed ``ci_prob`` interval (``lower``, ``upper``) of the
-        mean response for ``newdata``, indexed like it (see the module notation)."""
-        mu = mean_draws(self, newdata, level, seed)
-        lower, upper = np.quantile(mu, [(1 - ci_prob) / 2, (1 + ci_prob) / 2], axis=0)
-        return pd.DataFrame({"fit": mu.mean(axis=0), "sd": mu.std(axis=0, ddof=1), "lower": lower, "upper": upper},
-                            index=newdata.index)

@@ -6,8 +6,8 @@ A result class (:class:`~hierlmm.engines.reml.ml_fit.MLFit`, :class:`~hierlmm.en
 derives from :class:`REMLResult` and provides ``design``, ``method``, ``beta``, ``cov_beta``, ``D`` (a tuple, one
 matrix per block), ``sigma``, ``loglik``, ``converged``, ``n_theta`` (its number of covariance parameters besides
 ``sigma``) and ``ranef()``; this class derives the rest: AIC and BIC, nlme's fixed-effects table, the variance
-components, fitted values, residuals (nlme's response, pearson and normalized types), predictions for new rows and
-the printed summary. A kind with an error structure overrides :meth:`REMLResult.error_sd` and
+components, fitted values, residuals (nlme's response, pearson and normalized types) and
+the printed summary (predictions: :func:`hierlmm.predict`). A kind with an error structure overrides :meth:`REMLResult.error_sd` and
 :meth:`REMLResult.decorrelate`.
 
 Notation
@@ -34,7 +34,6 @@ from hierlmm.design.design import Design, RandomEffectsBlock
 from hierlmm.engines.fit_result import check_level, check_residual_type
 from hierlmm.engines.reml.covariance_parameters import CovarianceParameters, ErrorModel, covariance_parameters
 from hierlmm.engines.reml.denominator_df import DDF_METHODS, ParameterInformation, parameter_information
-from hierlmm.engines.reml.prediction import predict
 from hierlmm.engines.reml.t_table import fixef_table, nlme_fixed_df, nlme_term_df
 from hierlmm.errors import NotSupportedError, SpecError
 from hierlmm.structures.random_effects import correlated_pairs, sd_corr
@@ -263,10 +262,6 @@ class REMLResult:
         """``L_i^-1 v_i`` for every subject ``i`` (``R_i = L_i L_i'``, the error correlation): ``values`` as they
         are for independent errors."""
         return np.asarray(values, dtype=float)
-
-    def predict(self, newdata: pd.DataFrame, *, level: int = 0, interval: float | None = 0.95) -> pd.DataFrame:
-        """The mean response for new rows (:func:`hierlmm.engines.reml.prediction.predict`)."""
-        return predict(self, newdata, level=level, interval=interval)
 
     # ---- the printout ----------------------------------------------------------------------------------------------
     def summary(self, data_name: str | None = None, ddf: str = "nlme") -> str:

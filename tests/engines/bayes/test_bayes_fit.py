@@ -171,7 +171,7 @@ def test_save_fit_writes_netcdf_or_zarr_that_reads_back(fits, tmp_path):
 
 def test_trajectories_population_and_subject(fits, design):
     from hierlmm.engines.bayes.posterior_result import mean_draws
-    from hierlmm.inference.posterior_predictive import trajectories
+    from hierlmm.inference.prediction import trajectories
 
     fit = fits["marginal"]
     data = simulate(7, n_subjects=60)

@@ -96,9 +96,9 @@ def test_pbc2_effect_plot_grid(pbc2_with_basepro, reference):
 def test_level1_predictions_on_the_training_rows_are_the_fitted_values(pbc2_with_basepro):
     fit = hierlmm.fit("log(serBilir) ~ ns(year, 2) * sex + (ns(year, 2) | id)", pbc2_with_basepro)
     rows = pbc2_with_basepro.iloc[:40]
-    np.testing.assert_allclose(fit.predict(rows, level=1)["fit"], fit.fitted(1)[:40], atol=1e-10)
+    np.testing.assert_allclose(hierlmm.predict(fit, rows, level=1)["fit"], fit.fitted(1)[:40], atol=1e-10)
     unknown = rows.assign(id="not-a-patient")  # a new subject gets b = 0: its population mean
-    np.testing.assert_allclose(fit.predict(unknown, level=1)["fit"], fit.fitted(0)[:40], atol=1e-10)
+    np.testing.assert_allclose(hierlmm.predict(fit, unknown, level=1)["fit"], fit.fitted(0)[:40], atol=1e-10)
 
 
 def test_pbc2_time_varying_covariate(reference):
