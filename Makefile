@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/bayes_speed.py
 	$(VENV)/bin/python bench/bayes_variance_functions.py
 	$(VENV)/bin/python bench/fixed_effect_tests.py
+	$(VENV)/bin/python bench/dynamic_prediction.py
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m slow tests
 
 clean:

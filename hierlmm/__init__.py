@@ -14,7 +14,7 @@ or in one call: ``hierlmm.fit(formula, data)``. Every fit, REML or Bayesian, of 
 (docs/architecture.md).
 """
 
-from hierlmm import datasets
+from hierlmm import datasets, tvc
 from hierlmm.api import compare_models, fit, fit_bayes, fit_design, fit_ml, model_spec, predict
 from hierlmm.design.design import Design, RandomEffectsBlock, build_design, new_model_matrices
 from hierlmm.engines.bayes.bayes_fit import BayesFit, Diagnostics
@@ -45,6 +45,7 @@ from hierlmm.errors import (
     UnsafeExpressionError,
 )
 from hierlmm.inference.bayes_vs_ml import compare, compare_ranef
+from hierlmm.inference.effects import Effects, effects
 from hierlmm.inference.fixed_effect_tests import anova
 from hierlmm.inference.implied_covariance import ImpliedCovariance, icc, implied_covariance
 from hierlmm.inference.likelihood_ratio import LRTResult, lrt
@@ -62,9 +63,11 @@ from hierlmm.inference.posterior_checks import (
 from hierlmm.inference.posterior_contrasts import contrast, variance_components
 from hierlmm.inference.posterior_predictive import add_posterior_predictive, prior_predictive
 from hierlmm.inference.prediction import Prediction, trajectories
+from hierlmm.inference.shrinkage import Shrinkage, shrinkage
 from hierlmm.inference.simulation import simulate, simulate_fit
 from hierlmm.inference.variogram import model_variogram, variogram
 from hierlmm.report import plots
+from hierlmm.report.interpretation_plots import effect_plot, shrinkage_plot
 from hierlmm.report.summaries import summary, to_dict
 from hierlmm.spec.model_files import load_spec
 from hierlmm.spec.model_spec import ModelSpec, RandomTerm, pdBlocked, pdCompSymm, pdDiag, pdIdent, pdSymm
@@ -87,4 +90,6 @@ __all__ = [
     "refit", "simulate_fit", "variogram", "model_variogram",
     "residual_summary", "subject_coverage", "predictive_check", "loo_pit", "quantile_residuals", "uniform_qq",
     "variogram_check", "marginal_check",
+    "tvc",
+    "effects", "Effects", "effect_plot", "shrinkage", "Shrinkage", "shrinkage_plot",
 ]

@@ -18,15 +18,17 @@ from pathlib import Path
 import pandas as pd
 
 from hierlmm import datasets
-from hierlmm.api import compare_models, fit_bayes, fit_design, model_spec
+from hierlmm.api import compare_models, fit_bayes, fit_design, model_spec, predict
 from hierlmm.design.design import build_design
 from hierlmm.engines.fit_result import BayesResult
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.inference.bayes_vs_ml import compare
+from hierlmm.inference.effects import effects
 from hierlmm.inference.fixed_effect_tests import anova
 from hierlmm.inference.likelihood_ratio import LRTResult, lrt
 from hierlmm.inference.variogram import model_variogram, variogram
 from hierlmm.report.diagnostic_plots import write_diagnostics
+from hierlmm.report.interpretation_plots import effect_plot
 from hierlmm.report.residual_plots import variogram_plot
 from hierlmm.report.summaries import (
     bayes_summary,
@@ -271,7 +273,62 @@ def _demo_command(args: argparse.Namespace) -> int:
     ns = build_parser().parse_args(["fit", str(DEMO_MODEL), "--method", "both" if not args.reml_only else "reml",
                                     "--json", str(Path(args.out) / "demo_pbc2_effect_plot.json"),
                                     "--out", str(Path(args.out) / "demo_pbc2_nuts"), "--quiet"])
-    return _fit_command(ns)
+    code = _fit_command(ns)
+    if code == 0:  # the chapter's effect plot (3.2) from the REML fit: males and females aged 49, basePro 10.6
+        data = model_file.load_data()
+        reml = fit_design(build_design(model_file.spec, data, warn=False), data)
+        shown = effects(reml, "year", by="sex", at={"age": 49.0, "basePro": 10.6}, data=data,
+                        grid=[k / 4 for k in range(49)])
+        png = Path(args.out) / "demo_pbc2_effect_plot.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        effect_plot(shown).savefig(png, dpi=100)
+        print(f"wrote {png}")
+    return code
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    newdata = datasets.read_csv(args.newdata)
+    history = None if args.history is None else datasets.read_csv(args.history)
+    if args.tree and not str(args.tree).endswith(".nc"):
+        raise SpecError("--tree writes the prediction draws as netCDF.", given=args.tree, fix="Name a .nc file.")
+    spec, data, data_name = _model(args, args.spec, args.formula, args.random, "predict")
+    method = (args.method or spec.method).upper()
+    if method not in ("REML", "ML", "NUTS"):
+        raise SpecError("hierlmm predict fits the model by one method.", given=method,
+                        fix="Use --method reml, ml or nuts.")
+    if args.tree and method != "NUTS":
+        raise SpecError("--tree saves the draws of a Bayesian fit's predictions; an ML/REML fit has none.",
+                        given=f"--method {method} --tree {args.tree}", fix="Drop --tree, or use --method nuts.")
+    clash = sorted(set(newdata.columns) & {"fit", "se", "sd", "y_fit", "y_se", "y_sd", "lower", "upper"})
+    if clash:
+        raise SpecError(f"The new data have columns named like the predictions' ({clash}).", given=args.newdata,
+                        fix="Rename those columns: the output CSV is the new data with the predictions added.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        design = build_design(spec, data)
+        errors = {"correlation": args.correlation, "weights": args.weights}
+        if method == "NUTS":
+            extra = {**errors, "data": data} if any(errors.values()) else {}
+            fit = _nuts(design, args, kind=args.kind, **extra)
+        else:
+            fit = fit_design(design, data, method=method, kind=args.kind, **errors)
+        out = predict(fit, newdata, level=args.level, interval=None if args.interval == "none" else args.interval,
+                      ci_prob=args.ci_prob, history=history, seed=args.seed)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    table = pd.concat([newdata.reset_index(drop=True), out.table.reset_index(drop=True)], axis=1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    written = [args.out]
+    if args.tree:
+        out.draws.to_netcdf(args.tree)
+        written.append(args.tree)
+    what = "population" if args.level == 0 else "subject-specific"
+    conditioned = f", {len(out.b.index.unique()) if len(out.b) else 0} random-effect levels conditioned on " \
+                  f"{args.history}" if history is not None else ""
+    print(f"{method} fit of {spec.formula} to {data_name}: {len(table)} {what} predictions{conditioned}\n"
+          f"  intervals: {args.interval} at {args.ci_prob:g}; {out.uncertainty}\n  wrote " + ", ".join(written))
+    return 0
 
 
 def _datasets_command(args: argparse.Namespace) -> int:
@@ -379,6 +436,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="the folder to write into (created if needed; nothing is written "
                    "elsewhere)")
     r.set_defaults(run=_residuals_command)
+    p = sub.add_parser("predict", help="predictions with intervals for new rows (population or subject level; "
+                       "dynamic predictions of new subjects from their history), as a CSV")
+    _model_arguments(p)
+    p.add_argument("--method", type=str.upper, choices=["REML", "ML", "NUTS"], help="REML (default), ML or NUTS")
+    p.add_argument("--newdata", required=True, help="CSV of the rows to predict (every column the model uses)")
+    p.add_argument("--history", help="CSV of observed rows (with outcomes) of subjects to condition on: their "
+                   "random effects are drawn from b | history (level 1)")
+    p.add_argument("--level", type=int, choices=[0, 1], default=0,
+                   help="0: population mean x'beta (default); 1: subject mean x'beta + z'b")
+    p.add_argument("--interval", choices=["confidence", "prediction", "none"], default="confidence",
+                   help="of the mean (default), of a new outcome, or none")
+    p.add_argument("--ci-prob", type=float, default=0.95, help="the intervals' coverage (default 0.95)")
+    p.add_argument("--out", required=True, help="the CSV to write: the new data with the predictions' columns")
+    p.add_argument("--tree", help="NUTS: also write the prediction draws (a DataTree) to this .nc file")
+    p.add_argument("--sampler", choices=["marginal", "joint"], default=None, help="NUTS sampler (default marginal)")
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--tune", type=int, default=None)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1, help="seed of the chains and of the prediction draws")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_predict_command, centered=None)
     s = sub.add_parser("datasets", help="list the data sets")
     s.set_defaults(run=_datasets_command)
     return parser

@@ -103,6 +103,8 @@ def test_demo_runs_as_a_command(tmp_path):
     assert "sexfemale:basePro" in proc.stdout
     result = json.loads((tmp_path / "demo_pbc2_effect_plot.json").read_text())
     assert JSON_KEYS <= set(result)
+    png = tmp_path / "demo_pbc2_effect_plot.png"  # the chapter's effect plot, from the REML fit
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 def test_anova_command_prints_and_writes_the_table(tmp_path, capsys, reference):
@@ -139,3 +141,54 @@ def test_compare_command_tables_and_single_model_test(tmp_path, capsys, referenc
     assert "exactRLRT" in capsys.readouterr().out
     assert main(["compare", str(MODELS / "aids_ri.toml"), "--formula", "CD4 ~ obstime"]) == 2
     assert "Model files and --formula" in capsys.readouterr().err
+
+
+def test_predict_command_writes_dynamic_predictions(tmp_path, capsys, chapter_data):
+    """hierlmm predict: the new data with the prediction's columns, equal to hierlmm.predict on the same fit."""
+    import numpy as np
+    import pandas as pd
+
+    import hierlmm
+
+    aids = chapter_data("aids")
+    later = pd.DataFrame({"patient": ["n1", "n1", "n2"], "obstime": [12.0, 18.0, 12.0],
+                          "drug": ["ddI", "ddI", "ddC"]})
+    first = pd.DataFrame({"patient": ["n1", "n1", "n2"], "obstime": [0.0, 2.0, 0.0], "drug": ["ddI", "ddI", "ddC"],
+                          "CD4": [10.0, 9.0, 4.0]})
+    later.to_csv(tmp_path / "later.csv", index=False)
+    first.to_csv(tmp_path / "first.csv", index=False)
+    out = tmp_path / "sub" / "pred.csv"
+    formula = "CD4 ~ obstime + obstime:drug + (obstime | patient)"
+    assert main(["predict", "--data", "aids", "--formula", formula, "--newdata", str(tmp_path / "later.csv"),
+                 "--history", str(tmp_path / "first.csv"), "--level", "1", "--interval", "prediction",
+                 "--ci-prob", "0.9", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "3 subject-specific predictions" in printed and "plug-in" in printed
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["patient", "obstime", "drug", "fit", "se", "y_fit", "y_se", "lower", "upper"]
+    expected = hierlmm.predict(hierlmm.fit(formula, aids), later, level=1, interval="prediction", ci_prob=0.9,
+                               history=first)
+    np.testing.assert_allclose(written[["fit", "se", "lower", "upper"]].to_numpy(),
+                               expected.table[["fit", "se", "lower", "upper"]].to_numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tree", "draws.nc"], "an ML/REML fit has none"),
+        (["--tree", "draws.txt"], "netCDF"),
+        (["--interval", "prediction", "--level", "0", "--history", "HISTORY"], "level=1"),
+    ],
+)
+def test_predict_command_refuses_what_it_cannot_honour(tmp_path, capsys, extra, message):
+    import pandas as pd
+
+    rows = pd.DataFrame({"id": [1, 1], "year": [1.0, 2.0], "sex": ["male", "male"], "serBilir": [1.0, 1.2]})
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    extra = [str(tmp_path / "rows.csv") if a == "HISTORY" else a for a in extra]
+    args = ["predict", "--data", "pbc2", "--formula", "log(serBilir) ~ year + sex + (1 | id)", "--newdata",
+            str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "p.csv").exists()

@@ -5,5 +5,7 @@
   ``ReMat``), with missing values reported;
 - ``sufficient_stats``: per-subject cross products (``Z_i'Z_i``, ``Z_i'X_i``, ...) of nested designs;
 - ``cross_products``: whole-design cross products of crossed designs;
-- ``subject_batches``: subjects grouped by size, with the distances between their times, for dense ``V_i``.
+- ``subject_batches``: subjects grouped by size, with the distances between their times, for dense ``V_i``;
+- ``time_varying``: a long covariate table turned into columns at the outcome's times (current, lagged,
+  cumulative; public as :mod:`hierlmm.tvc`).
 """

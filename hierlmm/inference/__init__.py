@@ -13,5 +13,7 @@
 - ``variogram``: the semi-variogram of a fit's residuals (nlme's ``Variogram``) and the one its correlation implies;
 - ``posterior_checks``: posterior predictive checks (per subject, of a statistic), LOO-PIT, and DHARMa's
   simulation-based quantile residuals of any fit;
-- ``posterior_contrasts``: posteriors of contrasts ``L beta`` and of variance components near zero.
+- ``posterior_contrasts``: posteriors of contrasts ``L beta`` and of variance components near zero;
+- ``effects``: effect plots' data, the population mean over one covariate with the others held at stated values;
+- ``shrinkage``: subjects' least-squares against empirical-Bayes (or posterior-mean) coefficients: partial pooling.
 """

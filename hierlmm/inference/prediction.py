@@ -324,6 +324,11 @@ def _training_rows(fit: Any, idx: np.ndarray, subject: str | None) -> tuple[_Row
     return rows, E
 
 
+def _positions_by_key(keys: np.ndarray) -> dict[Any, np.ndarray]:
+    """Row positions of every key, keys in order of first appearance."""
+    return {k: np.asarray(v) for k, v in pd.Series(keys).groupby(keys, sort=False).indices.items()}
+
+
 def _groups(fit: Any, future: _Rows, history: _Rows | None, use_training: bool) -> list[_Group]:
     """One group per subject of the rows to predict, with the rows that condition it (module docstring)."""
     design = fit.design
@@ -332,12 +337,12 @@ def _groups(fit: Any, future: _Rows, history: _Rows | None, use_training: bool) 
     with_history = set() if keys_h is None else set(keys_h.tolist())
     fitted = set() if top is None else set(design.blocks[top].levels)
     out = []
-    for key in dict.fromkeys(keys_f.tolist()):
-        target = np.flatnonzero(keys_f == key)
+    history_rows = {} if keys_h is None else _positions_by_key(keys_h)
+    for key, target in _positions_by_key(keys_f).items():
         f_rows = future.take(target)
         h_rows, E_hh, from_training = None, None, False
         if key in with_history:
-            h_rows = history.take(np.flatnonzero(keys_h == key))
+            h_rows = history.take(history_rows[key])
         elif use_training and (top is None or key in fitted):
             if top is None:
                 if design.n_obs > MAX_DENSE_ROWS:
@@ -362,40 +367,10 @@ def _rowdiag(A: np.ndarray, C: np.ndarray) -> np.ndarray:
     return np.einsum("...ij,...jk,...ik->...i", A, C, A)
 
 
-def _error_blocks(params: ErrorParameters, group: _Group, need_cross: bool) -> tuple[np.ndarray | None,
-                                                                                    np.ndarray | None, np.ndarray]:
-    """``E_hh`` (S, n_h, n_h), ``E_fh`` (S, n_f, n_h) (None when zero or not needed) and ``E_ff`` (S, n_f, n_f)."""
-    n_h = 0 if group.history is None else group.history.X.shape[0]
-    if group.source == "training" and group.E_hh is not None:  # the fit's own E_hh; the future rows' errors alone
-        if need_cross and params.structure is not None:
-            raise DataError(
-                "A new outcome of a subject in the fit depends on its past errors (serially correlated errors), and "
-                "the fit does not keep the times of its training rows.", given="interval='prediction', history=None",
-                fix="Pass history= with the subject's rows of the data (history=data works): their outcomes and "
-                    "times condition the prediction.")
-        E_ff = _errors(params, group.future)
-        return group.E_hh, None, E_ff
-    if n_h == 0:
-        return None, None, _errors(params, group.future)
-    E = _errors(params, _stack(group.history, group.future))
-    cross = E[:, n_h:, :n_h] if params.structure is not None else None
-    return E[:, :n_h, :n_h], cross, E[:, n_h:, n_h:]
-
-
-def _conditional_b(D: np.ndarray, Z_h: np.ndarray, V_hh: np.ndarray, r_h: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``E(b | y_h)`` (S, Q), ``Var(b | y_h)`` (S, Q, Q) and ``V_hh^-1 Z_h D`` (S, n_h, Q)."""
-    L = np.linalg.cholesky(V_hh)
-    DZ = np.einsum("sab,nb->san", D, Z_h)  # D Z_h'
-    W = _chol_solve(L, np.swapaxes(DZ, -1, -2))  # V^-1 Z_h D
-    alpha = _chol_solve(L, r_h[..., None])[..., 0]
-    mean = np.einsum("san,sn->sa", DZ, alpha)
-    cov = D - DZ @ W
-    return mean, 0.5 * (cov + np.swapaxes(cov, -1, -2)), W
-
-
-def _chol_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    return np.linalg.solve(np.swapaxes(L, -1, -2), np.linalg.solve(L, B))
+_PAST_ERRORS = ("A new outcome of a subject in the fit depends on its past errors (serially correlated errors), and "
+                "the fit does not keep the times of its training rows.")
+_PAST_ERRORS_FIX = ("Pass history= with the subject's rows of the data (history=data works): their outcomes and times "
+                    "condition the prediction.")
 
 
 def _sqrt_psd(C: np.ndarray) -> np.ndarray:
@@ -407,45 +382,64 @@ def _sqrt_psd(C: np.ndarray) -> np.ndarray:
         return U * np.sqrt(np.clip(w, 0.0, None))[..., None, :]
 
 
-@dataclass
-class _GroupResult:
-    fit: np.ndarray  # (S, n_f) mean (REML: S = 1, the plug-in value)
-    var: np.ndarray | None = None  # REML: se^2 of fit
-    y_fit: np.ndarray | None = None  # REML: E(y_f | y_h); Bayes: y draws (S, n_f)
-    y_var: np.ndarray | None = None
-    b_mean: np.ndarray | None = None  # (S, Q): REML the conditional mean; Bayes the draws
-    b_cov: np.ndarray | None = None  # REML (Q, Q)
+def _batches(groups: list[_Group]) -> list[list[_Group]]:
+    """Groups of one shape (source, history and future sizes, stacked effects' blocks), to be solved together."""
+    out: dict[tuple, list[_Group]] = {}
+    for g in groups:
+        n_h = 0 if g.history is None else g.history.X.shape[0]
+        key = (g.source, n_h, g.future.X.shape[0], tuple(k for k, _ in g.effects), g.E_hh is None)
+        out.setdefault(key, []).append(g)
+    return list(out.values())
 
 
-def _solve_plugin(params: _Parameters, group: _Group, prediction: bool) -> _GroupResult:
-    """ML/REML: the plug-in conditional mean, its error variance with beta's, and a new outcome's (module notation)."""
-    beta, Cb = params.beta, params.cov_beta
-    D = _stacked_D(params.D, group.effects)
-    f = group.future
-    E_hh, E_fh, E_ff = _error_blocks(params.errors, group, prediction)
-    G_ff = np.einsum("na,sab,mb->snm", group.Z_f, D, group.Z_f)
-    if group.history is None:
-        mean_b, cov_b = np.zeros((1, D.shape[-1])), D
-        fit = f.X @ beta[0]
-        var = _rowdiag(f.X, Cb) + np.diagonal(G_ff[0])
-        y_fit, y_var = fit, var + np.diagonal(E_ff[0])
-        return _GroupResult(fit[None], var, y_fit, y_var, mean_b, cov_b[0])
-    h = group.history
-    V_hh = np.einsum("na,sab,mb->snm", group.Z_h, D, group.Z_h) + E_hh
-    r_h = h.y - h.X @ beta[0]
-    mean_b, cov_b, W = _conditional_b(D, group.Z_h, V_hh, r_h[None])
-    fit = f.X @ beta[0] + group.Z_f @ mean_b[0]
-    A = f.X - group.Z_f @ (np.swapaxes(W[0], 0, 1) @ h.X)
-    var = _rowdiag(A, Cb) + _rowdiag(group.Z_f, cov_b[0])
-    out = _GroupResult(fit[None], var, None, None, mean_b, cov_b[0])
+def _plugin_batch(params: _Parameters, groups: list[_Group], prediction: bool) -> dict[str, np.ndarray]:
+    """ML/REML for k subjects of one shape: the plug-in conditional mean, its error variance with beta's, a new
+    outcome's, and ``b | y_h`` (module notation). Arrays (k, n_f) and (k, Q), (k, Q, Q)."""
+    first = groups[0]
+    beta, Cb, errors = params.beta[0], params.cov_beta, params.errors
+    D = _stacked_D(params.D, first.effects)[0]
+    Z_f = np.stack([g.Z_f for g in groups])
+    X_f = np.stack([g.future.X for g in groups])
+    has_history = first.history is not None
+    n_h = first.history.X.shape[0] if has_history else 0
+    E_fh = None
+    if first.source == "training":
+        if prediction and errors.structure is not None:
+            raise DataError(_PAST_ERRORS, given="interval='prediction', history=None", fix=_PAST_ERRORS_FIX)
+        E_ff = errors.matrices(*_error_inputs(errors, [g.future for g in groups]))[0]
+        E_hh = (np.stack([g.E_hh[0] for g in groups]) if first.E_hh is not None
+                else errors.sigma[0] ** 2 * np.broadcast_to(np.eye(n_h), (len(groups), n_h, n_h)))
+    else:
+        rows = [_stack(g.history, g.future) if has_history else g.future for g in groups]
+        E = errors.matrices(*_error_inputs(errors, rows))[0]
+        E_hh, E_ff = E[:, :n_h, :n_h], E[:, n_h:, n_h:]
+        if has_history and errors.structure is not None:
+            E_fh = E[:, n_h:, :n_h]
+    G_ff = Z_f @ D @ np.swapaxes(Z_f, -1, -2)
+    mean_f = X_f @ beta
+    if not has_history:
+        var = _rowdiag(X_f, Cb) + np.diagonal(G_ff, axis1=-2, axis2=-1)
+        return {"fit": mean_f, "var": var, "y_fit": mean_f, "y_var": var + np.diagonal(E_ff, axis1=-2, axis2=-1),
+                "b": np.zeros((len(groups), D.shape[0])), "b_cov": np.broadcast_to(D, (len(groups), *D.shape))}
+    Z_h = np.stack([g.Z_h for g in groups])
+    X_h = np.stack([g.history.X for g in groups])
+    r_h = np.stack([g.history.y for g in groups]) - X_h @ beta
+    DZ = D @ np.swapaxes(Z_h, -1, -2)  # D Z_h' (k, Q, n_h)
+    V_hh = Z_h @ DZ + E_hh
+    Q = D.shape[0]
+    solved = np.linalg.solve(V_hh, np.concatenate([np.swapaxes(DZ, -1, -2), r_h[..., None], X_h], axis=-1))
+    mean_b = (DZ @ solved[..., Q:Q + 1])[..., 0]
+    cov_b = D - DZ @ solved[..., :Q]
+    cov_b = 0.5 * (cov_b + np.swapaxes(cov_b, -1, -2))
+    A = X_f - Z_f @ (DZ @ solved[..., Q + 1:])
+    out = {"fit": mean_f + (Z_f @ mean_b[..., None])[..., 0], "b": mean_b, "b_cov": cov_b,
+           "var": _rowdiag(A, Cb) + _rowdiag(Z_f, cov_b)}
     if prediction:
-        V_fh = np.einsum("na,sab,mb->snm", group.Z_f, D, group.Z_h)[0]
-        if E_fh is not None:
-            V_fh = V_fh + E_fh[0]
-        K = np.linalg.solve(V_hh[0], V_fh.T).T  # V_fh V_hh^-1
-        out.y_fit = f.X @ beta[0] + K @ r_h
-        A_y = f.X - K @ h.X
-        out.y_var = _rowdiag(A_y, Cb) + np.diagonal(G_ff[0] + E_ff[0]) - np.einsum("ij,ij->i", K, V_fh)
+        V_fh = Z_f @ DZ + (0.0 if E_fh is None else E_fh)
+        K = np.swapaxes(np.linalg.solve(V_hh, np.swapaxes(V_fh, -1, -2)), -1, -2)  # V_fh V_hh^-1
+        out["y_fit"] = mean_f + (K @ r_h[..., None])[..., 0]
+        out["y_var"] = (_rowdiag(X_f - K @ X_h, Cb) + np.diagonal(G_ff + E_ff, axis1=-2, axis2=-1)
+                        - np.einsum("kfh,kfh->kf", K, V_fh))
     return out
 
 
@@ -487,33 +481,42 @@ def _draw_batch(params: _Parameters, groups: list[_Group], prediction: bool, rng
     n = d.shape[-1]
     step = max(1, int(4e6 // max(1, k * n * n)))
     diagonal = params.errors.structure is None  # E = sigma^2 S^2: b's precision form, no n x n algebra
+    if diagonal and has_history and M is None:
+        ZtZ = np.swapaxes(Z_h, -1, -2) @ Z_h
+        Zty = (np.swapaxes(Z_h, -1, -2) @ y_h[..., None])[..., 0]
+        ZtX = np.swapaxes(Z_h, -1, -2) @ X_h
     mus, ys, bs = [], [], []
     for start in range(0, S, step):
         part = params.chunk(slice(start, start + step))
         s = part.beta.shape[0]
         D = _stacked_D(part.D, first.effects)  # (s, Q, Q)
         mean_f = np.einsum("sp,kfp->skf", part.beta, X_f)
-        if has_history:
-            r_h = y_h[None] - np.einsum("sp,knp->skn", part.beta, X_h)
         if diagonal:
-            ratio = part.errors.sd_ratios(M) if M is not None else np.ones((1, k, n))
-            e_var = np.broadcast_to((part.errors.sigma**2)[:, None, None] * ratio**2, (s, k, n))
-            if has_history:  # b | y_h ~ N(P^-1 Z_h' E_hh^-1 r_h, P^-1), P = D^-1 + Z_h' E_hh^-1 Z_h
-                ZE = Z_h[None] / e_var[..., :n_h, None]  # (s, k, n_h, Q)
-                P = np.linalg.inv(D)[:, None] + np.swapaxes(Z_h, -1, -2)[None] @ ZE
-                L = np.linalg.cholesky(P)
-                rhs = np.einsum("sknq,skn->skq", ZE, r_h)
-                mean_b = np.linalg.solve(P, rhs[..., None])[..., 0]
-                z = rng.standard_normal(mean_b.shape)
-                b = mean_b + np.linalg.solve(np.swapaxes(L, -1, -2), z[..., None])[..., 0]
+            if has_history:  # b | y_h ~ N(C Z_h' W r_h, C), C = (D^-1 + Z_h' W Z_h)^-1, W = E_hh^-1 diagonal
+                if M is None:  # W = I / sigma^2: the subjects' cross products, once
+                    P = np.linalg.inv(D)[:, None] + ZtZ[None] / part.errors.sigma[:, None, None, None] ** 2
+                    rhs = (Zty[None] - np.einsum("kqp,sp->skq", ZtX, part.beta)) / part.errors.sigma[:, None,
+                                                                                                        None] ** 2
+                else:
+                    w = 1.0 / ((part.errors.sigma**2)[:, None, None] * part.errors.sd_ratios(M[:, :n_h]) ** 2)
+                    ZW = Z_h[None] * w[..., None]  # (s, k, n_h, Q)
+                    P = np.linalg.inv(D)[:, None] + np.swapaxes(Z_h, -1, -2)[None] @ ZW
+                    r_h = y_h[None] - np.einsum("sp,knp->skn", part.beta, X_h)
+                    rhs = np.einsum("sknq,skn->skq", ZW, r_h)
+                C = np.linalg.inv(P)
+                b = (C @ rhs[..., None])[..., 0] + (np.linalg.cholesky(C) @ rng.standard_normal(
+                    rhs.shape)[..., None])[..., 0]
             else:
                 b = np.einsum("sab,skb->ska", np.linalg.cholesky(D), rng.standard_normal((s, k, D.shape[-1])))
             mu = mean_f + (Z_f[None] @ b[..., None])[..., 0]
             if prediction:
-                ys.append(mu + np.sqrt(e_var[..., n_h:]) * rng.standard_normal(mu.shape))
+                sd = part.errors.sigma[:, None, None] * (part.errors.sd_ratios(M[:, n_h:]) if M is not None else 1.0)
+                ys.append(mu + sd * rng.standard_normal(mu.shape))
             bs.append(b)
             mus.append(mu)
             continue
+        if has_history:
+            r_h = y_h[None] - np.einsum("sp,knp->skn", part.beta, X_h)
         E = np.broadcast_to(part.errors.matrices(d, M, same), (s, k, n, n))
         if has_history:
             E_hh = E[..., :n_h, :n_h]
@@ -619,18 +622,18 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     past = None if history is None else _rows(fit, history, params.errors, with_y=True, source="the history")
     if bayes:
         return _subject_draws(fit, newdata, future, past, params, interval, ci_prob, seed)
-    groups = _groups(fit, future, past, use_training=True)
     n = len(newdata)
     fitted, var = np.zeros(n), np.zeros(n)
     y_fit, y_var = np.zeros(n), np.zeros(n)
     b_rows, b_cov = [], {}
-    for group in groups:
-        res = _solve_plugin(params, group, prediction)
-        fitted[group.target], var[group.target] = res.fit[0], res.var
-        if prediction:
-            y_fit[group.target], y_var[group.target] = res.y_fit, res.y_var
-        if group.source != "training":
-            _collect_b(fit, group, res.b_mean[0], res.b_cov, b_rows, b_cov)
+    for batch in _batches(_groups(fit, future, past, use_training=True)):
+        res = _plugin_batch(params, batch, prediction)
+        for j, group in enumerate(batch):
+            fitted[group.target], var[group.target] = res["fit"][j], res["var"][j]
+            if prediction:
+                y_fit[group.target], y_var[group.target] = res["y_fit"][j], res["y_var"][j]
+            if group.source != "training":
+                _collect_b(fit, group, res["b"][j], res["b_cov"][j], b_rows, b_cov)
     table = pd.DataFrame({"fit": fitted, "se": np.sqrt(np.clip(var, 0, None))}, index=newdata.index)
     z = scipy.stats.norm.ppf(0.5 + ci_prob / 2)
     if prediction:
@@ -716,16 +719,10 @@ def _subject_draws(fit: Any, newdata: pd.DataFrame, future: _Rows, past: _Rows |
         mu[:, known] = mean_draws(fit, frame, 1, seed if seed is not None else 1)
         if prediction:
             sub = future.take(np.flatnonzero(known))
-            keys = keys_f[known]
-            for key in dict.fromkeys(keys.tolist()):
-                idx = np.flatnonzero(keys == key)
+            if params.errors.structure is not None:
+                raise DataError(_PAST_ERRORS, given="interval='prediction', history=None", fix=_PAST_ERRORS_FIX)
+            for idx in _positions_by_key(keys_f[known]).values():
                 rows = sub.take(idx)
-                if params.errors.structure is not None:
-                    raise DataError(
-                        "A new outcome of a subject in the fit depends on its past errors (serially correlated "
-                        "errors), and the fit does not keep the times of its training rows.",
-                        given="interval='prediction', history=None",
-                        fix="Pass history= with the subject's rows of the data (history=data works).")
                 cols = np.flatnonzero(known)[idx]
                 for start in range(0, S, CHUNK):
                     part = params.errors.draws(slice(start, start + CHUNK))
@@ -743,19 +740,15 @@ def _subject_draws(fit: Any, newdata: pd.DataFrame, future: _Rows, past: _Rows |
         columns = np.flatnonzero(~known)
         for groups in batches.values():
             mu_k, y_k, b_k = _draw_batch(params, groups, prediction, rng)
+            b_mean = b_k.mean(axis=0)  # (k, Q)
+            centred = b_k - b_mean
+            b_var = np.einsum("ska,skb->kab", centred, centred) / max(1, b_k.shape[0] - 1)
+            cols = np.concatenate([columns[group.target] for group in groups])  # one scatter per batch
+            mu[:, cols] = mu_k.reshape(mu_k.shape[0], -1)
+            if prediction:
+                y[:, cols] = y_k.reshape(y_k.shape[0], -1)
             for j, group in enumerate(groups):
-                cols = columns[group.target]
-                mu[:, cols] = mu_k[:, j]
-                if prediction:
-                    y[:, cols] = y_k[:, j]
-                first = 0
-                for k, level in group.effects:
-                    block = fit.design.blocks[k]
-                    draws = b_k[:, j, first:first + block.q]
-                    b_rows.append(((block.factor, level), dict(zip(block.effect_names, draws.mean(axis=0),
-                                                                   strict=True))))
-                    b_cov[(block.factor, level)] = np.atleast_2d(np.cov(draws, rowvar=False))
-                    first += block.q
+                _collect_b(fit, group, b_mean[j], b_var[j], b_rows, b_cov)
     out = _bayes_prediction(fit, newdata, mu, y, 1, interval, ci_prob,
                             "posterior draws: b of subjects in the fit are their posterior draws; of subjects with a "
                             "history, exact draws of b | y_h at every draw's parameters; of new subjects without "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hierlmm.engines.reml.prediction import predict
+from hierlmm.inference.effects import effects
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,10 @@ def effect_plot_grid(fit, age: float = 49.0, base_pro: float = 10.6, years: np.n
                      ) -> pd.DataFrame:
     """The chapter's PBC effect plot: population mean of log serum bilirubin over 0-12 years for males and
     females at one age and baseline prothrombin, with pointwise 95% confidence bands (``year``, ``sex``, ``pred``,
-    ``low``, ``upp``, as ``../shared/reference/pbc2_effect_plot.json``'s ``grid``)."""
+    ``low``, ``upp``, as ``../shared/reference/pbc2_effect_plot.json``'s ``grid``): a thin call of
+    :func:`hierlmm.inference.effects.effects`."""
     years = np.linspace(0, 12, 25) if years is None else np.asarray(years, dtype=float)
-    grid = pd.DataFrame({"year": np.tile(years, 2), "sex": np.repeat(["male", "female"], years.size),
-                         "age": float(age), "basePro": float(base_pro)})
-    pred = predict(fit, grid, level=0, interval=0.95)
-    return pd.DataFrame({"year": grid["year"], "sex": grid["sex"], "pred": pred["fit"], "low": pred["lower"],
-                         "upp": pred["upper"]})
+    table = effects(fit, "year", by="sex", at={"age": float(age), "basePro": float(base_pro)}, grid=years,
+                    by_values=["male", "female"], ci_prob=0.95).table
+    return pd.DataFrame({"year": table["year"], "sex": table["sex"], "pred": table["estimate"],
+                         "low": table["lower"], "upp": table["upper"]})

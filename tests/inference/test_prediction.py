@@ -80,12 +80,13 @@ def test_dynamic_predictions_equal_the_plug_in_computation_in_r(name, reference_
         np.testing.assert_allclose(out["fit"], entry["fit"], rtol=1e-4, atol=1e-4, err_msg=label)
         np.testing.assert_allclose(out["se"] ** 2, entry["var_conf"], rtol=1e-4, atol=1e-4, err_msg=label)
         np.testing.assert_allclose(out["y_fit"], entry["y_fit"], rtol=1e-4, atol=1e-4, err_msg=label)
-        np.testing.assert_allclose(out["y_se"] ** 2, np.clip(entry["var_pred"], 0, None), rtol=1e-4, atol=1e-4, err_msg=label)
+        np.testing.assert_allclose(out["y_se"] ** 2, np.clip(entry["var_pred"], 0, None), rtol=1e-4, atol=1e-4,
+                                   err_msg=label)
         block = fit.design.blocks[0]
         b = out.b.loc[(block.factor, subject)].to_numpy(dtype=float)
         np.testing.assert_allclose(b, entry["b"], rtol=1e-4, atol=1e-4, err_msg=label)
-        np.testing.assert_allclose(out.b_cov[(block.factor, subject)], np.atleast_2d(entry["var_b"]), rtol=1e-4, atol=1e-4,
-                                   err_msg=label)
+        np.testing.assert_allclose(out.b_cov[(block.factor, subject)], np.atleast_2d(entry["var_b"]), rtol=1e-4,
+                                   atol=1e-4, err_msg=label)
         z = scipy.stats.norm.ppf(0.975)
         np.testing.assert_allclose(out["upper"] - out["y_fit"], z * out["y_se"], atol=1e-12)
 

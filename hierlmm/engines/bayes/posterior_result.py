@@ -6,7 +6,8 @@ A result class (:class:`~hierlmm.engines.bayes.bayes_fit.BayesFit` and its corre
 ``design``, ``tree``, ``kind``, the posterior tables (``summary``, ``fixef``, ``varcorr``, ``ranef``) and
 ``_D_draws()``; this class derives the point summaries (posterior means), fitted values, residuals (nlme's
 response, pearson and normalized types, the latter two averaged over the draws) and the mean's draws for new rows
-(:func:`mean_draws`, read by :func:`hierlmm.predict`), and refuses what a posterior does not have (a maximised likelihood, hence AIC and BIC).
+(:func:`mean_draws`, read by :func:`hierlmm.predict`), and refuses what a posterior does not have (a maximised
+likelihood, hence AIC and BIC).
 
 Notation
 --------

@@ -6,8 +6,8 @@ A result class (:class:`~hierlmm.engines.reml.ml_fit.MLFit`, :class:`~hierlmm.en
 derives from :class:`REMLResult` and provides ``design``, ``method``, ``beta``, ``cov_beta``, ``D`` (a tuple, one
 matrix per block), ``sigma``, ``loglik``, ``converged``, ``n_theta`` (its number of covariance parameters besides
 ``sigma``) and ``ranef()``; this class derives the rest: AIC and BIC, nlme's fixed-effects table, the variance
-components, fitted values, residuals (nlme's response, pearson and normalized types) and
-the printed summary (predictions: :func:`hierlmm.predict`). A kind with an error structure overrides :meth:`REMLResult.error_sd` and
+components, fitted values, residuals (nlme's response, pearson and normalized types) and the printed summary
+(predictions: :func:`hierlmm.predict`). A kind with an error structure overrides :meth:`REMLResult.error_sd` and
 :meth:`REMLResult.decorrelate`.
 
 Notation
