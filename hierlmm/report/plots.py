@@ -24,6 +24,12 @@ from hierlmm.inference.posterior_predictive import add_posterior_predictive
 from hierlmm.inference.prediction import trajectories
 
 
+def _shown(values: Any, transform: Any) -> np.ndarray:
+    """Values as drawn: on the model's scale, or through the display ``transform``."""
+    values = np.asarray(values, dtype=float)
+    return values if transform is None else np.asarray(transform(values), dtype=float)
+
+
 def subject_panel(
     fit: Any,
     data: pd.DataFrame,
@@ -51,8 +57,8 @@ def subject_panel(
     subjects
         Levels of the outermost grouping factor to show (default: the first ``n_subjects``).
     transform
-        Optional function applied to the observed response before plotting (e.g. ``np.log`` when the model's
-        response is ``log(serBilir)``); by default the design's response values are plotted.
+        Optional increasing function applied to everything drawn (observed points, trajectories and bands), e.g.
+        ``np.exp`` to show a ``log(serBilir)`` model on the serum bilirubin scale; by default the model's scale.
     predictive
         Bands of new outcomes instead of the mean's (with serially correlated errors they condition on the
         subject's rows: the trajectories are then conditioned on ``data``'s rows of the subject).
@@ -84,9 +90,10 @@ def subject_panel(
         grid[time] = t_grid
         history = used.iloc[in_subject] if predictive and getattr(fit, "structure", None) is not None else None
         band = trajectories(fit, grid, level=1, ci_prob=ci_prob, predictive=predictive, history=history)
-        ax.fill_between(t_grid, band["lower"], band["upper"], color="C0", alpha=0.25)
-        ax.plot(t_grid, band["mean"], color="C0", lw=1.2)
-        y = design.y[in_subject] if transform is None else transform(used.iloc[in_subject][design.response_name])
+        ax.fill_between(t_grid, _shown(band["lower"], transform), _shown(band["upper"], transform), color="C0",
+                        alpha=0.25)
+        ax.plot(t_grid, _shown(band["mean"], transform), color="C0", lw=1.2)
+        y = _shown(design.y[in_subject], transform)
         ax.plot(used.iloc[in_subject][time], y, "o", color="k", ms=3)
         ax.set_title(f"{block.factor} {subject}", fontsize=8)
     for ax in axes.ravel()[len(chosen):]:

@@ -2,8 +2,8 @@
 
 Expected values are computed by hand on small tables (every rule and refusal), by properties that hold for any
 history (hypothesis), and by R: ``tests/fixtures/make_tvc_reference.R`` computes the cumulative prothrombin columns of
-pbc2 independently and fits the chapter's models with nlme. The fits must agree to the references' tolerances: fixed
-effects and SEs 1e-3 relative, variance components 1e-3 relative, logLik 1e-3 absolute.
+pbc2 independently and fits the models of docs/time_varying_covariates.md with nlme. The fits must agree to the
+references' tolerances: fixed effects and SEs 1e-3 relative, variance components 1e-3 relative, logLik 1e-3 absolute.
 """
 
 from __future__ import annotations
@@ -331,7 +331,8 @@ def test_fits_equal_nlme(pbc2, model) -> None:
 
 
 def test_cumulative_effect_under_both_variants(pbc2) -> None:
-    """The numbers docs/time_varying_covariates.md quotes: 0.028 to each visit, -0.0096 to the last visit."""
+    """The numbers docs/time_varying_covariates.md quotes: 0.028 to each visit (the cumulative effect), -0.0096 for the
+    area over the whole follow-up (upto="last", a subject-level summary, not the chapter's table)."""
     assert REFERENCE["cum_visit"]["fixef"]["value"][-1] == pytest.approx(0.0276, abs=5e-5)
     assert REFERENCE["cum_last"]["fixef"]["value"][-1] == pytest.approx(-0.0096, abs=5e-5)
 

@@ -345,3 +345,49 @@ def test_error_parameters_of_a_reml_fit_are_one_draw(fits):
     _, models = fits
     params = prediction_module._parameters(models["heteroscedastic"])
     assert isinstance(params.errors, ErrorParameters) and params.n_draws == 1
+
+
+def test_nested_factors_stack_a_new_subjects_random_effects():
+    """(1 | id/eye): a new patient's two eyes share its patient effect; the dynamic prediction is the conditional
+    normal of the joint V (built by implied_covariance), eye by eye."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for i in range(40):
+        u = rng.normal(0, 1.0)
+        for eye in ("L", "R"):
+            v = rng.normal(0, 0.6)
+            for t in range(4):
+                rows.append((f"p{i}", eye, float(t), 2 + 0.3 * t + u + v + rng.normal(0, 0.4)))
+    frame = pd.DataFrame(rows, columns=["id", "eye", "t", "y"])
+    fit = hierlmm.fit("y ~ t + (1 | id/eye)", frame.iloc[8:].reset_index(drop=True))  # p0 held out
+    p0 = frame.iloc[:8]
+    history, future = p0[p0["t"] < 2], p0[p0["t"] >= 2]
+    out = predict(fit, future, level=1, interval="prediction", history=history)
+    both = pd.concat([history, future], ignore_index=True)
+    V = implied_covariance(fit, rows=both).V[0]
+    X, _ = hierlmm.design.design.new_model_matrices(fit.design, both)
+    n_h = len(history)
+    K = V[n_h:, :n_h] @ np.linalg.inv(V[:n_h, :n_h])
+    mean = X[n_h:] @ fit.beta + K @ (history["y"].to_numpy() - X[:n_h] @ fit.beta)
+    A = X[n_h:] - K @ X[:n_h]
+    var = np.diag(V[n_h:, n_h:] - K @ V[:n_h, n_h:] + A @ fit.cov_beta @ A.T)
+    np.testing.assert_allclose(out["y_fit"], mean, atol=1e-8)
+    np.testing.assert_allclose(out["y_se"] ** 2, var, atol=1e-8)
+    assert {("id", "p0"), ("id:eye", "p0:L"), ("id:eye", "p0:R")} <= set(out.b.index)
+
+
+def test_subject_panel_draws_reml_and_bayesian_trajectories(fits, bayes):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hierlmm.report.plots import subject_panel
+
+    small, models = fits
+    subjects = [str(s) for s in small["id"].unique()[:4]]
+    for fit in (models["plain"], bayes):
+        figure = subject_panel(fit, small, "year", subjects=subjects, grid_points=10, transform=np.exp)
+        lines = [line for ax in figure.axes if ax.get_visible() for line in ax.get_lines()]
+        assert len(lines) == 2 * len(subjects)  # the trajectory and the observed points, per subject
+    figure = subject_panel(models["correlated"], small, "year", subjects=subjects[:1], grid_points=5,
+                           predictive=True)
+    assert figure.axes[0].collections  # the band, conditioned on the subject's own rows
