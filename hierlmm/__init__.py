@@ -43,6 +43,7 @@ from hierlmm.errors import (
     ParetoKWarning,
     SpecError,
     UnsafeExpressionError,
+    UnusedOutcomesWarning,
 )
 from hierlmm.inference.bayes_vs_ml import compare, compare_ranef
 from hierlmm.inference.effects import Effects, effects
@@ -90,6 +91,6 @@ __all__ = [
     "refit", "simulate_fit", "variogram", "model_variogram",
     "residual_summary", "subject_coverage", "predictive_check", "loo_pit", "quantile_residuals", "uniform_qq",
     "variogram_check", "marginal_check",
-    "tvc",
+    "tvc", "UnusedOutcomesWarning",
     "effects", "Effects", "effect_plot", "shrinkage", "Shrinkage", "shrinkage_plot",
 ]

@@ -69,6 +69,11 @@ class ParetoKWarning(UserWarning):
     """PSIS-LOO's Pareto-k diagnostic is high for some units: their leave-one-out estimates are unreliable."""
 
 
+class UnusedOutcomesWarning(UserWarning):
+    """Outcomes given to a prediction are not used: new subjects' outcomes in ``newdata`` (they belong in
+    ``history=``), or a history none of whose subjects is predicted."""
+
+
 class MissingDataWarning(UserWarning):
     """Rows with missing values in the model's columns were dropped (how many, and which columns, are reported)."""
 

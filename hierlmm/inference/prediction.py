@@ -41,6 +41,7 @@ its training rows; otherwise none.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,8 @@ from hierlmm.engines.bayes.posterior_result import PosteriorResult, flat_draws, 
 from hierlmm.engines.fit_result import check_ci_prob, check_level
 from hierlmm.engines.reml.covariance_parameters import MAX_DENSE_ROWS
 from hierlmm.engines.reml.result import REMLResult
-from hierlmm.errors import DataError, NotSupportedError, SpecError
+from hierlmm.errors import DataError, NotSupportedError, SpecError, UnusedOutcomesWarning
+from hierlmm.formula.expression import names_in
 from hierlmm.inference.error_covariance import (
     error_covariance,
     error_parameters,
@@ -620,6 +622,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
                                 fix="Predict without history= (levels not in the fit get b ~ N(0, D)).")
     future = _rows(fit, newdata, params.errors, with_y=False, source="the new data")
     past = None if history is None else _rows(fit, history, params.errors, with_y=True, source="the history")
+    _warn_unused_outcomes(fit, newdata, future, past)
     if bayes:
         return _subject_draws(fit, newdata, future, past, params, interval, ci_prob, seed)
     n = len(newdata)
@@ -644,6 +647,32 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     uncertainty = ("plug-in: the variance parameters are treated as known; the standard errors include beta's "
                    "uncertainty and the prediction error of b given each subject's rows (Var(b | y_i))")
     return Prediction(table, 1, interval, ci_prob, engine, uncertainty, *_b_frame(b_rows, b_cov))
+
+
+def _warn_unused_outcomes(fit: Any, newdata: pd.DataFrame, future: _Rows, past: _Rows | None) -> None:
+    """Warn (:class:`~hierlmm.errors.UnusedOutcomesWarning`) when outcomes are given that cannot be used: new subjects'
+    outcomes in ``newdata``, or a history none of whose subjects is in ``newdata`` (a mislabelled id)."""
+    keys_f, top = _subject_keys(fit, future)
+    if top is None:
+        return
+    if past is not None:
+        keys_h = set(_subject_keys(fit, past)[0].tolist())
+        if not keys_h & set(keys_f.tolist()):
+            warnings.warn(f"None of the history's subjects ({sorted(keys_h)[:5]}) is in the new data "
+                          f"({sorted(set(keys_f.tolist()))[:5]}): the history is not used. Are the ids spelled "
+                          "alike in both?", UnusedOutcomesWarning, stacklevel=3)
+        return
+    response = names_in(fit.design.spec.response)
+    if len(response) != 1 or response[0] not in newdata.columns:
+        return
+    observed = pd.to_numeric(newdata[response[0]], errors="coerce").notna().to_numpy()
+    new = ~np.isin(keys_f, list(fit.design.blocks[top].levels))
+    if (observed & new).any():
+        subjects = sorted(set(keys_f[observed & new].tolist()))
+        warnings.warn(f"The new data carry outcomes ({response[0]}) of {len(subjects)} subject(s) the fit has not seen "
+                      f"({subjects[:5]}); predictions do not use them. Pass those rows as history= to condition "
+                      "the subjects' random effects on them (a dynamic prediction).", UnusedOutcomesWarning,
+                      stacklevel=3)
 
 
 def _collect_b(fit: Any, group: _Group, mean: np.ndarray, cov: np.ndarray, rows: list, covs: dict) -> None:

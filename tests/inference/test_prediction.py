@@ -8,6 +8,7 @@ and their standard errors at the subjects' later visits and on a time grid.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -391,3 +392,19 @@ def test_subject_panel_draws_reml_and_bayesian_trajectories(fits, bayes):
     figure = subject_panel(models["correlated"], small, "year", subjects=subjects[:1], grid_points=5,
                            predictive=True)
     assert figure.axes[0].collections  # the band, conditioned on the subject's own rows
+
+
+def test_outcomes_that_cannot_be_used_are_pointed_out(fits, pbc2):
+    small, models = fits
+    fit = models["plain"]
+    other = pbc2[~pbc2["id"].isin(small["id"])]
+    rows = other[other["id"] == other["id"].iloc[0]]
+    with pytest.warns(hierlmm.UnusedOutcomesWarning, match="history="):
+        predict(fit, rows, level=1)  # a new subject's outcomes in newdata: the dynamic prediction needs history=
+    relabelled = rows.assign(id=rows["id"].astype(str) + "x")
+    with pytest.warns(hierlmm.UnusedOutcomesWarning, match="spelled"):
+        predict(fit, relabelled.drop(columns="serBilir"), level=1, history=rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(fit, small.head(5), level=1)  # outcomes of fitted subjects: nothing to say
+        predict(fit, rows.drop(columns="serBilir"), level=1, history=rows)
