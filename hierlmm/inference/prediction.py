@@ -201,9 +201,17 @@ class _Rows:
     y: np.ndarray | None = None  # observed outcomes (history rows)
 
     def take(self, idx: np.ndarray) -> _Rows:
-        pick = (lambda a: None if a is None else a[idx])  # noqa: E731
-        return _Rows(self.X[idx], [Z[idx] for Z in self.Z], [g[idx] for g in self.labels], pick(self.times),
-                     pick(self.same), pick(self.M), pick(self.y))
+        """The rows at positions ``idx``."""
+        return _Rows(self.X[idx], [Z[idx] for Z in self.Z], [g[idx] for g in self.labels], _pick(self.times, idx),
+                     _pick(self.same, idx), _pick(self.M, idx), _pick(self.y, idx))
+
+
+def _pick(values: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[idx]
+
+
+def _join(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None or b is None else np.concatenate([a, b])
 
 
 def _rows(fit: Any, frame: pd.DataFrame, params: ErrorParameters, *, with_y: bool, source: str) -> _Rows:
@@ -233,10 +241,9 @@ def _rows(fit: Any, frame: pd.DataFrame, params: ErrorParameters, *, with_y: boo
 def _stack(a: _Rows | None, b: _Rows) -> _Rows:
     if a is None:
         return b
-    cat = (lambda u, v: None if u is None else np.concatenate([u, v]))  # noqa: E731
     return _Rows(np.vstack([a.X, b.X]), [np.vstack([u, v]) for u, v in zip(a.Z, b.Z, strict=True)],
-                 [np.concatenate([u, v]) for u, v in zip(a.labels, b.labels, strict=True)], cat(a.times, b.times),
-                 cat(a.same, b.same), cat(a.M, b.M), None)
+                 [np.concatenate([u, v]) for u, v in zip(a.labels, b.labels, strict=True)], _join(a.times, b.times),
+                 _join(a.same, b.same), _join(a.M, b.M), None)
 
 
 # ---- one subject (group) ------------------------------------------------------------------------------------------
@@ -261,14 +268,13 @@ def _stacked_design(fit: Any, history: _Rows | None, future: _Rows) -> tuple[lis
     """Every random effect the subject's rows touch, and the (n, Q) designs of history and future rows."""
     effects, cols_h, cols_f = [], [], []
     rows = [r for r in (history, future) if r is not None]
-    for k, block in enumerate(fit.design.blocks):
+    for k in range(len(fit.design.blocks)):
         levels = list(dict.fromkeys(np.concatenate([r.labels[k] for r in rows]).tolist()))
         for level in levels:
             effects.append((k, level))
             for r, cols in ((history, cols_h), (future, cols_f)):
                 if r is not None:
                     cols.append(r.Z[k] * (r.labels[k] == level)[:, None])
-        del block
     n_h = 0 if history is None else history.X.shape[0]
     Z_h = np.hstack(cols_h) if cols_h else np.zeros((n_h, 0))
     Z_f = np.hstack(cols_f)
@@ -351,7 +357,8 @@ def _groups(fit: Any, future: _Rows, history: _Rows | None, use_training: bool) 
                     raise NotSupportedError(
                         f"Level-1 intervals of a model with crossed grouping factors condition on all {design.n_obs} "
                         f"rows at once (one dense covariance matrix), more than {MAX_DENSE_ROWS}.",
-                        given=design.n_obs, fix="Ask for interval=None, or predict at level=0.")
+                        given=design.n_obs, fix="Ask for interval=None (the empirical-Bayes point predictions), or "
+                                                "predict at level=0.")
                 idx = np.arange(design.n_obs)
             else:
                 idx = np.flatnonzero(design.blocks[top].group_index == design.blocks[top].levels.index(key))
@@ -625,6 +632,8 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     _warn_unused_outcomes(fit, newdata, future, past)
     if bayes:
         return _subject_draws(fit, newdata, future, past, params, interval, ci_prob, seed)
+    if interval is None and is_crossed(fit.design) and fit.design.n_obs > MAX_DENSE_ROWS:
+        return _crossed_points(fit, newdata, future, engine)
     n = len(newdata)
     fitted, var = np.zeros(n), np.zeros(n)
     y_fit, y_var = np.zeros(n), np.zeros(n)
@@ -647,6 +656,18 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     uncertainty = ("plug-in: the variance parameters are treated as known; the standard errors include beta's "
                    "uncertainty and the prediction error of b given each subject's rows (Var(b | y_i))")
     return Prediction(table, 1, interval, ci_prob, engine, uncertainty, *_b_frame(b_rows, b_cov))
+
+
+def _crossed_points(fit: Any, newdata: pd.DataFrame, future: _Rows, engine: str) -> Prediction:
+    """Crossed factors beyond :data:`MAX_DENSE_ROWS` rows, no interval: ``x' beta + sum_k z_k' b_k`` with the fit's
+    empirical-Bayes ``b_k`` (0 for a level the fit did not see)."""
+    mean = future.X @ fit.beta
+    ranef = fit.ranef()
+    for block, Z, labels in zip(fit.design.blocks, future.Z, future.labels, strict=True):
+        b = ranef[block.factor].mean.reindex(labels).fillna(0.0).to_numpy()
+        mean = mean + np.einsum("nq,nq->n", Z, b)
+    return Prediction(pd.DataFrame({"fit": mean}, index=newdata.index), 1, None, 0.95, engine,
+                      "point predictions: the empirical-Bayes b of each level (0 for a level the fit did not see)")
 
 
 def _warn_unused_outcomes(fit: Any, newdata: pd.DataFrame, future: _Rows, past: _Rows | None) -> None:

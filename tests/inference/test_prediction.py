@@ -408,3 +408,17 @@ def test_outcomes_that_cannot_be_used_are_pointed_out(fits, pbc2):
         warnings.simplefilter("error")
         predict(fit, small.head(5), level=1)  # outcomes of fitted subjects: nothing to say
         predict(fit, rows.drop(columns="serBilir"), level=1, history=rows)
+
+
+def test_large_crossed_designs_give_point_predictions_without_intervals(monkeypatch):
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame([(f"s{s}", f"i{i}") for s in range(10) for i in range(6)], columns=["subject", "item"])
+    frame["y"] = rng.normal(size=len(frame))
+    fit = hierlmm.fit("y ~ 1 + (1 | subject) + (1 | item)", frame)
+    dense = predict(fit, frame, level=1, interval=None)
+    monkeypatch.setattr(prediction_module, "MAX_DENSE_ROWS", 20)
+    with pytest.raises(NotSupportedError, match="interval=None"):
+        predict(fit, frame, level=1)
+    points = predict(fit, frame, level=1, interval=None)
+    np.testing.assert_allclose(points["fit"], dense["fit"], atol=1e-8)
+    np.testing.assert_allclose(points["fit"], fit.fitted(1), atol=1e-8)
