@@ -13,7 +13,8 @@ table (one row per measurement, possibly ``data`` itself), returning a :class:`p
   ``how="locf"``, when it was not measured then);
 - :func:`lagged`: ``x_i(t_ij - lag)``, with a stated rule (``before=``) at the start of follow-up;
 - :func:`cumulative`: ``integral_{t_i1}^{t_ij} x_i(s) ds``, the area since the first visit (``average=True``
-  divides by the elapsed time; ``upto="last"`` is the chapter's variant, integrated to the last visit).
+  divides by the elapsed time; ``upto="last"`` integrates to the subject's last visit: a subject-level summary that
+  uses later measurements, not a time-varying effect).
 
 Only an exogenous covariate belongs in a mixed model this way; an endogenous one (affected by the outcome process)
 needs a joint model. The definitions, rules and the chapter's PBC models are in ``docs/time_varying_covariates.md``;
