@@ -114,6 +114,9 @@ class Design:
         Fitted stateful transforms (``ns`` knots, ...), keyed by their R text.
     levels
         Levels of every factor variable, so new data are coded the same way.
+    covariates
+        The raw values, on the rows used, of every data column the model reads besides the response (what effect
+        plots hold covariates at: means, ranges, quartiles; :func:`hierlmm.effects`).
     """
 
     spec: ModelSpec
@@ -127,6 +130,7 @@ class Design:
     state: Mapping[str, Any]
     levels: Mapping[str, tuple[str, ...]]
     response_name: str
+    covariates: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_obs(self) -> int:
@@ -284,8 +288,11 @@ def build_design(spec: ModelSpec, data: pd.DataFrame, *, warn: bool = True) -> D
                                block.effects, parts)
         )
     levels = {deparse(v): x.levels for v, x in variables.items() if isinstance(x, Factor)}
+    response_columns = set(names_in(spec.response))
+    covariates = {c: data[c].iloc[rows].to_numpy() for c in columns if c not in response_columns}
     return Design(
-        spec, y, X, names, assign, tuple(blocks), rows, report, dict(ev.state), levels, deparse(spec.response)
+        spec, y, X, names, assign, tuple(blocks), rows, report, dict(ev.state), levels, deparse(spec.response),
+        covariates,
     )
 
 

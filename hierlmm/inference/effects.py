@@ -16,9 +16,8 @@ values and coded by the fit's own design (its knots and factor levels,
   ``log(age)``) or at its reference level (a factor: the first fitted level). The result records each value and why
   (``Effects.held``, ``Effects.held_how``, ``Effects.caption``).
 
-The design keeps the factor levels but not the raw columns' values, so a numeric mean, a numeric ``focal`` range
-and numeric ``by`` quartiles need ``data=`` (the data frame the fit was built from; checked to be it); without it
-they are refused, saying what to pass.
+The design keeps the raw values of the model's columns on its rows (``Design.covariates``), so means, ranges and
+quartiles need no data; ``data=`` (the data frame the fit was built from) is checked to be it when given.
 
 Notation
 --------
@@ -142,7 +141,11 @@ def _covariates(design: Design, data: pd.DataFrame | None) -> dict[str, _Covaria
     for name in used_columns(spec):
         if name in response or name in grouping:
             continue
-        values = rows[name].reset_index(drop=True) if rows is not None else None
+        if rows is not None:
+            values = rows[name].reset_index(drop=True)
+        else:  # the design's own copy of the fitted rows' values
+            raw = design.covariates.get(name)
+            values = None if raw is None else pd.Series(raw, name=name)
         levels = design.levels.get(name)
         if levels is None:  # coded as a factor inside a call only, e.g. factor(visit)
             levels = next((design.levels[deparse(v)] for v in variables
@@ -243,8 +246,8 @@ def effects(fit: Any, focal: str, by: str | None = None, at: Mapping[str, Any] |
     at
         Values that fix other covariates, ``{"age": 49, "basePro": 10.6}``; a factor's value must be a fitted level.
     data
-        The data frame the fit was built from; needed (and checked to be it) when a numeric covariate is held at its
-        mean, for a numeric ``focal`` without ``grid`` and for a numeric ``by`` without ``by_values``.
+        The data frame the fit was built from (optional: the design keeps the raw covariates of its rows; given, it
+        is checked to be that data). Needed only for a design without them (built by an older hierlmm).
     grid
         Values of ``focal`` (numbers, or some of a factor's levels) instead of the default.
     by_values

@@ -3,6 +3,8 @@ splines with interactions, Bayesian, correlated-error and marginal-model fits, h
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,15 +156,23 @@ def test_mistakes_are_refused(spline_fit, data, kwargs, error, message):
         effects(spline_fit, **{"data": data, **kwargs})
 
 
-def test_data_is_asked_for_when_needed_and_checked(spline_fit, data):
-    with pytest.raises(SpecError, match="data=") as caught:
-        effects(spline_fit, "t", by="g", grid=[0, 1])  # x held at its mean
+def test_data_is_optional_and_checked(spline_fit, data):
+    """The design keeps the fitted rows' raw covariates: data= changes nothing (and is checked to be the fit's)."""
+    own = effects(spline_fit, "t", by="g")
+    given = effects(spline_fit, "t", by="g", data=data)
+    pd.testing.assert_frame_equal(own.table, given.table)
+    assert own.held == given.held and own.caption == given.caption
+    quartiles = effects(spline_fit, "g", by="x", at={"t": 1.0})
+    np.testing.assert_allclose(sorted(set(quartiles.table["x"])), np.quantile(data["x"], [0.25, 0.5, 0.75]))
+    bare = dataclasses.replace(spline_fit, design=dataclasses.replace(spline_fit.design, covariates={}))
+    with pytest.raises(SpecError, match="data=") as caught:  # a design without them (built before they were kept)
+        effects(bare, "t", by="g", grid=[0, 1])  # x held at its mean
     assert "'x'" in str(caught.value)
     with pytest.raises(SpecError, match="range"):
-        effects(spline_fit, "t", at={"x": 0.0})  # the range of t
+        effects(bare, "t", at={"x": 0.0})  # the range of t
     with pytest.raises(SpecError, match="quartiles"):
-        effects(spline_fit, "g", by="x", at={"t": 1.0})  # the quartiles of x
-    effects(spline_fit, "t", by="g", grid=[0, 1], at={"x": 0.0})  # nothing needs the data
+        effects(bare, "g", by="x", at={"t": 1.0})  # the quartiles of x
+    effects(bare, "t", by="g", grid=[0, 1], at={"x": 0.0})  # nothing needs the data
     with pytest.raises(DataError, match="not the data"):
         effects(spline_fit, "t", data=data.sample(frac=1.0, random_state=1))
     with pytest.raises(DataError, match="lack columns"):
