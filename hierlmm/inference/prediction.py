@@ -97,7 +97,7 @@ class Prediction:
         Their covariance ``Var(b | y_h)`` (ML/REML) or the draws' covariance (Bayes), keyed like ``b``'s rows.
     draws
         Bayes only: a DataTree whose ``predictions`` group holds ``mu`` (chain, draw, row) and, with
-        ``interval="prediction"``, ``y``.
+        ``interval="prediction"``, ``y``; ``row`` is ``newdata``'s index (positions if it has duplicates).
     """
 
     table: pd.DataFrame
@@ -580,7 +580,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     history
         Observed rows (with outcomes) of subjects, for ``level=1``: each subject in ``history`` is conditioned on
         those rows instead of its training rows (a subject the fit never saw gets its dynamic prediction). Rows to
-        predict are usually later than the history, but any rows are allowed.
+        predict are usually later than the history, but any rows are allowed. A frame with no rows is no history.
     seed
         Seed of the Bayesian draws of new random effects and outcomes.
 
@@ -607,6 +607,8 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     interval = check_interval(interval)
     ci_prob = check_ci_prob(ci_prob)
     newdata = _check_frame(newdata, "newdata")
+    if history is not None and isinstance(history, pd.DataFrame) and len(history) == 0:
+        history = None  # no rows: no history
     if history is not None:
         history = _check_frame(history, "history")
         if level == 0:
@@ -819,7 +821,8 @@ def _bayes_prediction(fit: Any, newdata: pd.DataFrame, mu: np.ndarray, y: np.nda
         table["lower"], table["upper"] = np.quantile(band, tail, axis=0), np.quantile(band, 1 - tail, axis=0)
     post = fit.tree["posterior"]
     C, S = post.sizes["chain"], post.sizes["draw"]
-    coords = {"chain": post["chain"].values, "draw": post["draw"].values, "row": np.arange(mu.shape[1])}
+    row = newdata.index.to_numpy() if newdata.index.is_unique else np.arange(mu.shape[1])  # newdata's labels
+    coords = {"chain": post["chain"].values, "draw": post["draw"].values, "row": row}
     data = {"mu": xr.DataArray(mu.reshape(C, S, -1), dims=("chain", "draw", "row"), coords=coords)}
     if y is not None:
         data["y"] = xr.DataArray(y.reshape(C, S, -1), dims=("chain", "draw", "row"), coords=coords)

@@ -14,6 +14,7 @@ import arviz_base as azb
 import numpy as np
 import pandas as pd
 
+from hierlmm.design.design import check_data_rows
 from hierlmm.design.sufficient_stats import outermost_block
 from hierlmm.engines.bayes.bayes_fit import BayesFit
 from hierlmm.engines.reml.ml_fit import MLFit
@@ -51,7 +52,8 @@ def subject_panel(
     fit
         An ML/REML or Bayesian fit of the hierarchical model.
     data
-        The data the fit was built from (all columns the model uses).
+        The data the fit was built from (all columns the model uses), as it was: its rows are taken by position,
+        so sorted, shuffled or filtered data are refused.
     time
         The time column (the x axis); the trajectory grid spans its range.
     subjects
@@ -73,6 +75,7 @@ def subject_panel(
         raise DataError("Subject trajectories need one subject factor that the others nest in, and random effects "
                         "(not the marginal model).", given=[b.factor for b in design.blocks],
                         fix="Use a hierarchical fit with nested grouping factors.")
+    check_data_rows(design, data)  # rows are taken by position: they must be the fit's own
     block = design.blocks[top]
     chosen = list(subjects) if subjects is not None else list(block.levels[:n_subjects])
     unknown = [s for s in chosen if s not in block.levels]

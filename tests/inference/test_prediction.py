@@ -422,3 +422,22 @@ def test_large_crossed_designs_give_point_predictions_without_intervals(monkeypa
     points = predict(fit, frame, level=1, interval=None)
     np.testing.assert_allclose(points["fit"], dense["fit"], atol=1e-8)
     np.testing.assert_allclose(points["fit"], fit.fitted(1), atol=1e-8)
+
+
+def test_empty_history_is_no_history_and_draws_keep_the_index(fits, bayes):
+    small, models = fits
+    rows = small.head(3).assign(id="new")
+    pd.testing.assert_frame_equal(predict(models["plain"], rows, level=1, history=rows.iloc[:0]).table,
+                                  predict(models["plain"], rows, level=1).table)
+    labelled = small.iloc[[5, 2, 9]]
+    out = predict(bayes, labelled, level=1)
+    assert list(out.draws["predictions"]["row"].values) == [5, 2, 9]
+    np.testing.assert_allclose(out.draws["predictions"]["mu"].sel(row=2).mean().item(), out["fit"].loc[2])
+
+
+def test_subject_panel_refuses_data_that_are_not_the_fits(fits):
+    small, models = fits
+    from hierlmm.report.plots import subject_panel
+
+    with pytest.raises(DataError, match="not the data"):
+        subject_panel(models["plain"], small.sample(frac=1.0, random_state=0), "year", subjects=["1"])
