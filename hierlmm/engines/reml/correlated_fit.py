@@ -11,7 +11,10 @@ Notation
 As in :mod:`hierlmm.engines.reml.correlated_likelihood`. Intervals for the correlation and variance-function
 parameters follow nlme's ``intervals()``: a normal interval on the unconstrained scale from the inverse Hessian of
 the profiled log-likelihood, mapped back (``range`` = exp(u +- 1.96 se), a varIdent ratio exp(omega +- 1.96 se), a
-power or exponent omega +- 1.96 se).
+power or exponent omega +- 1.96 se). The Hessian is by central differences at step 1e-4 on the unconstrained
+scale. nlme's ``fdHess`` default (``.relStep`` ~ 6e-6) divides rounding noise by products of steps ~1e-11; where the
+likelihood is nearly flat in the correlation (the chapter's Model II) nlme's default interval is that noise, (0.067,
+4.07), while ``lmeControl(.relStep = 1e-3)`` gives hierlmm's (0.0178, 15.37) (docs/serial_correlation.md).
 """
 
 from __future__ import annotations
