@@ -299,6 +299,11 @@ def _predict_command(args: argparse.Namespace) -> int:
     if args.tree and method != "NUTS":
         raise SpecError("--tree saves the draws of a Bayesian fit's predictions; an ML/REML fit has none.",
                         given=f"--method {method} --tree {args.tree}", fix="Drop --tree, or use --method nuts.")
+    nuts_only = {f"--{k}": getattr(args, k) for k in ("sampler", "chains", "draws", "tune", "cores", "seed")
+                 if getattr(args, k) is not None}
+    if nuts_only and method != "NUTS":
+        raise SpecError("These options set up the NUTS sampler; an ML/REML fit does not use them.",
+                        given=f"--method {method} with {nuts_only}", fix="Drop them, or use --method nuts.")
     clash = sorted(set(newdata.columns) & {"fit", "se", "sd", "y_fit", "y_se", "y_sd", "lower", "upper"})
     if clash:
         raise SpecError(f"The new data have columns named like the predictions' ({clash}).", given=args.newdata,
@@ -313,7 +318,7 @@ def _predict_command(args: argparse.Namespace) -> int:
         else:
             fit = fit_design(design, data, method=method, kind=args.kind, **errors)
         out = predict(fit, newdata, level=args.level, interval=None if args.interval == "none" else args.interval,
-                      ci_prob=args.ci_prob, history=history, seed=args.seed)
+                      ci_prob=args.ci_prob, history=history, seed=args.seed if method == "NUTS" else None)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     table = pd.concat([newdata.reset_index(drop=True), out.table.reset_index(drop=True)], axis=1)
@@ -451,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the CSV to write: the new data with the predictions' columns")
     p.add_argument("--tree", help="NUTS: also write the prediction draws (a DataTree) to this .nc file")
     p.add_argument("--sampler", choices=["marginal", "joint"], default=None, help="NUTS sampler (default marginal)")
-    p.add_argument("--chains", type=int, default=4)
-    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--chains", type=int, default=None, help="NUTS chains (default 4)")
+    p.add_argument("--draws", type=int, default=None, help="NUTS draws per chain (default 1000)")
     p.add_argument("--tune", type=int, default=None)
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1, help="seed of the chains and of the prediction draws")
+    p.add_argument("--cores", type=int, default=None, help="NUTS cores (default 2)")
+    p.add_argument("--seed", type=int, default=None, help="NUTS: seed of the chains and of the prediction draws")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_predict_command, centered=None)
     s = sub.add_parser("datasets", help="list the data sets")

@@ -192,3 +192,14 @@ def test_predict_command_refuses_what_it_cannot_honour(tmp_path, capsys, extra, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_command_refuses_sampler_options_for_reml(tmp_path, capsys):
+    import pandas as pd
+
+    pd.DataFrame({"id": [1], "year": [1.0], "sex": ["male"]}).to_csv(tmp_path / "new.csv", index=False)
+    args = ["predict", "--data", "pbc2", "--formula", "log(serBilir) ~ year + sex + (1 | id)", "--newdata",
+            str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv"), "--chains", "2", "--draws", "50"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "NUTS sampler" in err and "--chains" in err and not (tmp_path / "p.csv").exists()

@@ -313,13 +313,16 @@ def _subset(value: Value, rows: np.ndarray) -> Value:
     return Numeric(value.values[rows], value.suffixes)
 
 
-def new_model_matrices(design: Design, data: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray]]:
+def new_model_matrices(design: Design, data: pd.DataFrame, source: str = "the new data"
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
     """X and every block's Z for new data, with the training design's knots and factor levels.
 
-    Rows with missing values in used columns are not allowed here: they raise a :class:`DataError`.
+    A column is read as it was in the fitted data (:func:`coerce_like_training`): numbers given for a factor are its
+    level labels, text given for a numeric column is refused unless it parses as numbers. Rows with missing values
+    in used columns are not allowed here: they raise a :class:`DataError`.
     """
     spec = design.spec
-    data = data.reset_index(drop=True)
+    data = coerce_like_training(design, data.reset_index(drop=True), source)
     ev = Evaluator(data, design.state, source=spec.formula)
     values: dict[Expr, Value] = {}
     for term_list in [spec.fixed, *(b.effects for b in spec.random)]:
@@ -331,7 +334,8 @@ def new_model_matrices(design: Design, data: pd.DataFrame) -> tuple[np.ndarray, 
                 value = _recode(value, design.levels.get(deparse(v), value.levels), deparse(v))
             if _undefined(value).any():
                 raise DataError(
-                    f"{deparse(v)} is missing or not finite in the new data.",
+                    f"{deparse(v)} is missing or not finite in {source} (rows "
+                    f"{np.flatnonzero(_undefined(value))[:5].tolist()}).",
                     given=spec.formula,
                     fix="Provide complete rows for prediction.",
                 )
@@ -340,6 +344,35 @@ def new_model_matrices(design: Design, data: pd.DataFrame) -> tuple[np.ndarray, 
     Zs = [np.hstack([model_matrix(e, values, len(data))[0] for _, e in b.parts]) if b.structure == "pdBlocked"
           else model_matrix(b.effects, values, len(data))[0] for b in spec.random]
     return X, Zs
+
+
+def _numeric_kind(values: np.ndarray) -> bool:
+    return values.dtype.kind in "iuf"
+
+
+def coerce_like_training(design: Design, data: pd.DataFrame, source: str = "the new data") -> pd.DataFrame:
+    """New data's columns read as the fitted data's were (:attr:`Design.covariates`): numbers in a column that was a
+    factor become its level labels (``eye = 1`` is level ``"1"``), and text in a column that was numeric is parsed
+    as numbers or refused, naming the column and the values (never silently a factor, which would code other
+    columns of X)."""
+    out = data
+    for column, fitted in design.covariates.items():
+        if column not in data.columns:
+            continue
+        new = data[column]
+        new_is_number = pd.api.types.is_numeric_dtype(new.dtype) and not pd.api.types.is_bool_dtype(new.dtype)
+        if _numeric_kind(np.asarray(fitted)) and not new_is_number and not pd.api.types.is_bool_dtype(new.dtype):
+            parsed = pd.to_numeric(new.astype("object"), errors="coerce")
+            bad = parsed.isna() & new.notna()
+            if bad.any():
+                raise DataError(f"Column {column!r} is numeric in the fitted data, but {source} have text in it: "
+                                f"{sorted(set(map(str, new[bad])))[:5]} (rows {np.flatnonzero(bad)[:5].tolist()}).",
+                                given=column, fix=f"Give {column!r} as numbers.")
+            out = out.assign(**{column: parsed.astype(float)})
+        elif not _numeric_kind(np.asarray(fitted)) and new_is_number:
+            labels = [None if pd.isna(v) else _r_string(v) for v in new]
+            out = out.assign(**{column: pd.Series(labels, index=new.index, dtype="object")})
+    return out
 
 
 def new_response(design: Design, data: pd.DataFrame, source: str = "the new data") -> np.ndarray:

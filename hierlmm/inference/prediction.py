@@ -110,8 +110,16 @@ class Prediction:
     b_cov: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     draws: xr.DataTree | None = None
 
-    def __getitem__(self, column: str) -> pd.Series:
-        """A column of :attr:`table`."""
+    def __getitem__(self, column: Any) -> Any:
+        """A column (or list of columns) of :attr:`table`."""
+        wanted = column if isinstance(column, list) else [column]
+        absent = [c for c in wanted if c not in self.table.columns]
+        if absent:
+            alias = {"se": "sd", "sd": "se", "y_se": "y_sd", "y_sd": "y_se"}
+            hint = [alias[c] for c in absent if alias.get(c) in self.table.columns]
+            raise DataError(f"This {self.engine} prediction has no column {absent}.", given=list(self.table.columns),
+                            fix=(f"Use {hint} (ML/REML report standard errors 'se', Bayesian fits posterior SDs 'sd')."
+                                 if hint else "Ask for interval='prediction' for y_fit and its spread."))
         return self.table[column]
 
     def __len__(self) -> int:
@@ -137,6 +145,18 @@ def check_interval(interval: Any) -> str | None:
     if isinstance(interval, int | float) and not isinstance(interval, bool):
         fix += f" The coverage is ci_prob= (ci_prob={interval!r})."
     raise SpecError("interval is the kind of interval, not its coverage.", given=interval, fix=fix)
+
+
+def _check_seed(seed: Any, engine: str) -> None:
+    """``seed``: None or a non-negative integer, and only for a fit whose predictions are draws (Bayes)."""
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise SpecError("seed is a non-negative integer (or None for fresh randomness).", given=seed,
+                        fix="Pass seed=1, for example.")
+    if engine != "NUTS":
+        raise SpecError("An ML/REML prediction is computed, not drawn: a seed has nothing to seed.",
+                        given=f"seed={seed} with a {engine} fit", fix="Drop seed=.")
 
 
 def _engine(fit: Any) -> str:
@@ -217,7 +237,13 @@ def _join(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
 def _rows(fit: Any, frame: pd.DataFrame, params: ErrorParameters, *, with_y: bool, source: str) -> _Rows:
     design: Design = fit.design
     frame = frame.reset_index(drop=True)
-    X, Zs = new_model_matrices(design, frame)
+    X, Zs = new_model_matrices(design, frame, source)
+    for column in dict.fromkeys(c for b in design.blocks for c in b.grouping):
+        missing = np.flatnonzero(frame[column].isna().to_numpy()) if column in frame.columns else []
+        if len(missing):
+            raise DataError(f"The grouping column {column!r} is missing in {len(missing)} row(s) of {source} "
+                            f"(rows {missing[:5].tolist()}): those rows belong to no subject.", given=column,
+                            fix=f"Give every row its {column!r}, or predict them at level=0.")
     labels = [np.asarray(grouping_labels(frame, b.grouping), dtype=object) for b in design.blocks]
     times = same = M = None
     structure = params.structure
@@ -235,7 +261,21 @@ def _rows(fit: Any, frame: pd.DataFrame, params: ErrorParameters, *, with_y: boo
                                 given=structure.time, fix="Give every row its time.")
     M = new_log_sd_rows(fit, params, frame)
     y = new_response(design, frame, source) if with_y else None
+    if with_y and structure is not None and times is not None and not structure.nugget:
+        _refuse_repeated_times(structure.time, times, same, source)
     return _Rows(X, Zs, labels, times, same, M, y)
+
+
+def _refuse_repeated_times(time: str, times: np.ndarray, same: np.ndarray, source: str) -> None:
+    """Two observed rows of a subject at one time have perfectly correlated errors without a nugget: ``V_hh`` would
+    be singular (the fit refuses such data for the same reason)."""
+    keys = pd.DataFrame({"g": same, "t": times})
+    repeated = keys.duplicated(keep=False).to_numpy()
+    if repeated.any():
+        first = int(np.flatnonzero(repeated)[0])
+        raise DataError(f"{source.capitalize()} have two rows of one subject at the same {time!r} (e.g. {same[first]} "
+                        f"at {time} = {times[first]:g}): without a nugget their errors would be perfectly correlated.",
+                        given=time, fix="Combine or drop the repeated rows (or fit with nugget = TRUE).")
 
 
 def _stack(a: _Rows | None, b: _Rows) -> _Rows:
@@ -323,13 +363,25 @@ def _subject_keys(fit: Any, rows: _Rows) -> tuple[np.ndarray, int | None]:
 
 
 def _training_rows(fit: Any, idx: np.ndarray, subject: str | None) -> tuple[_Rows, np.ndarray | None]:
-    """A subject's training rows from the design (and their error covariance from the fit, with an error
-    structure)."""
+    """A subject's training rows from the design, with what their errors need: the variance function's rows and
+    the correlation's times and groups (from :attr:`Design.covariates`). When the correlation's time column is not
+    a column of the model (so not kept), the fit's own error covariance of those rows is returned instead."""
     design = fit.design
     labels = [np.asarray(b.levels, dtype=object)[b.group_index[idx]] for b in design.blocks]
-    rows = _Rows(design.X[idx], [b.Z[idx] for b in design.blocks], labels, None, None, None, design.y[idx])
-    E = error_covariance(fit, subject=subject) if has_error_structure(fit) else None
-    return rows, E
+    structure, variance = getattr(fit, "structure", None), getattr(fit, "variance", None)
+    M = None if variance is None else variance.M[idx]
+    times = same = None
+    if structure is not None:
+        kept = design.covariates
+        if structure.group not in kept or (structure.time is not None and structure.time not in kept):
+            rows = _Rows(design.X[idx], [b.Z[idx] for b in design.blocks], labels, None, None, M, design.y[idx])
+            return rows, error_covariance(fit, subject=subject)
+        same = np.asarray(grouping_labels(pd.DataFrame({structure.group: kept[structure.group][idx]}),
+                                          (structure.group,)), dtype=object)
+        if structure.time is not None:
+            times = np.asarray(kept[structure.time][idx], dtype=float)
+    rows = _Rows(design.X[idx], [b.Z[idx] for b in design.blocks], labels, times, same, M, design.y[idx])
+    return rows, None
 
 
 def _positions_by_key(keys: np.ndarray) -> dict[Any, np.ndarray]:
@@ -377,7 +429,8 @@ def _rowdiag(A: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 
 _PAST_ERRORS = ("A new outcome of a subject in the fit depends on its past errors (serially correlated errors), and "
-                "the fit does not keep the times of its training rows.")
+                "the times of its training rows are not known here (the correlation's time column is not a column of "
+                "the model, or the fit is Bayesian: its subjects' past errors are not conditioned on).")
 _PAST_ERRORS_FIX = ("Pass history= with the subject's rows of the data (history=data works): their outcomes and times "
                     "condition the prediction.")
 
@@ -412,7 +465,7 @@ def _plugin_batch(params: _Parameters, groups: list[_Group], prediction: bool) -
     has_history = first.history is not None
     n_h = first.history.X.shape[0] if has_history else 0
     E_fh = None
-    if first.source == "training":
+    if first.source == "training" and (first.E_hh is not None or errors.is_independent):
         if prediction and errors.structure is not None:
             raise DataError(_PAST_ERRORS, given="interval='prediction', history=None", fix=_PAST_ERRORS_FIX)
         E_ff = errors.matrices(*_error_inputs(errors, [g.future for g in groups]))[0]
@@ -558,7 +611,7 @@ def _draw_batch(params: _Parameters, groups: list[_Group], prediction: bool, rng
 
 # ---- the public function ------------------------------------------------------------------------------------------
 def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | None = "confidence",
-            ci_prob: float = 0.95, history: pd.DataFrame | None = None, seed: int | None = 1) -> Prediction:
+            ci_prob: float = 0.95, history: pd.DataFrame | None = None, seed: int | None = None) -> Prediction:
     """Predict the mean response (and new outcomes) of any fit for ``newdata``, with intervals.
 
     Parameters
@@ -582,7 +635,8 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
         those rows instead of its training rows (a subject the fit never saw gets its dynamic prediction). Rows to
         predict are usually later than the history, but any rows are allowed. A frame with no rows is no history.
     seed
-        Seed of the Bayesian draws of new random effects and outcomes.
+        Bayesian fits: seed of the draws of new random effects and outcomes (None: fresh randomness). An ML/REML
+        prediction has no draws and refuses a seed.
 
     Returns
     -------
@@ -593,17 +647,28 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     Raises
     ------
     SpecError
-        Not a fit, an ``interval`` that is not a kind of interval, ``ci_prob`` outside (0, 1).
+        Not a fit, an ``interval`` that is not a kind of interval, ``ci_prob`` outside (0, 1), a bad ``seed`` (or
+        any seed for an ML/REML fit).
     DataError
-        A column missing from ``newdata`` or ``history``, outcomes missing in ``history``, a level of a factor the
-        fit did not see, history rows of a serially correlated fit without times.
+        A ``level`` other than 0 or 1; a column missing from ``newdata`` or ``history``, or read differently from
+        the fitted data (text in a numeric column); a missing grouping id; outcomes missing in ``history``; a level
+        of a factor the fit did not see; two history rows of a subject at one time with serially correlated errors
+        and no nugget; a new outcome of a fitted subject whose past errors are unknown (a Bayesian fit, or the
+        correlation's time is not a model column, with serial correlation: pass ``history=data``).
     NotSupportedError
-        ``level=1`` of the marginal model (it has no random effects), a ``history`` at level 0 or with crossed
-        grouping factors in a Bayesian fit, a prediction of a subject in a serially correlated fit without its
-        history (pass ``history=data``).
+        ``level=1`` of the marginal model (it has no random effects); a ``history`` at level 0, or with crossed
+        grouping factors (either engine); level-1 intervals of a crossed design beyond
+        :data:`~hierlmm.engines.reml.covariance_parameters.MAX_DENSE_ROWS` rows.
+
+    Warns
+    -----
+    UnusedOutcomesWarning
+        Outcomes of new subjects in ``newdata`` (they belong in ``history``), or a history none of whose subjects
+        is predicted.
     """
     engine = _engine(fit)
     check_level(level)
+    _check_seed(seed, engine)
     interval = check_interval(interval)
     ci_prob = check_ci_prob(ci_prob)
     newdata = _check_frame(newdata, "newdata")
@@ -635,7 +700,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     if bayes:
         return _subject_draws(fit, newdata, future, past, params, interval, ci_prob, seed)
     if interval is None and is_crossed(fit.design) and fit.design.n_obs > MAX_DENSE_ROWS:
-        return _crossed_points(fit, newdata, future, engine)
+        return _crossed_points(fit, newdata, future, engine, ci_prob)
     n = len(newdata)
     fitted, var = np.zeros(n), np.zeros(n)
     y_fit, y_var = np.zeros(n), np.zeros(n)
@@ -660,7 +725,7 @@ def predict(fit: Any, newdata: pd.DataFrame, *, level: int = 0, interval: str | 
     return Prediction(table, 1, interval, ci_prob, engine, uncertainty, *_b_frame(b_rows, b_cov))
 
 
-def _crossed_points(fit: Any, newdata: pd.DataFrame, future: _Rows, engine: str) -> Prediction:
+def _crossed_points(fit: Any, newdata: pd.DataFrame, future: _Rows, engine: str, ci_prob: float) -> Prediction:
     """Crossed factors beyond :data:`MAX_DENSE_ROWS` rows, no interval: ``x' beta + sum_k z_k' b_k`` with the fit's
     empirical-Bayes ``b_k`` (0 for a level the fit did not see)."""
     mean = future.X @ fit.beta
@@ -668,7 +733,7 @@ def _crossed_points(fit: Any, newdata: pd.DataFrame, future: _Rows, engine: str)
     for block, Z, labels in zip(fit.design.blocks, future.Z, future.labels, strict=True):
         b = ranef[block.factor].mean.reindex(labels).fillna(0.0).to_numpy()
         mean = mean + np.einsum("nq,nq->n", Z, b)
-    return Prediction(pd.DataFrame({"fit": mean}, index=newdata.index), 1, None, 0.95, engine,
+    return Prediction(pd.DataFrame({"fit": mean}, index=newdata.index), 1, None, ci_prob, engine,
                       "point predictions: the empirical-Bayes b of each level (0 for a level the fit did not see)")
 
 
@@ -678,18 +743,16 @@ def _warn_unused_outcomes(fit: Any, newdata: pd.DataFrame, future: _Rows, past: 
     keys_f, top = _subject_keys(fit, future)
     if top is None:
         return
-    if past is not None:
-        keys_h = set(_subject_keys(fit, past)[0].tolist())
-        if not keys_h & set(keys_f.tolist()):
-            warnings.warn(f"None of the history's subjects ({sorted(keys_h)[:5]}) is in the new data "
-                          f"({sorted(set(keys_f.tolist()))[:5]}): the history is not used. Are the ids spelled "
-                          "alike in both?", UnusedOutcomesWarning, stacklevel=3)
-        return
+    keys_h = set() if past is None else set(_subject_keys(fit, past)[0].tolist())
+    if past is not None and not keys_h & set(keys_f.tolist()):
+        warnings.warn(f"None of the history's subjects ({sorted(keys_h)[:5]}) is in the new data "
+                      f"({sorted(set(keys_f.tolist()))[:5]}): the history is not used. Are the ids spelled "
+                      "alike in both?", UnusedOutcomesWarning, stacklevel=3)
     response = names_in(fit.design.spec.response)
     if len(response) != 1 or response[0] not in newdata.columns:
         return
     observed = pd.to_numeric(newdata[response[0]], errors="coerce").notna().to_numpy()
-    new = ~np.isin(keys_f, list(fit.design.blocks[top].levels))
+    new = ~np.isin(keys_f, list(fit.design.blocks[top].levels)) & ~np.isin(keys_f, list(keys_h))
     if (observed & new).any():
         subjects = sorted(set(keys_f[observed & new].tolist()))
         warnings.warn(f"The new data carry outcomes ({response[0]}) of {len(subjects)} subject(s) the fit has not seen "
@@ -768,7 +831,7 @@ def _subject_draws(fit: Any, newdata: pd.DataFrame, future: _Rows, past: _Rows |
     known = np.array([(top is None or k in fitted) and k not in keys_h for k in keys_f], dtype=bool)
     if known.any():  # the posterior draws of b (new inner levels: N(0, D) draws)
         frame = newdata.iloc[np.flatnonzero(known)]
-        mu[:, known] = mean_draws(fit, frame, 1, seed if seed is not None else 1)
+        mu[:, known] = mean_draws(fit, frame, 1, rng)
         if prediction:
             sub = future.take(np.flatnonzero(known))
             if params.errors.structure is not None:
@@ -831,12 +894,27 @@ def _bayes_prediction(fit: Any, newdata: pd.DataFrame, mu: np.ndarray, y: np.nda
 
 
 def trajectories(fit: Any, newdata: pd.DataFrame, *, level: int = 0, ci_prob: float = 0.95, predictive: bool = False,
-                 history: pd.DataFrame | None = None, seed: int | None = 1) -> pd.DataFrame:
-    """Mean trajectories with pointwise bands, as columns of ``newdata``: :func:`predict` with a confidence interval
-    (or, ``predictive=True``, a prediction interval of new outcomes), for any fit.
+                 history: pd.DataFrame | None = None, seed: int | None = None) -> pd.DataFrame:
+    """Mean trajectories with pointwise bands as columns of ``newdata``, for plotting: :func:`predict` with a
+    confidence interval, or with ``predictive=True`` a prediction interval of new outcomes, for any fit.
 
-    Returns ``newdata`` (index reset) with ``mean`` (the mean response, or with ``predictive=True`` the expected new
-    outcome), ``lower`` and ``upper``.
+    Parameters
+    ----------
+    fit, newdata, level, ci_prob, history, seed
+        As :func:`predict` (``level=0``: the population trajectory; ``level=1``: each subject's).
+    predictive
+        Bands of new outcomes (``interval="prediction"``) instead of the mean's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``newdata`` (index reset) with ``mean`` (the mean response, or with ``predictive=True`` the expected new
+        outcome), ``lower`` and ``upper``.
+
+    Raises
+    ------
+    SpecError
+        ``predictive`` is not a bool; otherwise as :func:`predict`.
     """
     if not isinstance(predictive, bool):
         raise SpecError("predictive is True or False.", given=predictive,

@@ -51,6 +51,11 @@ class ErrorParameters:
     free: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     variance: Any = None
 
+    @property
+    def is_independent(self) -> bool:
+        """Errors of one variance, independent: ``E = sigma^2 I``."""
+        return self.structure is None and self.omega is None
+
     def draws(self, index: slice) -> ErrorParameters:
         """The parameters of some draws (a chunk)."""
         if self.unconstrained is not None:

@@ -132,16 +132,26 @@ def test_a_history_of_the_training_rows_is_the_fit_itself(fits, kind):
     pd.testing.assert_frame_equal(own.table, given.table, atol=1e-8)
 
 
-def test_the_correlated_fit_needs_the_history_to_predict_new_outcomes(fits):
+def test_a_fitted_subjects_new_outcomes_condition_on_its_past_errors(fits):
+    """With serially correlated errors, a fitted subject's training rows (their times are kept in the design) condition
+    the new outcome, as its rows given as history do; when the correlation's time is not a column of the model the
+    times are not kept, and the prediction asks for history=."""
     small, models = fits
     grid = small.groupby("id").head(1).assign(year=15.0)
-    with pytest.raises(DataError, match="history=data"):
-        predict(models["correlated"], grid, level=1, interval="prediction")
-    out = predict(models["correlated"], grid, level=1, interval="prediction", history=small)
+    fit = models["correlated"]
+    own = predict(fit, grid, level=1, interval="prediction")
+    given = predict(fit, grid, level=1, interval="prediction", history=small)
+    pd.testing.assert_frame_equal(own.table, given.table, atol=1e-8)
     subject = grid["id"].iloc[3]
-    mean, var = _dense_conditional(models["correlated"], small[small["id"] == subject], grid[grid["id"] == subject])
-    np.testing.assert_allclose(out["y_fit"].iloc[3], mean[0], atol=1e-8)
-    np.testing.assert_allclose(out["y_se"].iloc[3] ** 2, var[0], atol=1e-8)
+    mean, var = _dense_conditional(fit, small[small["id"] == subject], grid[grid["id"] == subject])
+    np.testing.assert_allclose(own["y_fit"].iloc[3], mean[0], atol=1e-8)
+    np.testing.assert_allclose(own["y_se"].iloc[3] ** 2, var[0], atol=1e-8)
+    hidden_time = hierlmm.fit("log(serBilir) ~ sex + (1 | id)", small, correlation="corExp(form = ~ year | id)")
+    with pytest.raises(DataError, match="history=data"):
+        predict(hidden_time, grid, level=1, interval="prediction")
+    predict(hidden_time, grid, level=1, interval="confidence")  # the mean needs only the training rows' own errors
+    out = predict(hidden_time, grid, level=1, interval="prediction", history=small)
+    assert (out["y_se"] > 0).all()
 
 
 def _dense_conditional(fit, history: pd.DataFrame, future: pd.DataFrame):
@@ -441,3 +451,56 @@ def test_subject_panel_refuses_data_that_are_not_the_fits(fits):
 
     with pytest.raises(DataError, match="not the data"):
         subject_panel(models["plain"], small.sample(frac=1.0, random_state=0), "year", subjects=["1"])
+
+
+def test_new_data_are_read_as_the_fitted_data_were(fits):
+    small, models = fits
+    fit = models["plain"]
+    as_labels = predict(fit, pd.DataFrame({"year": [1.0, 2.0], "sex": ["male", "female"]}))
+    as_text = predict(fit, pd.DataFrame({"year": ["1", "2"], "sex": ["male", "female"]}))
+    pd.testing.assert_frame_equal(as_labels.table, as_text.table)
+    with pytest.raises(DataError, match="numeric in the fitted data"):
+        predict(fit, pd.DataFrame({"year": ["1", "two"], "sex": ["male", "female"]}))
+    with pytest.raises(DataError, match="not fitted on"):  # numbers for a factor are its labels, not codes
+        predict(fit, pd.DataFrame({"year": [1.0, 2.0], "sex": [1, 2]}))
+    numeric_factor = small.assign(arm=np.where(small["sex"] == "male", 1, 2).astype(str))
+    coded = hierlmm.fit("log(serBilir) ~ year * arm + (1 | id)", numeric_factor)
+    pd.testing.assert_frame_equal(predict(coded, pd.DataFrame({"year": [5.0, 5.0], "arm": [1, 2]})).table,
+                                  predict(coded, pd.DataFrame({"year": [5.0, 5.0], "arm": ["1", "2"]})).table)
+
+
+def test_rows_without_a_subject_or_with_repeated_times_are_refused(fits, pbc2):
+    small, models = fits
+    rows = small.head(4).copy()
+    rows.loc[rows.index[1], "id"] = np.nan
+    with pytest.raises(DataError, match="no subject"):
+        predict(models["plain"], rows, level=1)
+    with pytest.raises(DataError, match="no subject"):
+        predict(models["plain"], small.head(2).assign(id="x"), level=1, history=rows)
+    twice = pd.DataFrame({"id": ["z", "z"], "year": [2.0, 2.0], "sex": ["male"] * 2, "serBilir": [1.0, 3.0]})
+    with pytest.raises(DataError, match="same 'year'"):
+        predict(models["correlated"], twice.head(1).assign(year=4.0), level=1, history=twice)
+    predict(models["plain"], twice.head(1).assign(year=4.0), level=1, history=twice)  # independent errors: fine
+
+
+def test_seed_and_columns_are_checked(fits, bayes):
+    small, models = fits
+    with pytest.raises(SpecError, match="computed, not drawn"):
+        predict(models["plain"], small.head(2), seed=3)
+    with pytest.raises(SpecError, match="non-negative integer"):
+        predict(bayes, small.head(2), seed="x")
+    a = predict(bayes, small.head(3).assign(id="new"), level=1, seed=7)
+    b = predict(bayes, small.head(3).assign(id="new"), level=1, seed=7)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    with pytest.raises(DataError, match="'sd'"):
+        a["se"]
+    with pytest.raises(DataError, match="'se'"):
+        predict(models["plain"], small.head(2))["sd"]
+
+
+def test_new_subjects_outcomes_are_pointed_out_beside_a_history(fits, pbc2):
+    small, models = fits
+    other = pbc2[~pbc2["id"].isin(small["id"])]
+    a, b = (other[other["id"] == i] for i in other["id"].unique()[:2])
+    with pytest.warns(hierlmm.UnusedOutcomesWarning, match=str(b["id"].iloc[0])):
+        predict(models["plain"], pd.concat([a.tail(2), b]), level=1, history=a.head(2))

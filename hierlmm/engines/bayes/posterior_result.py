@@ -38,7 +38,8 @@ def flat_draws(fit: Any, name: str) -> np.ndarray:
     return values.reshape(-1, *values.shape[2:])
 
 
-def mean_draws(fit: Any, newdata: pd.DataFrame, level: int = 0, seed: int = 1) -> np.ndarray:
+def mean_draws(fit: Any, newdata: pd.DataFrame, level: int = 0, seed: int | np.random.Generator | None = 1
+               ) -> np.ndarray:
     """Draws (S, n) of the mean response for ``newdata`` at ``level`` 0 (population) or 1 (subject; see the module
     notation)."""
     check_level(level)
