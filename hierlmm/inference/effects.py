@@ -123,6 +123,15 @@ class _Covariate:
         return level
 
 
+def _factor_of(expr: Any) -> str | None:
+    """The column ``x`` of ``factor(x)``, ``as.factor(x)`` or ``ordered(x)`` (None for any other expression)."""
+    text = deparse(expr)
+    for call in ("factor(", "as.factor(", "ordered("):
+        if text.startswith(call) and text.endswith(")") and names_in(expr) == [text[len(call):-1]]:
+            return text[len(call):-1]
+    return None
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -147,9 +156,9 @@ def _covariates(design: Design, data: pd.DataFrame | None) -> dict[str, _Covaria
             raw = design.covariates.get(name)
             values = None if raw is None else pd.Series(raw, name=name)
         levels = design.levels.get(name)
-        if levels is None:  # coded as a factor inside a call only, e.g. factor(visit)
+        if levels is None:  # coded as a factor inside a call only, e.g. factor(visit) (not I(visit > 2))
             levels = next((design.levels[deparse(v)] for v in variables
-                           if name in names_in(v) and deparse(v) in design.levels), None)
+                           if deparse(v) in design.levels and _factor_of(v) == name), None)
         if levels is None and values is not None and isinstance(column_as_value(values), Factor):
             levels = tuple(column_as_value(values).levels)
         out[name] = _Covariate(name, "numeric" if levels is None else "factor", tuple(levels or ()), values)

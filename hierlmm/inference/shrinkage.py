@@ -80,8 +80,10 @@ class Shrinkage:
     @property
     def shrinkage_factor(self) -> pd.DataFrame:
         """Per level and effect, ``(theta_EB - beta_Z) / (theta_OLS - beta_Z)``: the fraction of the subject's own
-        departure from the population that partial pooling keeps (in (0, 1) for a random intercept)."""
-        return (self.eb - self.population) / (self.ols - self.population)
+        departure from the population that partial pooling keeps (in (0, 1) for a random intercept); NaN where the
+        least-squares estimate equals the population value (no departure to keep)."""
+        departure = self.ols - self.population
+        return (self.eb - self.population) / departure.where(departure != 0)
 
     @property
     def caption(self) -> str:

@@ -64,6 +64,10 @@ def subject_panel(
     predictive
         Bands of new outcomes instead of the mean's (with serially correlated errors they condition on the
         subject's rows: the trajectories are then conditioned on ``data``'s rows of the subject).
+
+    Every column but ``time`` is held at the subject's first row: with nested factors the trajectory is that of
+    the first row's inner level (e.g. one eye), and a time-varying covariate is held at its first value, so the
+    drawn curve is then not the fitted values at the visits.
     """
     import matplotlib.pyplot as plt  # lazy: matplotlib: ~0.5 s to import, needed only to draw
 
@@ -76,6 +80,12 @@ def subject_panel(
                         "(not the marginal model).", given=[b.factor for b in design.blocks],
                         fix="Use a hierarchical fit with nested grouping factors.")
     check_data_rows(design, data)  # rows are taken by position: they must be the fit's own
+    if isinstance(n_subjects, bool) or not isinstance(n_subjects, int) or n_subjects < 1:
+        raise DataError("n_subjects is the number of subjects to draw, a whole number >= 1.", given=n_subjects,
+                        fix="Pass n_subjects=16, or subjects=[...].")
+    if not pd.api.types.is_numeric_dtype(data[time].dtype):
+        raise DataError(f"The time column {time!r} is not numeric.", given=str(data[time].dtype),
+                        fix="Use a numeric time column for the x axis.")
     block = design.blocks[top]
     chosen = list(subjects) if subjects is not None else list(block.levels[:n_subjects])
     unknown = [s for s in chosen if s not in block.levels]

@@ -179,3 +179,13 @@ def test_data_is_optional_and_checked(spline_fit, data):
         effects(spline_fit, "t", data=data.drop(columns="x"))
     with pytest.raises(NotSupportedError, match="hierlmm.fit"):
         effects(object(), "t")
+
+
+def test_a_numeric_covariate_inside_a_logical_term_stays_numeric():
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"g": np.repeat([f"s{i}" for i in range(30)], 5), "t": np.tile(np.arange(5.0), 30)})
+    frame["y"] = 1 + 0.3 * frame["t"] + 0.5 * (frame["t"] > 2) + rng.normal(size=len(frame))
+    fit = hierlmm.fit("y ~ t + I(t > 2) + (1 | g)", frame)
+    result = effects(fit, "t", n=5)
+    np.testing.assert_allclose(result.table["t"], np.linspace(0, 4, 5))
+    assert result.table["estimate"].diff().iloc[3] > result.table["estimate"].diff().iloc[1]  # the step at t > 2

@@ -504,3 +504,13 @@ def test_new_subjects_outcomes_are_pointed_out_beside_a_history(fits, pbc2):
     a, b = (other[other["id"] == i] for i in other["id"].unique()[:2])
     with pytest.warns(hierlmm.UnusedOutcomesWarning, match=str(b["id"].iloc[0])):
         predict(models["plain"], pd.concat([a.tail(2), b]), level=1, history=a.head(2))
+
+
+def test_subject_panel_checks_its_arguments(fits):
+    small, models = fits
+    from hierlmm.report.plots import subject_panel
+
+    with pytest.raises(DataError, match="n_subjects"):
+        subject_panel(models["plain"], small, "year", n_subjects=0)
+    with pytest.raises(DataError, match="not numeric"):
+        subject_panel(models["plain"], small, "sex")

@@ -93,3 +93,11 @@ def test_refusals_and_the_choice_of_a_factor():
         shrinkage(marginal)
     with pytest.raises(NotSupportedError, match="hierlmm.fit"):
         shrinkage("not a fit")
+
+
+def test_the_shrinkage_factor_is_undefined_without_a_departure(slopes):
+    result = hierlmm.shrinkage(slopes)
+    equal = result.ols.iloc[[0]] * 0 + result.population  # a level whose least squares equal the population
+    moved = type(result)(**{**{f: getattr(result, f) for f in result.__dataclass_fields__},
+                            "ols": pd.concat([equal, result.ols.iloc[1:]])})
+    assert moved.shrinkage_factor.iloc[0].isna().all() and np.isfinite(moved.shrinkage_factor.iloc[1]).all()
