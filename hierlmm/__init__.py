@@ -36,6 +36,7 @@ from hierlmm.errors import (
     ConvergenceWarning,
     DataError,
     DatasetNotFoundError,
+    FitFileError,
     FormulaError,
     HierlmmError,
     MissingDataWarning,
@@ -68,6 +69,7 @@ from hierlmm.inference.shrinkage import Shrinkage, shrinkage
 from hierlmm.inference.simulation import simulate, simulate_fit
 from hierlmm.inference.variogram import model_variogram, variogram
 from hierlmm.report import plots
+from hierlmm.report.fit_files import load, save
 from hierlmm.report.interpretation_plots import effect_plot, shrinkage_plot
 from hierlmm.report.summaries import summary, to_dict
 from hierlmm.spec.model_files import load_spec
@@ -93,4 +95,5 @@ __all__ = [
     "variogram_check", "marginal_check",
     "tvc", "UnusedOutcomesWarning",
     "effects", "Effects", "effect_plot", "shrinkage", "Shrinkage", "shrinkage_plot",
+    "save", "load", "FitFileError",
 ]

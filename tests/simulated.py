@@ -31,3 +31,10 @@ def random_factors(design, rng: np.random.Generator) -> list[np.ndarray]:
         L[np.diag_indices(block.q)] = rng.uniform(0.3, 1.5, block.q)
         out.append(L)
     return out
+
+
+def every_kind(seed: int = 21, n_subjects: int = 40) -> pd.DataFrame:
+    """Data every fit kind can be fitted to: nested ``id/eye``, and a ``rater`` crossed with ``id``."""
+    frame = simulate(seed, n_subjects=n_subjects, nested=True)
+    frame["rater"] = [f"r{k % 5}" for k in range(len(frame))]  # crossed with id
+    return frame

@@ -255,14 +255,16 @@ def test_date_columns_get_a_clear_error():
         hierlmm.build_design(hierlmm.model_spec("y ~ when + (1 | g)"), data)
 
 
-def test_scale_arguments_must_be_logical():
+def test_scale_arguments_must_be_logical_or_a_number():
+    import numpy as np
     import pandas as pd
 
     import hierlmm
 
     data = pd.DataFrame({"y": [1.0, 2, 3, 4], "x": [0.5, 1, 2, 3], "g": list("aabb")})
-    with pytest.raises(hierlmm.FormulaError, match="TRUE or FALSE"):
+    with pytest.raises(hierlmm.FormulaError, match="TRUE or FALSE, or a number"):
         hierlmm.build_design(hierlmm.model_spec('y ~ scale(x, center = "a") + (1 | g)'), data)
     design = hierlmm.build_design(hierlmm.model_spec("y ~ scale(x, center = FALSE) + (1 | g)"), data)
     x = data["x"].to_numpy()
-    assert design.X[:, 1] == pytest.approx(x / x.std(ddof=1))
+    # R's scale(x, center = FALSE) divides by the root mean square sqrt(sum(x^2) / (n - 1)), not by sd(x)
+    assert design.X[:, 1] == pytest.approx(x / np.sqrt(np.sum(x**2) / (len(x) - 1)), rel=1e-14)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-from simulated import simulate
+from simulated import every_kind
 
 import hierlmm
 import hierlmm.engines.reml.refit
@@ -28,9 +28,7 @@ FIXED = "y ~ t + x"
 
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
-    frame = simulate(21, n_subjects=40, nested=True)
-    frame["rater"] = [f"r{k % 5}" for k in range(len(frame))]  # crossed with id
-    return frame
+    return every_kind()
 
 
 REML_KINDS = {

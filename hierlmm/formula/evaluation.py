@@ -11,6 +11,8 @@ state is kept, keyed by the call's R text, so that new data are evaluated with t
 from __future__ import annotations
 
 import difflib
+import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,25 +46,41 @@ Value = Factor | Numeric
 
 @dataclass(frozen=True)
 class Scaling:
-    """R's ``scale(x)``: centre and scale fitted on the training data."""
+    """R's ``scale(x, center, scale)``: centre and scale fitted on the training data.
+
+    As ``base::scale``: ``center = TRUE`` subtracts the mean, a number subtracts that number, ``FALSE`` nothing;
+    ``scale = TRUE`` divides by the root mean square of the (centred) values, ``sqrt(sum(x^2) / (n - 1))`` -- the
+    standard deviation when the mean was subtracted, but *not* when ``center = FALSE`` or a number --, a number
+    divides by that number, ``FALSE`` by nothing. Missing values are left out of both, as R's ``na.rm = TRUE``.
+    The fitted centre and scale are reused on new data, as R's ``predict`` does through ``makepredictcall``.
+    """
 
     name = "scale"
     center: float
     scale: float
 
     @classmethod
-    def fit(cls, x: np.ndarray, center: bool = True, scale: bool = True) -> Scaling:
-        for name, value in (("center", center), ("scale", scale)):
-            if not isinstance(value, bool | np.bool_):
-                raise FormulaError(
-                    f"scale(): {name} must be TRUE or FALSE.", given=repr(value),
-                    fix="Write scale(x), scale(x, center = FALSE) or scale(x, scale = FALSE).",
-                )
-        c = float(np.mean(x)) if center else 0.0
-        s = float(np.std(x, ddof=1)) if scale else 1.0
-        if scale and not s > 0:
-            raise FormulaError("scale() of a constant variable.", given=f"sd = {s}", fix="Drop the term.")
-        return cls(c, s)
+    def fit(cls, x: np.ndarray, center: bool | float = True, scale: bool | float = True) -> Scaling:
+        centring = _scale_argument(center, "center")
+        x = np.asarray(x, dtype=float)
+        if centring is True:
+            c = math.fsum(x) / x.size if x.size else math.nan  # R's colMeans: one (long double) sum
+        else:
+            c = 0.0 if centring is False else centring
+        s = _scale_argument(scale, "scale")
+        if s is True:
+            s = math.sqrt(math.fsum((x - c) ** 2) / max(1, x.size - 1))
+            if not s > 0 or not math.isfinite(s):
+                what = "sd" if centring is True else "root mean square"
+                raise FormulaError("scale() of a constant variable." if centring is True else
+                                   "scale() of a variable that is all zeros (after centring).",
+                                   given=f"{what} = {s}", fix="Drop the term.")
+        elif s is False:
+            s = 1.0
+        elif s == 0:
+            raise FormulaError("scale(): scale = 0 divides by zero.", given=repr(scale),
+                               fix="Give a non-zero scale, or scale = FALSE.")
+        return cls(float(c), float(s))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.center) / self.scale)[:, None]
@@ -72,21 +90,100 @@ class Scaling:
         return ("",)
 
 
+def _scale_argument(value: Any, name: str) -> bool | float:
+    """``center`` / ``scale`` of ``scale()``: TRUE, FALSE or one finite number (R also takes one per column)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iuf" and arr.size == 1 and np.isfinite(arr).all():
+        return float(arr.reshape(-1)[0])
+    raise FormulaError(
+        f"scale(): {name} must be TRUE or FALSE, or a number.", given=repr(value),
+        fix="Write scale(x), scale(x, center = FALSE), scale(x, scale = FALSE) or scale(x, center = 50, scale = 10).",
+    )
+
+
 def _stateful() -> dict[str, Any]:
     return {**STATEFUL_TRANSFORMS, "scale": Scaling}
 
 
 def _log(x: np.ndarray, base: float = np.e) -> np.ndarray:
+    """R's ``log(x, base)``: ``log10``/``log2`` for bases 10 and 2 (R's ``logbase``), else ``log(x) / log(base)``."""
+    if base == 10:
+        return np.log10(x)
+    if base == 2:
+        return np.log2(x)
     return np.log(x) / (np.log(base) if base != np.e else 1.0)
+
+
+def _r_pow_di(x: float, n: int) -> float:
+    """R's ``R_pow_di``: ``x^n`` by repeated squaring, ``1 / x^|n|`` for negative ``n``."""
+    xn, negative, n = 1.0, n < 0, abs(n)
+    while True:
+        if n & 1:
+            xn *= x
+        n >>= 1
+        if not n:
+            break
+        x *= x
+    return 1.0 / xn if negative else xn
+
+
+def _r_round_one(x: float, digits: float) -> float:
+    """R >= 4.0.0 ``round(x, digits)`` (nmath ``fround.c``): of the two neighbours with ``digits`` decimals, the one
+    closer to ``x`` in double arithmetic, ties to an even last digit. numpy's ``round`` scales by ``10^digits`` and
+    rounds the product, which differs near ties (R: ``round(0.15, 1) = 0.1``, numpy: 0.2)."""
+    if math.isnan(x) or math.isnan(digits):
+        return x + digits
+    if not math.isfinite(x) or digits > 308 + 15 or x == 0.0:
+        return x
+    if digits < -308:
+        return 0.0
+    if digits == 0.0:
+        return float(np.rint(x))
+    dig = int(math.floor(digits + 0.5))
+    if x < 0.0:
+        return -_r_round_one(-x, dig)
+    if math.log10(2.0) * (0.5 + (math.frexp(x)[1] - 1)) + dig > 15:  # logb(x) + dig > DBL_DIG: nothing to round
+        return x
+    if dig <= 308:
+        pow10 = _r_pow_di(10.0, dig)
+        x10 = pow10 * x
+        i10 = math.floor(x10)
+        xd, xu = i10 / pow10, math.ceil(x10) / pow10
+    else:  # x is tiny
+        p10, pow10 = _r_pow_di(10.0, dig - 308), _r_pow_di(10.0, 308)
+        x10 = (pow10 * x) * p10
+        i10 = math.floor(x10)
+        xd, xu = i10 / pow10 / p10, math.ceil(x10) / pow10 / p10
+    du, dd = xu - x, x - xd
+    return xu if (du < dd or (du == dd and math.fmod(i10, 2.0) == 1.0)) else xd
+
+
+def _round(x: Any, digits: Any = 0) -> Any:
+    """R's ``round(x, digits)``, element-wise (``digits`` one number)."""
+    d = np.asarray(digits, dtype=float)
+    if d.size != 1:
+        raise TypeError("round(): digits must be one number")
+    out = np.vectorize(_r_round_one, otypes=[float])(np.asarray(x, dtype=float), float(d.reshape(-1)[0]))
+    return out if np.ndim(x) else float(out)
+
+
+def _parallel(extreme: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+    """R's ``pmin``/``pmax`` of any number of arguments (missing values propagate, as ``na.rm = FALSE``)."""
+    def parallel(*values: Any) -> Any:
+        return functools.reduce(extreme, values)
+    return parallel
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "log": _log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp, "expm1": np.expm1,
     "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos, "tan": np.tan, "sign": np.sign,
-    "floor": np.floor, "ceiling": np.ceil, "round": lambda x, digits=0: np.round(x, int(digits)),
-    "pmin": np.minimum, "pmax": np.maximum,
+    "floor": np.floor, "ceiling": np.ceil, "round": _round,
+    "pmin": _parallel(np.minimum), "pmax": _parallel(np.maximum),
 }
-"""Whitelisted R functions of numbers (R name -> numpy implementation)."""
+"""Whitelisted R functions of numbers (R name -> numpy implementation). ``tests/formula/test_functions_against_r.py``
+compares each with R itself."""
 
 SPECIAL = ("I", "c", "factor", "as.factor", "relevel", "as.numeric", "ns", "bs", "poly", "scale")
 """Calls handled by the evaluator itself."""
@@ -308,6 +405,7 @@ class Evaluator:
                 lv = [_r_string(v) for v in sorted({float(v) for v in np.asarray(value, float) if not np.isnan(v)})]
         else:
             lv = [_r_string(v) for v in np.atleast_1d(levels)]
+        lv = list(dict.fromkeys(lv))  # R: levels <- unique(as.character(sort(unique(x))))
         index = {level: i for i, level in enumerate(lv)}
         return Factor(np.array([index.get(v, -1) if v is not None else -1 for v in raw], np.int64), tuple(lv))
 
@@ -331,7 +429,24 @@ class Evaluator:
 
 
 def _r_string(v: Any) -> str:
-    """R's ``as.character`` of a number: ``1`` not ``1.0``."""
-    if isinstance(v, float | np.floating) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
+    """R's ``as.character`` of a number, as ``factor()`` labels its levels.
+
+    A whole number in R's integer range is written as an integer (``1``, not ``1.0``; ``100000``, as R writes the
+    integer columns ``read.csv`` gives); any other number as R writes a double: 15 significant digits, fixed or
+    scientific notation whichever is narrower (``0.333333333333333``, ``1e-04``, ``1e+10``).
+    """
+    if not isinstance(v, float | np.floating):
+        return str(v)
+    x = float(v)
+    if x.is_integer() and abs(x) < 2**31:
+        return str(int(x))
+    if not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Inf" if x > 0 else "-Inf")
+    mantissa, exponent = f"{abs(x):.14e}".split("e")
+    kpower = int(exponent)
+    nsig = len(mantissa.replace(".", "").rstrip("0")) or 1
+    neg = int(x < 0)
+    decimals = max(0, nsig - kpower - 1)
+    fixed_width = neg + (kpower + 1 if kpower >= 0 else 1) + (decimals + 1 if decimals else 0)
+    sci_width = neg + (nsig + 1 if nsig > 1 else nsig) + (4 if abs(kpower) < 100 else 5)
+    return f"{x:.{decimals}f}" if fixed_width <= sci_width else f"{x:.{nsig - 1}e}"

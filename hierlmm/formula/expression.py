@@ -103,6 +103,14 @@ _BINARY = {  # operator: (left binding power, right binding power)
 }
 _UNARY_POWER = 60
 
+MAX_NESTING = 100
+"""Deepest nesting the parser accepts: parentheses, calls, unary signs and ``^`` chains inside one another. Deeper
+formulas are refused before Python's recursion limit can be reached (R's own parser stops near 5,000)."""
+
+MAX_DEPTH = 1000
+"""Deepest syntax tree accepted, counting chains of binary operators (a sum of ``MAX_DEPTH`` terms): every later step
+walks the tree recursively."""
+
 
 @dataclass(frozen=True)
 class _Tok:
@@ -144,6 +152,7 @@ class _Parser:
         self.text = text
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def error(self, problem: str, fix: str) -> FormulaError:
         return FormulaError(problem, given=self.text, fix=fix)
@@ -180,6 +189,19 @@ class _Parser:
         return expr
 
     def expression(self, min_power: int) -> Expr:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            tok = self.peek()
+            raise FormulaError(
+                f"The formula nests parentheses, calls or operators more than {MAX_NESTING} levels deep (at "
+                f"position {tok.pos if tok is not None else len(self.text)}).", given=_shortened(self.text),
+                fix="Write the expression with fewer nested parentheses; a formula this deep is not a model.")
+        try:
+            return self._expression(min_power)
+        finally:
+            self.depth -= 1
+
+    def _expression(self, min_power: int) -> Expr:
         left = self.prefix()
         while (tok := self.peek()) is not None and tok.kind == "op" and tok.text in _BINARY:
             lbp, rbp = _BINARY[tok.text]
@@ -259,7 +281,35 @@ def parse(text: str) -> Expr:
     """Parse R source (a formula or an expression) into an :data:`Expr` tree."""
     if not isinstance(text, str):
         raise FormulaError("A formula must be a string.", given=repr(text), fix="Pass e.g. 'y ~ x + (1 | g)'.")
-    return _Parser(text).parse()
+    expr = _Parser(text).parse()
+    depth = _depth(expr)
+    if depth > MAX_DEPTH:
+        raise FormulaError(
+            f"The formula's expression is {depth} operators deep (more than {MAX_DEPTH}), for instance a sum of "
+            f"{depth} terms.", given=_shortened(text),
+            fix="Use fewer terms; build long sums of columns in the data (a matrix column or a score) instead.")
+    return expr
+
+
+def _shortened(text: str) -> str:
+    """A long formula quoted back by its first 200 characters and its length."""
+    return text if len(text) <= 200 else f"{text[:200]}... ({len(text)} characters)"
+
+
+def _depth(expr: Expr) -> int:
+    """Depth of a syntax tree, without recursion (a long sum is a deep, left-leaning tree)."""
+    deepest, stack = 0, [(expr, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        match node:
+            case Call(args=args, kwargs=kwargs):
+                stack.extend((child, level + 1) for child in (*args, *(v for _, v in kwargs)))
+            case BinOp(left=left, right=right):
+                stack.extend(((left, level + 1), (right, level + 1)))
+            case Unary(operand=child) | Paren(inner=child):
+                stack.append((child, level + 1))
+    return deepest
 
 
 _SYNTACTIC = re.compile(r"^(?:[A-Za-z]|\.[A-Za-z_.]?)[A-Za-z0-9._]*$")

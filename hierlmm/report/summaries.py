@@ -9,6 +9,8 @@ effects, mean, se}} (null for the marginal model), ``sigma``, ``loglik``, ``aic`
 
 from __future__ import annotations
 
+import json
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from hierlmm.engines.reml.ml_fit import MLFit
 from hierlmm.engines.reml.result import REMLResult
 from hierlmm.errors import SpecError
 from hierlmm.report import plots
+from hierlmm.report.fit_files import save
 from hierlmm.structures.random_effects import sd_corr
 
 
@@ -206,11 +209,12 @@ TREE_FORMATS = ("netcdf", "zarr")
 
 
 def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None, tree_format: str = "netcdf") -> list[Path]:
-    """Save a Bayesian fit into ``folder``: the DataTree (``posterior.nc``, netCDF4 through h5netcdf, or
-    ``posterior.zarr``), the summary table (CSV) and plots (PNG: rank plots, posterior predictive check, and with
-    an ML/REML fit the Bayes-versus-REML forest plot).
+    """Save a Bayesian fit into ``folder``: the fit (``posterior.nc``, netCDF4 through h5netcdf, or
+    ``posterior.zarr``: :func:`hierlmm.save`'s file, the DataTree at its root), the summary table (CSV) and plots
+    (PNG: rank plots, posterior predictive check, and with an ML/REML fit the Bayes-versus-REML forest plot).
 
-    Read the tree back with ``xarray.open_datatree(path)`` (or ``arviz.from_netcdf`` / ``arviz.from_zarr``).
+    Read the fit back with ``hierlmm.load(folder)``, the tree alone with ``xarray.open_datatree(path)`` (or
+    ``arviz.from_netcdf`` / ``arviz.from_zarr``).
     """
     if tree_format not in TREE_FORMATS:
         raise SpecError("Unknown format for the saved DataTree.", given=tree_format, fix="Use 'netcdf' or 'zarr'.")
@@ -232,11 +236,36 @@ def save_fit(fit: BayesFit, folder: str | Path, ml: MLFit | None = None, tree_fo
         if ml is not None:
             plots.forest(fit, ml).savefig(folder / "forest.png", dpi=80)
             saved.append(folder / "forest.png")
-        if tree_format == "zarr":
-            fit.tree.to_zarr(folder / "posterior.zarr", mode="w")
-            saved.append(folder / "posterior.zarr")
-        else:
-            fit.tree.to_netcdf(folder / "posterior.nc", engine="h5netcdf")
-            saved.append(folder / "posterior.nc")
+        # the whole fit (hierlmm.save): the DataTree at the root, hierlmm's part in /hierlmm; hierlmm.load(folder)
+        saved.append(save(fit, folder / ("posterior.zarr" if tree_format == "zarr" else "posterior.nc"),
+                          format=tree_format))
     plt.close("all")
     return saved
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` in JSON's types, for strict JSON: NumPy scalars and arrays as Python numbers and lists, tuples as
+    lists, paths as strings, and every non-finite float (NaN, inf: a quantity that is undefined, e.g. R-hat of one
+    chain) as None, which JSON writes as ``null``."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, numbers.Real):  # float, NumPy floats, and other real scalars
+        return float(value) if np.isfinite(float(value)) else None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def json_text(value: Any) -> str:
+    """Strict JSON text of a summary (:func:`to_dict`, :func:`bayes_to_dict` or any command's output): no ``NaN`` or
+    ``Infinity`` tokens, which JSON does not have and strict parsers (JavaScript's ``JSON.parse``, ``jq``) refuse;
+    non-finite numbers become ``null`` (:func:`json_ready`)."""
+    return json.dumps(json_ready(value), indent=1, allow_nan=False)

@@ -1,7 +1,9 @@
 """Declarative model files (TOML, one per model in ``models/``): a spec, its data set and fit options.
 
-A file is data, not code: its formulas go through the same safe parser as any other formula, and unknown keys are
-errors (so a typo does not silently change the model).
+A file is data, not code: its formulas go through the same safe parser as any other formula. Its keys and their
+types are checked against a schema (:mod:`hierlmm.spec.model_file_schema`) before any value is used: unknown keys
+are errors (so a typo does not silently change the model), and so are values of the wrong type, each named by its
+dotted key (``model.name``).
 
 Format::
 
@@ -30,8 +32,10 @@ Format::
     centered = "auto"                 # joint sampler: "auto", or a list like ["patient:(Intercept)"]
 
     [priors]                          # optional overrides of the default priors (hierlmm.engines.bayes.priors)
-    sigma = 3.0 lkj_eta = 2.0 beta = { obstime = [0.0, 1.0] }   # (mean, sd) of a fixed effect sd = { "patient:obstime"
-    = 0.5 }  # scale of a random-effect SD
+    sigma = 3.0
+    lkj_eta = 2.0
+    beta = { obstime = [0.0, 1.0] }   # (mean, sd) of a fixed effect
+    sd = { "patient:obstime" = 0.5 }  # scale of a random-effect SD
 
     [reference]                       # optional: the R fit this model reproduces
     file = "aids_ri_rs_reml.json"
@@ -39,6 +43,7 @@ Format::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,17 +53,13 @@ import pandas as pd
 
 from hierlmm import datasets
 from hierlmm.errors import SpecError
+from hierlmm.spec.model_file_schema import check_model_file
 from hierlmm.spec.model_spec import ModelSpec, PdMat, pdBlocked
+from hierlmm.spec.prior_overrides import check_prior_overrides
 from hierlmm.structures.serial_correlation import parse_correlation
 from hierlmm.structures.variance_functions import parse_weights
 
-_ALLOWED = {
-    "model": {"name", "title", "formula", "fixed", "random", "correlation", "weights"},
-    "data": {"name", "derive"},
-    "fit": {"method", "sampler", "centered"},
-    "reference": {"file"},
-    "priors": {"beta", "sigma", "sd", "lkj_eta"},
-}
+_TOML_LINE = re.compile(r"at line (\d+)")  # tomllib's position, "(at line 3, column 8)" (3.13 has no lineno)
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,6 @@ class ModelFile:
         return data
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    unknown = set(table) - allowed
-    if unknown:
-        raise SpecError(
-            f"Unknown key(s) {sorted(unknown)} in [{where}] of {path.name}.",
-            given=str(path),
-            fix=f"Allowed keys in [{where}]: {sorted(allowed)}.",
-        )
-
-
 def _random(value: Any, path: Path) -> str | dict[str, PdMat] | None:
     if value is None or isinstance(value, str):
         return value
@@ -136,23 +127,38 @@ def _random(value: Any, path: Path) -> str | dict[str, PdMat] | None:
 def load_spec(path: str | Path) -> ModelFile:
     """Read a TOML model file.
 
+    Parameters
+    ----------
+    path
+        The ``.toml`` file.
+
+    Returns
+    -------
+    ModelFile
+        The spec, its data set's name or CSV path, derived columns, fit options and priors.
+
     Raises
     ------
     SpecError
-        Missing file, invalid TOML, unknown keys, or both/neither of ``formula`` and ``fixed``.
+        A path that is not a string or a ``Path``, a missing file or a directory, a file that is not UTF-8, invalid
+        TOML (with tomllib's line and column), a key the schema does not know or a value of the wrong type (the key
+        as a dotted path, the type expected and the value given: :mod:`hierlmm.spec.model_file_schema`), both or
+        neither of ``formula`` and ``fixed``, ``random`` beside an lme4-style ``formula``, an unknown ``method``,
+        or priors of the wrong shape.
+    FormulaError
+        A formula that does not parse.
     """
+    if not isinstance(path, (str, Path)):
+        raise SpecError("The model file must be given as a path (a string or a pathlib.Path).", given=repr(path),
+                        fix='Pass the path of a .toml file, e.g. load_spec("models/aids_ri_rs.toml").')
     path = Path(path)
     if not path.is_file():
         raise SpecError(
-            "Model file not found.", given=str(path), fix="Give the path of a .toml file, e.g. models/aids_ri_rs.toml."
+            "Model file not found" + (f": {path} is a directory." if path.is_dir() else "."), given=str(path),
+            fix="Give the path of a .toml file, e.g. models/aids_ri_rs.toml.",
         )
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"Invalid TOML: {exc}.", given=str(path), fix="Check the file's syntax.") from None
-    _check_keys(raw, set(_ALLOWED), "top level", path)
-    for section, allowed in _ALLOWED.items():
-        _check_keys(raw.get(section, {}), allowed, section, path)
+    raw = _parse_toml(path)
+    check_model_file(raw, path)
     model, data, fit = raw.get("model", {}), raw.get("data", {}), raw.get("fit", {})
     run = str(fit.get("method", "REML")).upper()
     if run not in ("REML", "ML", "NUTS", "BOTH"):
@@ -171,6 +177,13 @@ def load_spec(path: str | Path) -> ModelFile:
             given=str(path),
             fix='Add formula = "y ~ x + (1 | g)", or fixed = "y ~ x" with random = "~ 1 | g".',
         )
+    if "formula" in model and "random" in model:
+        raise SpecError(
+            "[model] random goes with fixed (nlme style); an lme4-style formula holds its random effects itself.",
+            given=f"{path}: formula = {model['formula']!r}, random = {model['random']!r}",
+            fix='Put the random effects into the formula, e.g. formula = "y ~ x + (1 | g)", or write fixed = '
+                '"y ~ x" with random = "~ 1 | g".',
+        )
     if "formula" in model:
         spec = ModelSpec.from_formula(model["formula"], method=method)
     else:
@@ -187,10 +200,34 @@ def load_spec(path: str | Path) -> ModelFile:
         derive.append(DerivedColumn(entry["name"], "baseline", entry["baseline"], entry["by"]))
     return ModelFile(
         model.get("name", path.stem), model.get("title", ""), spec, data["name"], tuple(derive),
-        raw.get("reference", {}).get("file"), path, raw.get("priors") or None, run, sampler,
+        raw.get("reference", {}).get("file"), path,
+        check_prior_overrides(raw.get("priors"), f"[priors] of {path.name}"), run, sampler,
         centered if isinstance(centered, str) else tuple(centered), _correlation(model.get("correlation")),
         _weights(model.get("weights")),
     )
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML, or a SpecError giving tomllib's line and column, or the line that is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(f"{path.name} is not UTF-8 text (TOML files are): line {line} holds the byte "
+                        f"{raw[exc.start : exc.start + 1]!r}.", given=str(path),
+                        fix="Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8).") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problem = str(exc)
+        lines = text.splitlines()
+        line = getattr(exc, "lineno", None) or next(
+            (int(n) for n in _TOML_LINE.findall(problem)), None)
+        shown = f", line {line}: {lines[line - 1].strip()[:80]!r}" if line and line <= len(lines) else ""
+        raise SpecError(f"Invalid TOML in {path.name}: {problem}.", given=f"{path}{shown}",
+                        fix="Correct the syntax at that line and column (TOML: key = value, strings in quotes, "
+                            "[table] headers; see docs/specs.md).") from None
 
 
 def _nlme_string(value: Any, key: str, parse: Any, example: str) -> str | None:

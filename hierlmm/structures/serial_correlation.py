@@ -160,12 +160,20 @@ class CorrelationStructure:
 
 
 _PATTERN = re.compile(r"^\s*(\w+)\s*\(\s*form\s*=\s*~\s*([\w.]+)\s*(?:\|\s*([\w.]+)\s*)?"
-                      r"(?:,\s*nugget\s*=\s*(\w+)\s*)?\)\s*$")
+                      r"(?:,\s*nugget\s*=\s*([\w.+-]+)\s*)?\)\s*$")
+_LOGICALS = {"TRUE": True, "T": True, "FALSE": False, "F": False}
 
 
 def parse_correlation(text: str) -> CorrelationStructure:
     """Parse nlme's syntax: ``"corExp(form = ~ obstime | patient)"``, ``"corAR1(form = ~ 1 | id)"``,
-    ``"corExp(form = ~ t | id, nugget = TRUE)"``."""
+    ``"corExp(form = ~ t | id, nugget = TRUE)"``.
+
+    ``nugget`` is read as R reads a logical argument: ``TRUE``/``T`` and ``FALSE``/``F`` (in any case), or a number,
+    non-zero meaning TRUE (``nugget = 1`` is a nugget, ``nugget = 0`` none); anything else is refused.
+    """
+    if not isinstance(text, str):
+        raise SpecError("The correlation structure must be nlme's syntax as text.", given=repr(text),
+                        fix='Write e.g. correlation="corExp(form = ~ obstime | patient)".')
     m = _PATTERN.match(text)
     if not m:
         raise SpecError("Cannot read the correlation structure.", given=text,
@@ -174,10 +182,24 @@ def parse_correlation(text: str) -> CorrelationStructure:
     if group is None:
         raise SpecError("The correlation structure needs its grouping: form = ~ time | group.", given=text,
                         fix='Write e.g. "corExp(form = ~ obstime | patient)".')
-    has_nugget = nugget is not None and nugget.upper() in ("TRUE", "T")
+    has_nugget = False if nugget is None else _logical(nugget, text)
     time = None if time == "1" else time
     _check(kind, time, has_nugget, text)
     return CorrelationStructure(kind, time, group, has_nugget)
+
+
+def _logical(value: str, given: str) -> bool:
+    """R's reading of ``nugget = value``: a logical constant, or a number (non-zero is TRUE, as ``if (1)`` in R)."""
+    if value.upper() in _LOGICALS:
+        return _LOGICALS[value.upper()]
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if number != number:  # not a number (or NaN, which R refuses too)
+        raise SpecError(f"nugget must be TRUE or FALSE (or a number, non-zero meaning TRUE, as in R), not {value!r}.",
+                        given=given, fix="Write nugget = TRUE, or leave it out for no nugget.")
+    return number != 0
 
 
 def _check(kind: str, time: str | None, nugget: bool, given: str) -> None:

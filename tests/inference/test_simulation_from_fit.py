@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from simulated import simulate
+from simulated import every_kind
 from test_fit_interface import REML_KINDS as INTERFACE_KINDS
 
 import hierlmm
@@ -27,9 +27,7 @@ REML_KINDS = {**INTERFACE_KINDS,  # every kind of tests/test_fit_interface.py, a
 
 @pytest.fixture(scope="module")
 def data():
-    frame = simulate(21, n_subjects=40, nested=True)
-    frame["rater"] = [f"r{k % 5}" for k in range(len(frame))]  # crossed with id
-    return frame
+    return every_kind()
 
 
 def _quiet(make, d):

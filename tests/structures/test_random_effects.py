@@ -181,8 +181,10 @@ def test_variance_component_intervals_agree_with_nlme(name, method, chapter_data
     table = hierlmm.fit(fixed, data, random=random, method=method).varcorr_intervals()
     ours = table.drop(index="sigma")
     assert len(ours) == len(np.atleast_1d(ref["est"]))
-    for column, key in (("lower", "lower"), ("est.", "est"), ("upper", "upper")):
-        np.testing.assert_allclose(ours[column], np.atleast_1d(ref[key]), rtol=1e-2)
+    # estimates: measured gaps <= 1.5e-5; nlme's fdHess interval ends: <= 2.7e-4 (aids_ident), <= 5.8e-3 (pbc2_blocked)
+    bounds_rtol = 1e-3 if name == "aids_ident" else 1e-2
+    for column, key, rtol in (("lower", "lower", bounds_rtol), ("est.", "est", 2e-4), ("upper", "upper", bounds_rtol)):
+        np.testing.assert_allclose(ours[column], np.atleast_1d(ref[key]), rtol=rtol)
     assert table.loc["sigma", "lower"] < table.loc["sigma", "est."] < table.loc["sigma", "upper"]
 
 

@@ -29,8 +29,8 @@ def test_model_I_with_exponential_correlation_matches_nlme(chapter_data, referen
     np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], atol=1e-3)
     np.testing.assert_allclose(fit.fixef()["Std.Error"], ref["fixef"]["se"], rtol=1e-3)
     assert list(fit.fixef()["DF"]) == ref["fixef"]["df"]
-    assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=1e-2)
-    np.testing.assert_allclose(fit.correlation_intervals()["range"], ref["range_ci"], rtol=1e-2)
+    assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=5e-5)  # measured 4.9e-6
+    np.testing.assert_allclose(fit.correlation_intervals()["range"], ref["range_ci"], rtol=1e-3)  # 4.4e-4
     assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
     assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-4)
     assert fit.D[0][0, 0] == pytest.approx(ref["D"]["D"][0][0], rel=1e-3)
@@ -46,7 +46,7 @@ def test_cli_correlation_json(tmp_path, chapter_data, reference):
     result = json.loads(out.read_text())
     corr = result["correlation"]
     assert corr["type"] == "corExp" and corr["form"] == "~ obstime | patient"
-    assert corr["parameters"]["range"] == pytest.approx(reference("aids_corexp_ri")["range"], rel=1e-2)
+    assert corr["parameters"]["range"] == pytest.approx(reference("aids_corexp_ri")["range"], rel=5e-5)
     assert len(corr["intervals"]["range"]) == 2
 
 

@@ -61,16 +61,19 @@ def test_fits_agree_with_nlme(name, chapter_data):
     vf = ref["variance_function"]
     assert fit.weights.kind == vf["type"]
     assert list(fit.variance_parameters) == vf["names"]
-    np.testing.assert_allclose(list(fit.variance_parameters.values()), vf["est"], rtol=1e-2)
+    np.testing.assert_allclose(list(fit.variance_parameters.values()), vf["est"], rtol=3e-5)  # measured <= 2.3e-6
     # pbc2_varexp: nlme's fdHess interval moves ~1% when albumin is shifted (the same model); compare with nlme's
     # on centred albumin, the better conditioned one (see the fixture's R script and docs/heteroscedastic.md)
     bounds = ref.get("centred", vf)
     lower, upper = np.array(list(fit.variance_intervals().values())).T
-    np.testing.assert_allclose(lower, bounds["lower"], rtol=1e-2)
-    np.testing.assert_allclose(upper, bounds["upper"], rtol=1e-2)
+    # nlme's intervals come from its finite-difference Hessian (fdHess): measured gaps <= 6.5e-4, but 4.8e-3 (upper)
+    # and 1.1e-3 (range) for corExp + varExp, which keep 1e-2
+    loose = 1e-2 if name == "aids_corexp_varexp" else 1e-3
+    np.testing.assert_allclose(lower, bounds["lower"], rtol=1e-3)
+    np.testing.assert_allclose(upper, bounds["upper"], rtol=loose)
     if "range" in ref:
-        assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=1e-2)
-        np.testing.assert_allclose(fit.correlation_intervals()["range"], ref["range_ci"], rtol=1e-2)
+        assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=1e-5)  # measured 8.5e-7
+        np.testing.assert_allclose(fit.correlation_intervals()["range"], ref["range_ci"], rtol=loose)
 
 
 def test_power_interval_does_not_move_with_the_covariate_scale(chapter_data):
@@ -86,7 +89,7 @@ def test_power_interval_does_not_move_with_the_covariate_scale(chapter_data):
     np.testing.assert_allclose(intervals[0], intervals[1], rtol=1e-4)
     nlme = np.array([[r["lower"], r["upper"]] for r in ref])
     assert np.ptp(nlme[:, 0]) > 0.05  # nlme's lower bounds spread over the scales
-    np.testing.assert_allclose(intervals[0], nlme[-1], rtol=1e-2)  # nlme with log(x / c) centred
+    np.testing.assert_allclose(intervals[0], nlme[-1], rtol=1e-3)  # nlme with log(x / c) centred; gap 1.9e-4
 
 
 def test_fit_reports_nlme_parameters_consistently(chapter_data):
@@ -248,7 +251,7 @@ def test_cli_and_model_file_weights(tmp_path, chapter_data):
     assert vf["type"] == "varIdent" and vf["form"] == "~1 | drug" and result["correlation"] is None
     assert vf["parameters"]["ddI"] == pytest.approx(ref["variance_function"]["est"][0], rel=1e-4)
     np.testing.assert_allclose(vf["intervals"]["ddI"], [ref["variance_function"]["lower"][0],
-                                                        ref["variance_function"]["upper"][0]], rtol=1e-2)
+                                                        ref["variance_function"]["upper"][0]], rtol=1e-3)
     model = tmp_path / "m.toml"
     model.write_text('[model]\nfixed = "CD4 ~ obstime * drug"\nrandom = "~ obstime | patient"\n'
                      'weights = "varIdent(form = ~ 1 | drug)"\n[data]\nname = "aids"\n')

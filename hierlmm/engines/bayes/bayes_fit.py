@@ -30,7 +30,8 @@ import pymc as pm
 from hierlmm.design.design import Design
 from hierlmm.engines.bayes.hierarchical_model import BayesModel, build_bayes_model, cor_label, sd_label, var_name
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
-from hierlmm.engines.bayes.posterior_tree import block_factors, complete_tree
+from hierlmm.engines.bayes.posterior_tree import block_factors, complete_tree, portable_sample_stats
+from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
 from hierlmm.engines.bayes.random_effects_covariance import set_initial_values
 from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.start import starting_fit
@@ -250,7 +251,7 @@ def fit_bayes_hierarchical(
     *,
     sampler: str = "marginal",
     options: SamplerOptions | None = None,
-    priors: Mapping[str, Any] | None = None,
+    priors: Mapping[str, Any] | Priors | None = None,
     centered: Sequence[str] | str = (),
     pointwise: bool | None = None,
 ) -> BayesFit:
@@ -258,6 +259,8 @@ def fit_bayes_hierarchical(
     :func:`hierlmm.fit_bayes` for independent errors (its arguments are documented there)."""
     t0 = time.perf_counter()
     options = (options or SamplerOptions()).with_default_tune(1000)
+    if not isinstance(priors, Priors):  # checked (hierlmm.engines.bayes.priors.check_priors) before the REML start
+        priors = with_overrides(default_priors(design), design, priors)
     reml = _reml_start(design)
     bm = build_bayes_model(design, priors=priors, sampler=sampler, centered=centered, reml=reml)
     _initial_values(bm, reml)
@@ -275,4 +278,5 @@ def fit_bayes_hierarchical(
                              draws=options.draws, tune=options.tune, random_seed=options.seed,
                              progressbar=options.progressbar, quiet=not options.progressbar, nuts=nuts)
     complete_tree(bm, tree, np.random.default_rng(options.seed), pointwise)
+    portable_sample_stats(tree)
     return BayesFit(bm, tree, time.perf_counter() - t0)

@@ -39,7 +39,7 @@ from hierlmm.engines.bayes.correlated_model import (
     build_correlated_bayes_model,
 )
 from hierlmm.engines.bayes.hierarchical_model import var_name
-from hierlmm.engines.bayes.posterior_tree import _derived_parameters, block_factors
+from hierlmm.engines.bayes.posterior_tree import _derived_parameters, block_factors, portable_sample_stats
 from hierlmm.engines.bayes.random_effects_covariance import set_initial_values
 from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.correlated_fit import fit_correlated
@@ -236,6 +236,7 @@ def fit_bayes_correlated(
         warnings.filterwarnings("ignore", message=".*BLAS.*")
         tree = sample_posterior(bm.model, options, **nuts)
     complete_correlated_tree(bm, tree, np.random.default_rng(options.seed))
+    portable_sample_stats(tree)
     return CorrelatedBayesFit(bm, tree, time.perf_counter() - t0)
 
 

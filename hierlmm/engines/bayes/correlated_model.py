@@ -65,12 +65,13 @@ import pytensor.tensor as pt
 from hierlmm.design.design import Design
 from hierlmm.design.subject_batches import subject_batches
 from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
-from hierlmm.engines.bayes.priors import Priors, _pair, _positive, default_priors, with_overrides
+from hierlmm.engines.bayes.priors import Priors, check_priors, default_priors, with_overrides
 from hierlmm.engines.bayes.random_effects_covariance import block_factor
 from hierlmm.engines.bayes.random_effects_covariance import coords as block_coords
 from hierlmm.errors import DataError, SpecError
 from hierlmm.kernels.dense_gaussian_op import dense_gaussian_loglik
 from hierlmm.kernels.woodbury_op import subject_offsets, woodbury_loglik
+from hierlmm.spec.prior_overrides import check_prior_overrides
 from hierlmm.structures.serial_correlation import (
     CorrelationStructure,
     correlation_matrix,
@@ -149,6 +150,12 @@ class CorrelatedBayesModel(CentredFixedEffects):
     variance: Any = None  # the bound variance function (hierlmm.structures.variance_functions), if one was given
     log_sd_centre: np.ndarray | None = None  # column means of M: sigma_centred = sigma exp(log_sd_centre' omega)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle what the model is compiled from (the PyMC model holds compiled functions that do not pickle):
+        unpickling compiles it again (:func:`compile_correlated_model`)."""
+        return compile_correlated_model, (self.design, self.structure, self.priors, self.correlation_priors,
+                                          self.log_sd_names, self.batches, self.n_max, self.variance)
+
 
 def median_gap(batches: tuple[SizeBatch, ...]) -> float:
     """Median gap between a subject's consecutive distinct times (positions for ``~ 1 | g``); 1 if there is none."""
@@ -201,16 +208,16 @@ def stack_batches(design: Design, data: pd.DataFrame, structure: CorrelationStru
 
 def correlation_priors(structure: CorrelationStructure | None, batches: tuple[SizeBatch, ...],
                        overrides: Mapping[str, Any] | None) -> CorrelationPriors:
-    """The default correlation priors for these data, with user overrides (keys ``range``, ``nugget``, ``rho``)."""
+    """The default correlation priors for these data, with user overrides (keys ``range``, ``nugget``, ``rho``;
+    checked by :func:`hierlmm.spec.prior_overrides.check_prior_overrides`)."""
     out = CorrelationPriors(range_median=median_gap(batches))
-    overrides = dict(overrides or {})
+    overrides = check_prior_overrides({k: v for k, v in (overrides or {}).items() if k in CORRELATION_PRIOR_KEYS}) or {}
     if "range" in overrides:
-        median, log_sd = _pair(overrides["range"], "range")
-        out = replace(out, range_median=_positive(median, "range"), range_log_sd=log_sd)
+        median, log_sd = overrides["range"]
+        out = replace(out, range_median=median, range_log_sd=log_sd)
     for key in ("nugget", "rho"):
         if key in overrides:
-            a, b = _pair(overrides[key], key)
-            out = replace(out, **{key: (_positive(a, key), b)})
+            out = replace(out, **{key: tuple(overrides[key])})
     return out
 
 
@@ -275,36 +282,52 @@ def build_correlated_bayes_model(
 
     structure = correlation if correlation is None or isinstance(correlation, CorrelationStructure) \
         else parse_correlation(correlation)
-    overrides = dict(priors or {})
+    overrides = check_priors(design, priors, correlation=structure) or {}  # every prior, before any work
     corr_overrides = {k: overrides.pop(k) for k in CORRELATION_PRIOR_KEYS if k in overrides}
     base = with_overrides(default_priors(design), design, overrides)
     M, names = log_sd_matrix(log_sd_design, design)
     batches, n_max = stack_batches(design, data, structure, M)
     cp = correlation_priors(structure, batches, corr_overrides)
+    variance = log_sd_design if hasattr(log_sd_design, "M") else None
+    return compile_correlated_model(design, structure, base, cp, names, batches, n_max, variance)
+
+
+def compile_correlated_model(design: Design, structure: CorrelationStructure | None, priors: Priors,
+                             corr_priors: CorrelationPriors, log_sd_names: tuple[str, ...],
+                             batches: tuple[SizeBatch, ...], n_max: int, variance: Any = None,
+                             ) -> CorrelatedBayesModel:
+    """Compile the model from its pieces: what :func:`build_correlated_bayes_model` makes of the data and the
+    overrides, and what a pickled or saved fit holds (:func:`hierlmm.load`), so that it needs no data frame. The
+    log-SD design's rows ``M`` are read back from the batches (every row sits in one batch)."""
+    M = None
+    if log_sd_names:
+        M = np.zeros((design.n_obs, len(log_sd_names)))
+        for batch in batches:
+            M[batch.rows] = batch.M
     _, x_mean, intercept = centring(design)
     m_centre = None if M is None else M.mean(axis=0)
     block = design.blocks[0]
     coords = {"fixef": list(design.fixef_names), f"{block.factor}__effect": list(block.effect_names),
               **block_coords(block)}
-    if names:
-        coords["log_sd"] = list(names)
+    if log_sd_names:
+        coords["log_sd"] = list(log_sd_names)
     with pm.Model(coords=coords) as model:
-        beta_c = pm.Normal("beta_centred", mu=np.array(base.beta_mu), sigma=np.array(base.beta_sigma), dims="fixef")
+        beta_c = pm.Normal("beta_centred", mu=np.array(priors.beta_mu), sigma=np.array(priors.beta_sigma),
+                           dims="fixef")
         beta = uncentred(beta_c, x_mean, intercept)
-        if names:  # the prior is on the SD where M is at its mean (see the module notation)
-            omega = pm.Normal("omega", 0.0, cp.omega_sd, dims="log_sd")
-            sigma_centred = pm.HalfStudentT("sigma_centred", nu=3, sigma=base.sigma_scale)
+        if log_sd_names:  # the prior is on the SD where M is at its mean (see the module notation)
+            omega = pm.Normal("omega", 0.0, corr_priors.omega_sd, dims="log_sd")
+            sigma_centred = pm.HalfStudentT("sigma_centred", nu=3, sigma=priors.sigma_scale)
             sigma = sigma_centred * pt.exp(-pt.dot(m_centre, omega))
         else:
             omega = None
-            sigma = pm.HalfStudentT("sigma", nu=3, sigma=base.sigma_scale)
-        chol = block_factor(pm, pt, block, base)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
-        free = {} if structure is None else structure.free_variables(pm, cp)
+            sigma = pm.HalfStudentT("sigma", nu=3, sigma=priors.sigma_scale)
+        chol = block_factor(pm, pt, block, priors)  # D's structure (pdSymm, pdDiag, pdIdent, ...)
+        free = {} if structure is None else structure.free_variables(pm, corr_priors)
         if structure is None and not _FORCE_DENSE:
             loglik = _independent_loglik(pt, design, M, beta, chol, sigma, omega)
         else:
             loglik = sum(_batch_loglik(pt, b, structure, beta, chol, sigma, free, omega, n_max) for b in batches)
         pm.Potential("marginalised_loglik", loglik)
-    variance = log_sd_design if hasattr(log_sd_design, "M") else None
-    return CorrelatedBayesModel(design, structure, base, cp, names, batches, n_max, model, x_mean, intercept,
-                                variance=variance, log_sd_centre=m_centre)
+    return CorrelatedBayesModel(design, structure, priors, corr_priors, log_sd_names, batches, n_max, model, x_mean,
+                                intercept, variance=variance, log_sd_centre=m_centre)

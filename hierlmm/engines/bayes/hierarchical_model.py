@@ -99,13 +99,24 @@ class BayesModel(CentredFixedEffects):
     intercept: int | None = None
     parametrisation: Parametrisation = field(default_factory=Parametrisation)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle what the model is compiled from (the PyMC model holds compiled functions that do not pickle):
+        unpickling compiles it again (:func:`rebuild_bayes_model`)."""
+        return rebuild_bayes_model, (self.design, self.priors, self.sampler, self.parametrisation)
+
+
+def rebuild_bayes_model(design: Design, priors: Priors, sampler: str, par: Parametrisation) -> BayesModel:
+    """The :class:`BayesModel` of ``design`` compiled again from what defines it (its priors, sampler and the joint
+    sampler's parametrisation): what a pickled or saved fit holds (:func:`hierlmm.load`)."""
+    return build_bayes_model(design, priors=priors, sampler=sampler, centered=par if sampler == "joint" else ())
+
 
 def build_bayes_model(
     design: Design,
     *,
     priors: Priors | Mapping[str, Any] | None = None,
     sampler: str = "marginal",
-    centered: Sequence[str] | str = (),
+    centered: Sequence[str] | str | Parametrisation = (),
     reml: Any = None,
 ) -> BayesModel:
     """Compile a design to a PyMC model (see the module notation).
@@ -120,7 +131,8 @@ def build_bayes_model(
         ``"marginal"`` (default) or ``"joint"``.
     centered
         Random effects the joint sampler samples centred: factor names, ``factor:effect`` labels, or ``"auto"``
-        (:func:`hierlmm.engines.bayes.parametrisation.parametrisation`).
+        (:func:`hierlmm.engines.bayes.parametrisation.parametrisation`), or a resolved
+        :class:`~hierlmm.engines.bayes.parametrisation.Parametrisation`.
     reml
         A REML fit of the design, read by ``centered="auto"`` (fitted when needed and not given).
     """
@@ -130,7 +142,10 @@ def build_bayes_model(
     if centered and sampler == "marginal":
         raise SpecError("centered applies to the joint sampler only (the marginal one integrates b out).",
                         given=centered, fix="Use sampler='joint', or drop centered.")
-    par = parametrisation(design, centered, reml) if sampler == "joint" else Parametrisation()
+    if sampler != "joint":
+        par = Parametrisation()
+    else:
+        par = centered if isinstance(centered, Parametrisation) else parametrisation(design, centered, reml)
     if not isinstance(priors, Priors):
         priors = with_overrides(default_priors(design), design, priors)
     crossed = is_crossed(design)

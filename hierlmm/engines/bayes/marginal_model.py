@@ -36,7 +36,7 @@ from hierlmm.design.design import Design
 from hierlmm.engines.bayes.bayes_fit import Diagnostics, diagnose, summarise_draws
 from hierlmm.engines.bayes.centring import CentredFixedEffects, centring, uncentred
 from hierlmm.engines.bayes.posterior_result import PosteriorResult
-from hierlmm.engines.bayes.posterior_tree import packed_to_chol
+from hierlmm.engines.bayes.posterior_tree import packed_to_chol, portable_sample_stats
 from hierlmm.engines.bayes.priors import Priors, default_priors, with_overrides
 from hierlmm.engines.bayes.sampling import SamplerOptions, sample_posterior
 from hierlmm.engines.reml.marginal_model import check_unstructured, kappa_of
@@ -106,6 +106,11 @@ class MarginalBayesModel(CentredFixedEffects):
     x_mean: np.ndarray
     intercept: int | None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle the design and the priors (the PyMC model holds compiled functions that do not pickle):
+        unpickling compiles the model again."""
+        return build_marginal_bayes_model, (self.design, self.priors)
+
 
 def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any] | None = None) -> MarginalBayesModel:
     """Compile the marginal model of ``design`` to PyMC (one grouping factor, one or two random effects)."""
@@ -116,7 +121,7 @@ def build_marginal_bayes_model(design: Design, priors: Priors | Mapping[str, Any
                                 fix="Use one random-effects term, e.g. (time | id), or the hierarchical model.")
     check_unstructured(design)
     if not isinstance(priors, Priors):
-        priors = with_overrides(default_priors(design), design, priors)
+        priors = with_overrides(default_priors(design), design, priors, kind="marginal")
     block = design.blocks[0]
     stats = MarginalisedStats.of(design)
     kappa = kappa_of(stats.subject)
@@ -176,6 +181,7 @@ def fit_bayes_marginal(design: Design, *, options: SamplerOptions | None = None,
         ll.reshape(C, S, -1), dims=("chain", "draw", "subject"),
         coords={"subject": list(design.blocks[0].levels)})}))
     tree["observed_data"] = xr.DataTree(xr.Dataset({"y": xr.DataArray(design.y, dims=("obs",))}))
+    portable_sample_stats(tree)
     return MarginalBayesFit(bm, tree, time.perf_counter() - t0)
 
 

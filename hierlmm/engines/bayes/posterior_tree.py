@@ -113,6 +113,20 @@ def _crossed_effects(cs: CrossedStats, beta: np.ndarray, factors: list[np.ndarra
     return [np.concatenate(per_block) for per_block in zip(*draws, strict=True)]
 
 
+def portable_sample_stats(tree: Any) -> None:
+    """Give every object-typed variable of the tree (nutpie's ``divergence_message``: ``None`` or a message per
+    draw) a string type, ``""`` for ``None``, in place: netCDF and zarr store no Python objects (an all-``None``
+    column came back as floats), so the saved tree reads back identical (:func:`hierlmm.save`)."""
+    for node in tree.subtree:
+        objects = [name for name, v in node.data_vars.items() if v.dtype == object]
+        if objects:
+            ds = node.to_dataset(inherit=False)
+            for name in objects:
+                text = ["" if item is None else str(item) for item in ds[name].values.ravel()]
+                ds[name] = ds[name].copy(data=np.array(text, dtype=str).reshape(ds[name].shape))
+            node.dataset = ds
+
+
 def complete_tree(bm: BayesModel, tree: Any, rng: np.random.Generator, pointwise: bool | None) -> None:
     """Add exact b draws (marginal sampler), observed data and the two log-likelihood groups."""
     design, ms = bm.design, bm.stats

@@ -29,7 +29,9 @@ import numpy as np
 
 from hierlmm.design.design import Design
 from hierlmm.errors import SpecError
+from hierlmm.spec.prior_overrides import check_prior_overrides
 from hierlmm.structures.random_effects import Piece, pieces
+from hierlmm.structures.serial_correlation import RANGE_KINDS, CorrelationStructure, parse_correlation
 
 
 @dataclass(frozen=True)
@@ -79,86 +81,143 @@ def default_priors(design: Design) -> Priors:
         else:
             mu.append(0.0)
             sd.append(10.0 * s_y / s_j)
-    sd_scale, eta = {}, {}
+    sd_scale = {}
     for block in design.blocks:
         rms = np.sqrt(np.mean(block.Z**2, axis=0))
         sd_scale[block.factor] = tuple(float(2.5 * s_y / r) if r > 0 else 2.5 * s_y for r in rms)
-        full = [(block.structure, block.q)] if block.structure != "pdBlocked" else list(block.parts)
-        if any(structure == "pdSymm" and q > 1 for structure, q in full):
-            eta[block.factor] = 1.0
+    eta = dict.fromkeys(lkj_factors(design), 1.0)
     return Priors(tuple(mu), tuple(sd), 2.5 * s_y, sd_scale, eta)
 
 
-def with_overrides(priors: Priors, design: Design, overrides: Mapping[str, Any] | None) -> Priors:
-    """Apply user overrides.
+def lkj_factors(design: Design) -> tuple[str, ...]:
+    """The grouping factors whose D has a full (pdSymm) part of two or more effects: those with an LKJ prior."""
+    out = []
+    for block in design.blocks:
+        full = [(block.structure, block.q)] if block.structure != "pdBlocked" else list(block.parts)
+        if any(structure == "pdSymm" and q > 1 for structure, q in full):
+            out.append(block.factor)
+    return tuple(out)
+
+
+def prior_names(design: Design, *, kind: str = "hierarchical",
+                correlation: CorrelationStructure | str | None = None) -> tuple[str, ...]:
+    """The priors a model of ``design`` takes: ``beta`` and ``sigma``; for the hierarchical model ``sd``, and
+    ``lkj_eta`` if a block has correlated random effects; with a correlation structure ``range`` (corExp, corGaus,
+    corCAR1) or ``rho`` (corAR1, corCompSymm), and ``nugget`` with a nugget. The marginal model's ``D`` has fixed
+    priors (:mod:`hierlmm.engines.bayes.marginal_model`): only ``beta`` and ``sigma``."""
+    names = ["beta", "sigma"]
+    if kind == "hierarchical":
+        names += ["sd", *(["lkj_eta"] if lkj_factors(design) else [])]
+    if correlation is not None:
+        structure = correlation if isinstance(correlation, CorrelationStructure) else parse_correlation(correlation)
+        names += ["range" if structure.kind in RANGE_KINDS else "rho", *(["nugget"] if structure.nugget else [])]
+    return tuple(names)
+
+
+def check_priors(design: Design, overrides: Mapping[str, Any] | None, *, kind: str = "hierarchical",
+                 correlation: CorrelationStructure | str | None = None) -> dict[str, Any] | None:
+    """The one check of user priors for a model of ``design``: their shapes and values
+    (:func:`hierlmm.spec.prior_overrides.check_prior_overrides`), then their names against the model
+    (:func:`prior_names`, the design's fixed effects, grouping factors and random effects).
+
+    Returns
+    -------
+    dict or None
+        The overrides, normalised (None: none given).
+
+    Raises
+    ------
+    SpecError
+        A prior this model does not have (listing those it has), a coefficient, factor or effect it does not have,
+        or a value of the wrong shape or out of range.
+    """
+    table = check_prior_overrides(overrides)
+    if table is None:
+        return None
+    names = prior_names(design, kind=kind, correlation=correlation)
+    unknown = [k for k in table if k not in names]
+    if unknown:
+        why = []
+        if "lkj_eta" in unknown and kind == "hierarchical":
+            why.append("lkj_eta is the LKJ prior of correlated random effects (a pdSymm block of two or more "
+                       "effects), and this model has none")
+        if kind == "marginal" and {"sd", "lkj_eta"} & set(unknown):
+            why.append("the marginal model's D has fixed, dimensionless priors (hierlmm.engines.bayes.marginal_model)")
+        if {"range", "nugget", "rho"} & set(unknown):
+            why.append("range, rho and nugget are priors of a correlation structure's parameters, and only those "
+                       "of this model's structure apply" if correlation is not None else
+                       "range, rho and nugget are priors of a correlation structure, and this model has none")
+        raise SpecError(f"Unknown prior(s) {unknown} for this model" + (f": {'; '.join(why)}." if why else "."),
+                        given=dict(overrides or {}), fix=f"This model's priors are {', '.join(names)}.")
+    for name in table.get("beta", {}):
+        if name not in design.fixef_names:
+            raise SpecError(f"No fixed effect {name!r} to set a prior on.", given=name,
+                            fix=f"Use one of {list(design.fixef_names)}.")
+    factors = [b.factor for b in design.blocks]
+    for key, value in table.get("sd", {}).items():
+        block = _sd_block(design, key)
+        effect = key[len(block.factor) + 1:] if block is not None and key != block.factor else ""
+        if block is None:
+            raise SpecError(f"No grouping factor for the prior 'sd[{key}]'.", given=key,
+                            fix=f"Use one of {factors} (optionally 'factor:effect').")
+        if effect and effect not in block.effect_names:
+            raise SpecError(f"No random effect {effect!r} in {block.factor}.", given=key,
+                            fix=f"Use one of {list(block.effect_names)}.")
+        if effect and isinstance(value, list):
+            raise SpecError(f"sd[{key}] is one effect's scale: a number, not a list.", given=value,
+                            fix=f"Write e.g. sd = {{ \"{key}\" = {value[0]:g} }}.")
+        if not effect and isinstance(value, list) and len(value) not in (1, block.q):
+            raise SpecError(f"sd[{key}] needs 1 or {block.q} scales (one per effect: {list(block.effect_names)}).",
+                            given=value, fix="Give one per effect, or one for all.")
+    if isinstance(table.get("lkj_eta"), Mapping):
+        for factor in table["lkj_eta"]:
+            if factor not in lkj_factors(design):
+                raise SpecError(f"No full (pdSymm) block {factor!r} for an LKJ prior.", given=factor,
+                                fix=f"Use one of {list(lkj_factors(design))}.")
+    return table
+
+
+def _sd_block(design: Design, key: str) -> Any:
+    """The block a ``sd`` key names: a factor (which may itself contain ':'), or ``factor:effect``; None if none."""
+    exact = next((b for b in design.blocks if b.factor == key), None)
+    if exact is not None:
+        return exact
+    return next((b for b in design.blocks if key.startswith(b.factor + ":")), None)
+
+
+def with_overrides(priors: Priors, design: Design, overrides: Mapping[str, Any] | None, *,
+                   kind: str = "hierarchical") -> Priors:
+    """Apply user overrides, checked first by :func:`check_priors` (for a model of ``kind``, without correlation
+    structure: a correlated model passes its correlation priors to
+    :func:`hierlmm.engines.bayes.correlated_model.correlation_priors`).
 
     ``overrides`` keys: ``"beta"`` ({name: (mu, sigma)}), ``"sigma"`` (scale), ``"sd"`` ({factor: [scales]} or
     {"factor:effect": scale}), ``"lkj_eta"`` (a number for every block, or {factor: eta}).
     """
-    if not overrides:
+    table = check_priors(design, overrides, kind=kind)
+    if table is None:
         return priors
-    unknown = set(overrides) - {"beta", "sigma", "sd", "lkj_eta"}
-    if unknown:
-        raise SpecError(f"Unknown prior(s) {sorted(unknown)}.", given=dict(overrides),
-                        fix="Override 'beta', 'sigma', 'sd' or 'lkj_eta'.")
     mu, sd = list(priors.beta_mu), list(priors.beta_sigma)
-    for name, value in dict(overrides.get("beta", {})).items():
-        if name not in design.fixef_names:
-            raise SpecError(f"No fixed effect {name!r} to set a prior on.", given=name,
-                            fix=f"Use one of {list(design.fixef_names)}.")
-        m, s = _pair(value, f"beta[{name}]")
+    for name, (m, s) in table.get("beta", {}).items():
         j = design.fixef_names.index(name)
         mu[j], sd[j] = m, s
-    sigma_scale = _positive(overrides.get("sigma", priors.sigma_scale), "sigma")
     sd_scale = dict(priors.sd_scale)
-    for key, value in dict(overrides.get("sd", {})).items():
-        factor, _, effect = key.partition(":") if key not in sd_scale else (key, "", "")
-        block = next((b for b in design.blocks if b.factor == (key if key in sd_scale else factor)), None)
-        if block is None:
-            raise SpecError(f"No grouping factor for the prior 'sd[{key}]'.", given=key,
-                            fix=f"Use one of {[b.factor for b in design.blocks]} (optionally ':effect').")
-        scales = list(sd_scale[block.factor])
-        if effect:
-            if effect not in block.effect_names:
-                raise SpecError(f"No random effect {effect!r} in {block.factor}.", given=key,
-                                fix=f"Use one of {list(block.effect_names)}.")
-            scales[block.effect_names.index(effect)] = _positive(value, f"sd[{key}]")
+    for key, value in table.get("sd", {}).items():
+        block = _sd_block(design, key)
+        if key != block.factor:
+            scales = list(sd_scale[block.factor])
+            scales[block.effect_names.index(key[len(block.factor) + 1:])] = value
         else:
-            values = np.atleast_1d(value).astype(float)
-            if values.size not in (1, block.q):
-                raise SpecError(f"sd[{key}] needs 1 or {block.q} scales.", given=value, fix="Give one per effect.")
-            scales = [_positive(v, f"sd[{key}]") for v in np.broadcast_to(values, (block.q,))]
-        sd_scale[block.factor] = tuple(scales)
+            scales = list(np.broadcast_to(np.atleast_1d(value), (block.q,)).astype(float))
+        sd_scale[block.factor] = tuple(float(v) for v in scales)
     eta = dict(priors.lkj_eta)
-    value = overrides.get("lkj_eta")
+    value = table.get("lkj_eta")
     if isinstance(value, Mapping):
-        for factor, e in value.items():
-            if factor not in eta:
-                raise SpecError(f"No full (pdSymm) block {factor!r} for an LKJ prior.", given=factor,
-                                fix=f"Use one of {sorted(eta)}.")
-            eta[factor] = _positive(e, f"lkj_eta[{factor}]")
+        eta.update(value)
     elif value is not None:
-        eta = {f: _positive(value, "lkj_eta") for f in eta}
-    return replace(priors, beta_mu=tuple(mu), beta_sigma=tuple(sd), sigma_scale=sigma_scale, sd_scale=sd_scale,
-                   lkj_eta=eta)
-
-
-def _positive(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not v > 0:
-        raise SpecError(f"The prior scale of {name} must be a positive number.", given=value, fix="Use e.g. 2.5.")
-    return v
-
-
-def _pair(value: Any, name: str) -> tuple[float, float]:
-    try:
-        m, s = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise SpecError(f"The prior of {name} must be (mean, sd).", given=value, fix="Use e.g. (0, 10).") from None
-    return m, _positive(s, name)
+        eta = dict.fromkeys(eta, value)
+    return replace(priors, beta_mu=tuple(mu), beta_sigma=tuple(sd), sigma_scale=table.get("sigma", priors.sigma_scale),
+                   sd_scale=sd_scale, lkj_eta=eta)
 
 
 def prior_kind(piece: Piece, factor: str, priors: Priors) -> str:

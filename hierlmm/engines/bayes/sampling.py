@@ -15,6 +15,7 @@ the posterior holds the constrained values under the PyMC variable names.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,23 +34,28 @@ from hierlmm.errors import SpecError
 class SamplerOptions:
     """NUTS settings, the same for every Bayesian engine (:func:`hierlmm.fit_bayes` and the drivers behind it).
 
+    Every value is checked when the options are made (a :class:`~hierlmm.errors.SpecError` names the option, the
+    value and what is allowed). Counts are whole numbers: a Python or NumPy integer, never a bool, and never a float,
+    even ``2.0`` (``draws=1e3`` is refused with the fix ``draws=1000``), so that a float computed by mistake is not
+    silently truncated.
+
     Attributes
     ----------
     chains, draws
-        Chains, and draws kept per chain after tuning.
+        Chains (>= 1), and draws kept per chain after tuning (>= 1).
     tune
-        Tuning steps per chain; None: the engine's default (1000; 2000 with a correlation structure, whose
+        Tuning steps per chain (>= 0); None: the engine's default (1000; 2000 with a correlation structure, whose
         posteriors need the longer adaptation: docs/serial_correlation.md).
     cores
-        Chains run in parallel by the joint sampler (``pm.sample``). The marginalised samplers' log-density is a
+        Chains run in parallel by the joint sampler (``pm.sample``; >= 1). The marginalised samplers' log-density is a
         Python callable holding the GIL, so their chains take turns on one thread whatever ``cores`` says.
     seed
-        Seed of the chains and of the exact draws of ``b``.
+        Seed of the chains and of the exact draws of ``b``: a whole number from 0 to 2**32 - 1.
     target_accept
-        NUTS' target acceptance rate; None: the engine's default (nutpie's 0.8; 0.9 for the joint sampler and for
-        serially correlated or heteroscedastic errors).
+        NUTS' target acceptance rate, strictly between 0 and 1; None: the engine's default (nutpie's 0.8; 0.9 for
+        the joint sampler and for serially correlated or heteroscedastic errors).
     progressbar
-        Show sampling progress.
+        Show sampling progress: True or False.
     """
 
     chains: int = 4
@@ -61,18 +67,20 @@ class SamplerOptions:
     progressbar: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("chains", "draws", "cores"):
+        """The one check of NUTS settings: every route to a sampler (:func:`hierlmm.fit_bayes`, the engines' drivers,
+        the command line, ``dataclasses.replace``) builds a ``SamplerOptions``, so a bad value is refused here, before
+        any model is compiled or sampled, and never reaches nutpie or PyMC as a bare traceback."""
+        for name, (low, high, example) in _WHOLE_NUMBERS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"{name} must be a positive whole number.", given=value, fix=f"Pass e.g. {name}=4.")
-        if self.tune is not None and (isinstance(self.tune, bool) or not isinstance(self.tune, int) or self.tune < 0):
-            raise SpecError("tune must be a whole number >= 0, or None for the engine's default.", given=self.tune,
-                            fix="Pass e.g. tune=1000.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise SpecError("seed must be a whole number.", given=self.seed, fix="Pass e.g. seed=1.")
-        if self.target_accept is not None and not 0 < self.target_accept < 1:
-            raise SpecError("target_accept must lie strictly between 0 and 1.", given=self.target_accept,
-                            fix="Pass e.g. target_accept=0.9 (higher: smaller steps, fewer divergences).")
+            if name == "tune" and value is None:
+                continue
+            object.__setattr__(self, name, _whole_number(name, value, low, high, example))
+        if self.target_accept is not None:
+            object.__setattr__(self, "target_accept", _acceptance(self.target_accept))
+        if not isinstance(self.progressbar, bool | np.bool_):
+            raise SpecError("progressbar must be True or False.", given=_shown(self.progressbar),
+                            fix="Pass progressbar=False (no progress bar) or progressbar=True.")
+        object.__setattr__(self, "progressbar", bool(self.progressbar))
 
     def with_default_tune(self, tune: int) -> SamplerOptions:
         """These options with ``tune`` filled in when it was left to the engine."""
@@ -95,6 +103,44 @@ class SamplerOptions:
             raise SpecError("NUTS settings were given twice: as options= and as keywords.", given=sorted(given),
                             fix=f"Put them in the options: dataclasses.replace(options, {', '.join(given)}=...).")
         return options
+
+
+# option: (smallest, largest or None, example) of the whole-number settings
+_WHOLE_NUMBERS: dict[str, tuple[int, int | None, int]] = {
+    "chains": (1, None, 4), "draws": (1, None, 1000), "tune": (0, None, 1000), "cores": (1, None, 2),
+    "seed": (0, 2**32 - 1, 1),
+}
+
+
+def _shown(value: Any) -> str:
+    """A value quoted back with its type: ``2.5 (float)``, ``'abc' (str)``."""
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _whole_number(name: str, value: Any, low: int, high: int | None, example: int) -> int:
+    """``value`` as an int if it is a whole number (a Python or NumPy integer, not a bool and not a float, even
+    2.0) within ``[low, high]``; else a SpecError naming the option, the value and the allowed range."""
+    allowed = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high} (2**32 - 1)"
+    if name == "tune":
+        allowed += ", or None for the engine's default"
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        whole = isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer()
+        fix = f"Pass {name}={int(value)} (an int, not a float)." if whole else f"Pass e.g. {name}={example}."
+        raise SpecError(f"{name} must be {allowed}.", given=_shown(value), fix=fix)
+    if value < low or (high is not None and value > high):
+        raise SpecError(f"{name} must be {allowed}.", given=_shown(value), fix=f"Pass e.g. {name}={example}.")
+    return int(value)
+
+
+def _acceptance(value: Any) -> float:
+    """``target_accept`` as a float strictly between 0 and 1, else a SpecError (at 1.5 nutpie's adaptation drove the
+    step size to 4e-18: the chains never moved)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_) and 0 < float(value) < 1
+    if not ok:
+        raise SpecError("target_accept must be a number strictly between 0 and 1.", given=_shown(value),
+                        fix="Pass e.g. target_accept=0.9 (higher: smaller steps, fewer divergences), or leave it None "
+                            "for the engine's default.")
+    return float(value)
 
 
 def _joined_functions(model: Any):

@@ -38,8 +38,8 @@ def test_gaussian_correlation_with_a_nugget_matches_nlme(chapter_data):
     assert fit.correlation_parameters["nugget"] == pytest.approx(ref["nugget"], rel=1e-3)
     assert fit.D[0][0, 0] == pytest.approx(ref["D"][0][0], rel=1e-3)
     intervals = fit.correlation_intervals()  # nlme's with .relStep = 1e-4 (its default step is too small here)
-    np.testing.assert_allclose(intervals["range"], ref["range_ci"], rtol=1e-2)
-    np.testing.assert_allclose(intervals["nugget"], ref["nugget_ci"], rtol=1e-2)
+    np.testing.assert_allclose(intervals["range"], ref["range_ci"], rtol=1e-2)  # measured 4.9e-3 (nlme's fdHess)
+    np.testing.assert_allclose(intervals["nugget"], ref["nugget_ci"], rtol=1e-2)  # measured 4.7e-3
 
 
 def test_interval_standard_errors_are_those_of_the_exact_reml_hessian(chapter_data):
@@ -69,8 +69,8 @@ def test_exponential_correlation_with_a_nugget_matches_nlme(chapter_data):
     fit = _fit(chapter_data("aids"), "corExp(form = ~ obstime | patient, nugget = TRUE)")
     assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
     np.testing.assert_allclose(fit.beta, ref["fixef"]["value"], atol=1e-3)
-    assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=1e-2)
-    assert fit.correlation_parameters["nugget"] == pytest.approx(ref["nugget"], rel=1e-2)
+    assert fit.correlation_parameters["range"] == pytest.approx(ref["range"], rel=2e-5)  # measured 1.2e-6
+    assert fit.correlation_parameters["nugget"] == pytest.approx(ref["nugget"], rel=1e-5)  # measured 9.5e-7
     assert fit.sigma == pytest.approx(ref["sigma"], rel=1e-3)
 
 
@@ -97,7 +97,7 @@ def test_car1_and_ar1_with_a_nugget_are_corexp_with_one(chapter_data):
         fit = _fit(data, f"{kind}(form = ~ obstime | patient, nugget = TRUE)")
         assert fit.loglik == pytest.approx(ref["logLik"], abs=1e-3)
         assert fit.correlation_parameters["phi"] == pytest.approx(np.exp(-1 / ref["range"]), rel=1e-3)
-        assert fit.correlation_parameters["nugget"] == pytest.approx(ref["nugget"], rel=1e-2)
+        assert fit.correlation_parameters["nugget"] == pytest.approx(ref["nugget"], rel=1e-5)  # measured 9.5e-7
 
 
 def test_ar1_by_position_matches_nlme(chapter_data):

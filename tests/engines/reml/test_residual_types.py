@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from paths import FIXTURES
-from simulated import simulate
+from simulated import every_kind
 
 import hierlmm
 from hierlmm.engines.bayes.hierarchical_model import var_name
@@ -118,9 +118,7 @@ REML_KINDS = {  # the kinds of tests/test_fit_interface.py
 
 @pytest.fixture(scope="module")
 def data() -> pd.DataFrame:
-    frame = simulate(21, n_subjects=40, nested=True)
-    frame["rater"] = [f"r{k % 5}" for k in range(len(frame))]  # crossed with id
-    return frame
+    return every_kind()
 
 
 @pytest.fixture(scope="module", params=list(REML_KINDS))
