@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from hierlmm.design.design import Design, build_design
+from hierlmm.design.design import Design, build_design, check_response_varies
 from hierlmm.design.sufficient_stats import is_crossed
 from hierlmm.engines.bayes.bayes_fit import BayesFit, fit_bayes_hierarchical
 from hierlmm.engines.bayes.correlated_fit import fit_bayes_correlated
@@ -107,6 +107,7 @@ def fit_design(
     method = method or design.spec.method
     if kind not in ("hierarchical", "marginal"):
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
+    check_response_varies(design)
     if correlation is not None or weights is not None:
         if kind != "hierarchical":
             raise SpecError("Serial correlation and variance functions are fitted with the hierarchical model's "
@@ -188,6 +189,7 @@ def fit_bayes(
                                      target_accept=target_accept, progressbar=progressbar)
     if kind not in ("hierarchical", "marginal"):
         raise SpecError("Unknown kind of model.", given=kind, fix="Use kind='hierarchical' or kind='marginal'.")
+    check_response_varies(design)
     if correlation is not None or log_sd_design is not None or weights is not None:
         if data is None or sampler != "marginal" or centered or kind != "hierarchical" or pointwise:
             raise SpecError("Correlated or heteroscedastic errors are sampled with the marginal sampler of the "

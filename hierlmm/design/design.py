@@ -313,6 +313,16 @@ def _subset(value: Value, rows: np.ndarray) -> Value:
     return Numeric(value.values[rows], value.suffixes)
 
 
+def check_response_varies(design: Design) -> None:
+    """Refuse to fit a constant response (a design may still carry one, e.g. a template for simulation)."""
+    y = design.y
+    if y.size and np.ptp(y) <= 1e-12 * max(1.0, float(np.max(np.abs(y)))):
+        raise DataError(f"The response {design.response_name} is constant on the {y.size} rows used "
+                        f"(every value {y[0]:g}): there is no variation for a model to explain.",
+                        given=design.spec.formula,
+                        fix="Check the response column (and the rows dropped for missing values).")
+
+
 def new_model_matrices(design: Design, data: pd.DataFrame, source: str = "the new data"
                        ) -> tuple[np.ndarray, list[np.ndarray]]:
     """X and every block's Z for new data, with the training design's knots and factor levels.

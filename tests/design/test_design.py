@@ -17,12 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import hierlmm
 from hierlmm import datasets
 from hierlmm.design.design import build_design, new_model_matrices, used_columns
 from hierlmm.errors import DataError, MissingDataWarning
 from hierlmm.formula.evaluation import Evaluator
 from hierlmm.formula.model_matrix import model_matrix
-from hierlmm.spec.model_spec import ModelSpec
+from hierlmm.spec.model_spec import ModelSpec, model_spec
 
 HAS_R = shutil.which("Rscript") is not None
 needs_r = pytest.mark.skipif(not HAS_R, reason="R (Rscript) is not installed on this machine")
@@ -391,3 +392,14 @@ def test_design_invariants(frame: pd.DataFrame, which: tuple[str, int | None, in
     np.testing.assert_array_equal(np.asarray(block.levels)[block.group_index], frame["grp"].to_numpy())
     if "x" in block.effect_names:
         np.testing.assert_array_equal(block.Z[:, block.effect_names.index("x")], frame["x"].to_numpy())
+
+
+def test_a_constant_response_is_named_as_the_cause():
+    data = pd.DataFrame({"g": np.repeat(list("abcdef"), 4), "t": np.tile(np.arange(4.0), 6), "y": 3.0})
+    design = build_design(model_spec("y ~ t + (1 | g)"), data)  # a design may carry one (simulation templates)
+    with pytest.raises(DataError, match="constant"):
+        hierlmm.fit("y ~ t + (1 | g)", data)
+    with pytest.raises(DataError, match="constant"):
+        hierlmm.fit_design(design, method="ML")
+    with pytest.raises(DataError, match="constant"):
+        hierlmm.fit_bayes(design, draws=10, tune=10, chains=1)
